@@ -1,0 +1,40 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations so it cannot drift from
+//! the code.
+
+use utoipa::OpenApi;
+
+use crate::routes;
+
+/// The API description served at `/openapi.json`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Climate API",
+        description = "Climate and earth-observation data for health information systems: ingest, keep current, and serve as GeoZarr.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        routes::meta::get_health,
+        routes::meta::get_ready,
+        routes::meta::get_info,
+        routes::meta::get_extent,
+        routes::templates::list_templates,
+        routes::templates::get_template,
+        routes::ingestions::create_ingestion,
+        routes::ingestions::list_ingestions,
+        routes::ingestions::get_ingestion,
+        routes::ingestions::cancel_ingestion,
+        routes::datasets::list_datasets,
+        routes::datasets::get_dataset,
+        routes::zarr::list_zarr,
+        routes::zarr::get_zarr_object,
+    ),
+    tags(
+        (name = "service", description = "Health, readiness and instance information"),
+        (name = "templates", description = "Dataset templates"),
+        (name = "ingestions", description = "Ingestion runs"),
+        (name = "datasets", description = "Managed datasets and versions"),
+        (name = "zarr", description = "Raw Zarr v3 stores of the current versions"),
+    )
+)]
+pub struct ApiDoc;

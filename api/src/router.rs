@@ -1,0 +1,69 @@
+//! Every route, in one place.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, header};
+use axum::routing::get;
+use tower_http::cors::{Any, CorsLayer};
+use utoipa::OpenApi;
+
+use crate::error;
+use crate::openapi::ApiDoc;
+use crate::routes::{datasets, ingestions, meta, templates, zarr};
+use crate::state::AppState;
+
+/// Request bodies are small JSON documents.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Builds the application router.
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers([
+            header::LOCATION,
+            header::LINK,
+            header::ETAG,
+            header::CONTENT_RANGE,
+            header::CONTENT_LENGTH,
+            header::ACCEPT_RANGES,
+            HeaderName::from_static(error::REQUEST_ID),
+        ]);
+    Router::new()
+        .route("/health", get(meta::get_health))
+        .route("/ready", get(meta::get_ready))
+        .route("/info", get(meta::get_info))
+        .route("/extent", get(meta::get_extent))
+        .route("/dataset-templates", get(templates::list_templates))
+        .route("/dataset-templates/{id}", get(templates::get_template))
+        .route(
+            "/ingestions",
+            get(ingestions::list_ingestions).post(ingestions::create_ingestion),
+        )
+        .route(
+            "/ingestions/{id}",
+            get(ingestions::get_ingestion).delete(ingestions::cancel_ingestion),
+        )
+        .route("/datasets", get(datasets::list_datasets))
+        .route("/datasets/{id}", get(datasets::get_dataset))
+        .route("/zarr/{id}", get(zarr::list_zarr))
+        .route("/zarr/{id}/{*path}", get(zarr::get_zarr_object))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(error::envelope))
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

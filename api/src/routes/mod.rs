@@ -1,0 +1,7 @@
+//! Handlers, grouped by resource.
+
+pub mod datasets;
+pub mod ingestions;
+pub mod meta;
+pub mod templates;
+pub mod zarr;

@@ -1,0 +1,339 @@
+//! `/zarr`: the stored bytes of a dataset's current version, for Zarr clients (xarray,
+//! zarr-python, zarrita.js) reading over HTTP.
+//!
+//! Objects of a version never change, so an object is identified by its version's artifact and
+//! its path: that is the strong `ETag`. The URL itself follows the current version, so responses
+//! are revalidated (`no-cache`) rather than cached blindly.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use climate_infra::db::VersionRecord;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::{AppState, BaseUrl};
+use crate::views::current_version;
+
+/// An entry of a store listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZarrEntry {
+    /// Object or directory name.
+    pub name: String,
+    /// `file` or `directory`.
+    pub kind: &'static str,
+    /// Absolute URL.
+    pub href: String,
+    /// Size in bytes (files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Top-level listing of a dataset's store.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZarrListing {
+    /// Always `ZarrListing`.
+    pub kind: &'static str,
+    /// Dataset id.
+    pub dataset_id: String,
+    /// Listed path (empty for the root).
+    pub path: String,
+    /// Entries.
+    pub entries: Vec<ZarrEntry>,
+}
+
+async fn current(state: &AppState, id: &str) -> Result<VersionRecord, ApiError> {
+    current_version(state, id).await.map(|(_, v)| v)
+}
+
+/// `GET /zarr/{id}`: the entries at the root of the current version's store.
+#[utoipa::path(get, path = "/zarr/{id}", tag = "zarr",
+    params(("id" = String, Path, description = "dataset id")),
+    responses((status = 200, body = ZarrListing), (status = 404, body = ErrorBody)))]
+pub async fn list_zarr(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Json<ZarrListing>, ApiError> {
+    let v = current(&state, &id).await?;
+    let os = state.platform.store.object_store();
+    let prefix = StorePath::from(v.storage_prefix.as_str());
+    let listing = os
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(|e| ApiError::unavailable("object store", e))?;
+    let mut entries: Vec<ZarrEntry> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_owned))
+        .map(|name| ZarrEntry {
+            href: base.join(&format!("/zarr/{id}/{name}")),
+            name,
+            kind: "directory",
+            size: None,
+        })
+        .chain(listing.objects.iter().filter_map(|o| {
+            let name = o.location.filename()?.to_owned();
+            Some(ZarrEntry {
+                href: base.join(&format!("/zarr/{id}/{name}")),
+                name,
+                kind: "file",
+                size: Some(o.size),
+            })
+        }))
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(ZarrListing {
+        kind: "ZarrListing",
+        dataset_id: id,
+        path: String::new(),
+        entries,
+    }))
+}
+
+/// Accepts only plain relative keys: no empty, `.` or `..` segments, no backslashes or control
+/// characters. Everything a Zarr v3 store contains passes.
+fn validate_key(path: &str) -> Result<(), ApiError> {
+    let ok = !path.is_empty()
+        && path.len() <= 1024
+        && !path.starts_with('/')
+        && path.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!(
+                "'{path}' is not a valid store key: use '/'-separated names without '.', '..' or empty segments"
+            ),
+        ))
+    }
+}
+
+/// A parsed single `Range: bytes=…` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteRange {
+    /// `a-b` (inclusive) or `a-`.
+    From(u64, Option<u64>),
+    /// `-n`: the last n bytes.
+    Suffix(u64),
+}
+
+/// Parses a `Range` header. `Ok(None)` means "serve the whole object" (absent header, other
+/// units or several ranges, which RFC 9110 lets a server ignore).
+fn parse_range(h: Option<&HeaderValue>) -> Result<Option<ByteRange>, ()> {
+    let Some(v) = h.and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        return if n == 0 {
+            Err(())
+        } else {
+            Ok(Some(ByteRange::Suffix(n)))
+        };
+    }
+    let start: u64 = a.parse().map_err(|_| ())?;
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse::<u64>().map_err(|_| ())?)
+    };
+    if end.is_some_and(|e| e < start) {
+        return Err(());
+    }
+    Ok(Some(ByteRange::From(start, end)))
+}
+
+/// Resolves a range against the object size: `Some(start..end)` (exclusive end) or `None` when
+/// unsatisfiable.
+fn resolve(range: ByteRange, size: u64) -> Option<std::ops::Range<u64>> {
+    match range {
+        ByteRange::Suffix(n) => (size > 0).then(|| size.saturating_sub(n)..size),
+        ByteRange::From(start, end) => {
+            (start < size).then(|| start..end.map_or(size, |e| (e + 1).min(size)))
+        }
+    }
+}
+
+/// FNV-1a: a stable hash for ETags (the std hasher may change between releases).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Serves one object of a version with conditional and range support.
+pub async fn serve_object(
+    state: &AppState,
+    version: &VersionRecord,
+    key: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    cache_control: &'static str,
+) -> Result<Response, ApiError> {
+    validate_key(key)?;
+    let os = state.platform.store.object_store();
+    let location = StorePath::from(format!("{}/{key}", version.storage_prefix));
+    let meta = match os.head(&location).await {
+        Ok(m) => m,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ApiError::not_found(
+                "not_found",
+                format!("no object '{key}' in dataset '{}'", version.dataset_id),
+            ));
+        }
+        Err(e) => return Err(ApiError::unavailable("object store", e)),
+    };
+    let etag = format!("\"{:016x}\"", fnv1a(&[&version.artifact_id, key]));
+    let content_type = if key == "zarr.json" || key.ends_with("/zarr.json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
+    let mut out = HeaderMap::new();
+    out.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).map_err(ApiError::internal)?,
+    );
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+
+    let size = meta.size;
+    let range = match parse_range(headers.get(header::RANGE)) {
+        Ok(None) => None,
+        Ok(Some(r)) => match resolve(r, size) {
+            Some(r) => Some(r),
+            None => {
+                out.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{size}"))
+                        .map_err(ApiError::internal)?,
+                );
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
+            }
+        },
+        Err(()) => {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "invalid_range",
+                "Range must be 'bytes=START-END', 'bytes=START-' or 'bytes=-SUFFIX'",
+            ));
+        }
+    };
+    let (status, len) = match &range {
+        Some(r) => {
+            out.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
+                    .map_err(ApiError::internal)?,
+            );
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+        None => (StatusCode::OK, size),
+    };
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if method == Method::HEAD {
+        return Ok((status, out).into_response());
+    }
+    let opts = GetOptions {
+        range: range.map(GetRange::Bounded),
+        ..GetOptions::default()
+    };
+    let result = os
+        .get_opts(&location, opts)
+        .await
+        .map_err(|e| ApiError::unavailable("object store", e))?;
+    let body = Body::from_stream(result.into_stream());
+    Ok((status, out, body).into_response())
+}
+
+/// `GET|HEAD /zarr/{id}/{path}`: one object of the current version.
+#[utoipa::path(get, path = "/zarr/{id}/{path}", tag = "zarr",
+    params(("id" = String, Path, description = "dataset id"),
+           ("path" = String, Path, description = "store key, e.g. zarr.json or t2m/c/0/0/0")),
+    responses((status = 200, description = "the object's bytes"),
+              (status = 206, description = "the requested byte range"),
+              (status = 304, description = "not modified"),
+              (status = 404, body = ErrorBody), (status = 416, description = "range not satisfiable")))]
+pub async fn get_zarr_object(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let v = current(&state, &id).await?;
+    serve_object(&state, &v, &key, &method, &headers, "no-cache").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_resolve() {
+        let h = |s: &str| HeaderValue::from_str(s).expect("header");
+        assert_eq!(
+            parse_range(Some(&h("bytes=0-9"))),
+            Ok(Some(ByteRange::From(0, Some(9))))
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=-16"))),
+            Ok(Some(ByteRange::Suffix(16)))
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=5-"))),
+            Ok(Some(ByteRange::From(5, None)))
+        );
+        assert_eq!(parse_range(Some(&h("bytes=0-1,4-5"))), Ok(None));
+        assert!(parse_range(Some(&h("bytes=9-1"))).is_err());
+        assert!(parse_range(Some(&h("bytes=-0"))).is_err());
+        assert_eq!(resolve(ByteRange::Suffix(16), 10), Some(0..10));
+        assert_eq!(resolve(ByteRange::From(5, Some(100)), 10), Some(5..10));
+        assert_eq!(resolve(ByteRange::From(10, None), 10), None);
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        for ok in ["zarr.json", "t2m/c/0/0/0", "t/zarr.json"] {
+            assert!(validate_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a//b", "/abs", "a/./b", "a\\b", "a b"] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The API's state: one struct handed to every handler.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use climate_infra::Platform;
+
+/// Shared state of the API process.
+#[derive(Debug)]
+pub struct App {
+    /// Backends, configuration and templates.
+    pub platform: Platform,
+}
+
+/// Cheap handle on [`App`].
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The absolute base URL for links: `base_url` from configuration, else derived from the
+/// request (`X-Forwarded-Proto`/`X-Forwarded-Host`, then `Host`).
+#[derive(Debug, Clone)]
+pub struct BaseUrl(pub String);
+
+impl BaseUrl {
+    /// Joins a path (starting with `/`) to the base.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(base) = &state.platform.config.base_url {
+            return Ok(Self(base.trim_end_matches('/').to_owned()));
+        }
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let proto = header("x-forwarded-proto").unwrap_or_else(|| "http".into());
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .unwrap_or_else(|| state.platform.config.server.bind.clone());
+        Ok(Self(format!("{proto}://{host}")))
+    }
+}

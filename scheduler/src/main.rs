@@ -1,0 +1,34 @@
+//! `climate-scheduler`: the scheduler process for distributed deployments.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use climate_infra::{Config, Platform};
+use tokio_util::sync::CancellationToken;
+
+/// Climate API scheduler.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (default: CLIMATE_API_CONFIG, else the embedded example).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    climate_infra::telemetry::init();
+    let args = Args::parse();
+    let config = Config::from_process(args.config.as_deref())?;
+    // Templates are not executed here, so provider parameters are checked by the workers.
+    let platform = Platform::connect(config, &|_| Ok(()))
+        .await
+        .context("starting the scheduler")?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(climate_scheduler::run(platform, shutdown.clone()));
+    climate_infra::shutdown::signal().await;
+    shutdown.cancel();
+    task.await?;
+    Ok(())
+}

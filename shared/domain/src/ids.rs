@@ -1,0 +1,157 @@
+//! Identifiers of templates, extents and managed datasets.
+//!
+//! Ids appear in URLs, object-store prefixes and queue messages, so they are restricted to a
+//! small, URL- and path-safe alphabet and validated once, on construction.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why an identifier was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid {kind} '{value}': use 1 to {max_len} characters from a-z, 0-9, '_' and '-', starting with a letter or digit"
+)]
+pub struct IdError {
+    /// The longest value accepted for this kind.
+    pub max_len: usize,
+    /// Which kind of id was being parsed (`template id`, `extent id`, `dataset id`).
+    pub kind: &'static str,
+    /// The rejected input.
+    pub value: String,
+}
+
+fn validate(kind: &'static str, max_len: usize, value: &str) -> Result<(), IdError> {
+    let ok = !value.is_empty()
+        && value.len() <= max_len
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError {
+            max_len,
+            kind,
+            value: value.to_owned(),
+        })
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps an id.
+            ///
+            /// # Errors
+            /// Returns [`IdError`] when the value is empty, too long or has characters outside
+            /// `a-z 0-9 _ -`.
+            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                validate($kind, $max, &value)?;
+                Ok(Self(value))
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Id of a dataset template, e.g. `chirps3_precipitation_daily`.
+    TemplateId,
+    "template id",
+    63
+);
+id_type!(
+    /// Id of a configured extent, e.g. `sle`.
+    ExtentId,
+    "extent id",
+    63
+);
+id_type!(
+    /// Public id of a managed dataset: `{template_id}_{extent_id}`. It never changes.
+    DatasetId,
+    "dataset id",
+    127
+);
+
+impl DatasetId {
+    /// The id of the managed dataset made from `template` over `extent`.
+    pub fn managed(template: &TemplateId, extent: &ExtentId) -> Self {
+        // Both parts are valid ids of at most 63 characters and '_' is in the alphabet, so the
+        // joined value (at most 127 characters) is always a valid dataset id.
+        Self(format!("{}_{}", template.as_str(), extent.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        assert!(TemplateId::new("chirps3_precipitation_daily").is_ok());
+        assert!(ExtentId::new("sle-2").is_ok());
+    }
+
+    #[test]
+    fn rejects_unsafe_ids_with_a_message_naming_the_kind() {
+        for bad in [
+            "",
+            "Upper",
+            "../etc",
+            "a b",
+            "_lead",
+            "x".repeat(64).as_str(),
+        ] {
+            let err = ExtentId::new(bad).expect_err(bad);
+            assert!(err.to_string().starts_with("invalid extent id"), "{err}");
+        }
+    }
+
+    #[test]
+    fn managed_dataset_id_joins_template_and_extent() {
+        let t = TemplateId::new("sample_t2m").expect("valid");
+        let e = ExtentId::new("sle").expect("valid");
+        assert_eq!(DatasetId::managed(&t, &e).as_str(), "sample_t2m_sle");
+    }
+}

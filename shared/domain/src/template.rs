@@ -1,0 +1,480 @@
+//! Dataset templates: the stateless blueprint of a source (what variable, which provider with
+//! which parameters, which transforms, how it syncs, how it is chunked and displayed).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunking::ChunkOverride;
+use crate::ids::TemplateId;
+use crate::period::PeriodType;
+
+/// Why a template is invalid. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template '{template}': {field}: {message}")]
+pub struct TemplateError {
+    /// Template id (or `?` when the id itself is unreadable).
+    pub template: String,
+    /// Dotted path of the offending field, e.g. `transforms[1]`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// A dataset template as written in YAML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetTemplate {
+    /// Stable id; managed datasets are `{id}_{extent_id}`.
+    pub id: TemplateId,
+    /// Display name.
+    pub name: String,
+    /// Short display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_name: Option<String>,
+    /// Longer description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Name of the data variable in the written store.
+    pub variable: String,
+    /// CF `long_name` of the variable; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_name: Option<String>,
+    /// Temporal resolution.
+    pub period_type: PeriodType,
+    /// Units after transforms (CF/UDUNITS spelling, e.g. `degC`, `mm`).
+    pub units: String,
+    /// Who publishes the source data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Where users can read about the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// Nominal spatial resolution, for display (e.g. `0.1°`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Which provider fetches the data, with its parameters.
+    pub ingestion: IngestionSpec,
+    /// Value transforms applied to source values, in order, before reprojection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<Transform>,
+    /// How the dataset is kept current.
+    #[serde(default)]
+    pub sync: SyncSpec,
+    /// Chunk policy overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkOverride>,
+    /// Display hints (colormap, range) for maps and STAC render extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<serde_json::Value>,
+}
+
+/// Provider and parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestionSpec {
+    /// Provider name, e.g. `file`, `chirps3_daily`.
+    pub provider: String,
+    /// Provider-specific parameters, validated by the provider at start-up.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Sync behaviour of a template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// `temporal`, `release` or `static`.
+    pub kind: SyncKind,
+    /// For temporal syncs: append new periods or rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<SyncExecution>,
+    /// Availability policy (lag, probe, …); interpreted by sync planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<serde_json::Value>,
+}
+
+impl Default for SyncSpec {
+    fn default() -> Self {
+        Self {
+            kind: SyncKind::Static,
+            execution: None,
+            availability: None,
+        }
+    }
+}
+
+/// Kinds of sync (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncKind {
+    /// New periods appear over time.
+    Temporal,
+    /// New releases replace the data.
+    Release,
+    /// Never changes.
+    Static,
+}
+
+/// How a temporal sync writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncExecution {
+    /// Write only the new periods.
+    Append,
+    /// Rebuild the whole dataset.
+    Rematerialize,
+}
+
+/// A named, parameterised value transform. Point-wise transforms see one source value at a
+/// time; missing values (NaN) stay missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TransformSpec", into = "TransformSpec")]
+pub enum Transform {
+    /// `v - 273.15`.
+    KelvinToCelsius,
+    /// `v * 1000`.
+    MetresToMm,
+    /// `v * scale + offset`.
+    ScaleOffset {
+        /// Multiplier.
+        scale: f64,
+        /// Addend, applied after scaling.
+        offset: f64,
+    },
+    /// Values equal to any of these become missing.
+    MaskValues {
+        /// Sentinel values (e.g. -9999).
+        values: Vec<f64>,
+    },
+    /// ERA5-Land accumulations since 00 UTC to hourly amounts, keyed on the hour of day:
+    /// `a(t) = A(t)` for the hour ending 01:00, else `A(t) − A(t − 1 h)` (the 00:00 value closes
+    /// the previous day). Temporal: the pipeline applies it, with the previous hour's field,
+    /// before the point-wise transforms; it must come first and needs hourly data.
+    Deaccumulate {
+        /// Clip the small negative differences of GRIB packing to 0 (for non-negative
+        /// quantities such as precipitation; not for signed fluxes).
+        clip_negative: bool,
+    },
+}
+
+/// The YAML spelling of a transform: a bare name or a one-key map of name to parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TransformSpec {
+    /// `kelvin_to_celsius`
+    Name(String),
+    /// `{scale_offset: {scale: 0.1, offset: 0}}`
+    WithParams(BTreeMap<String, serde_json::Value>),
+}
+
+const TRANSFORM_NAMES: &str =
+    "kelvin_to_celsius, metres_to_mm, scale_offset, mask_values, deaccumulate";
+
+impl TryFrom<TransformSpec> for Transform {
+    type Error = String;
+    fn try_from(spec: TransformSpec) -> Result<Self, String> {
+        let (name, params) = match spec {
+            TransformSpec::Name(n) => (n, serde_json::Value::Null),
+            TransformSpec::WithParams(m) if m.len() == 1 => {
+                let Some((k, v)) = m.into_iter().next() else {
+                    return Err("empty transform".into());
+                };
+                (k, v)
+            }
+            TransformSpec::WithParams(_) => {
+                return Err(
+                    "a transform with parameters is a map with exactly one key, e.g. {scale_offset: {scale: 0.1}}"
+                        .into(),
+                );
+            }
+        };
+        let num = |key: &str, default: Option<f64>| -> Result<f64, String> {
+            match params.get(key) {
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| format!("{name}.{key} must be a number")),
+                None => default.ok_or_else(|| format!("{name} needs parameter '{key}'")),
+            }
+        };
+        match name.as_str() {
+            "kelvin_to_celsius" => Ok(Self::KelvinToCelsius),
+            "metres_to_mm" => Ok(Self::MetresToMm),
+            "scale_offset" => Ok(Self::ScaleOffset {
+                scale: num("scale", Some(1.0))?,
+                offset: num("offset", Some(0.0))?,
+            }),
+            "mask_values" => {
+                let values = params
+                    .get("values")
+                    .and_then(|v| v.as_array())
+                    .ok_or("mask_values needs parameter 'values' (a list of numbers)")?
+                    .iter()
+                    .map(|v| v.as_f64().ok_or("mask_values.values must be numbers"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Self::MaskValues { values })
+            }
+            "deaccumulate" => Ok(Self::Deaccumulate {
+                clip_negative: match params.get("clip_negative") {
+                    None => true,
+                    Some(v) => v
+                        .as_bool()
+                        .ok_or("deaccumulate.clip_negative must be true or false")?,
+                },
+            }),
+            other => Err(format!(
+                "unknown transform '{other}': expected one of {TRANSFORM_NAMES}"
+            )),
+        }
+    }
+}
+
+impl From<Transform> for TransformSpec {
+    fn from(t: Transform) -> Self {
+        let with = |name: &str, v: serde_json::Value| {
+            Self::WithParams(BTreeMap::from([(name.to_owned(), v)]))
+        };
+        match t {
+            Transform::KelvinToCelsius => Self::Name("kelvin_to_celsius".into()),
+            Transform::MetresToMm => Self::Name("metres_to_mm".into()),
+            Transform::ScaleOffset { scale, offset } => with(
+                "scale_offset",
+                serde_json::json!({"scale": scale, "offset": offset}),
+            ),
+            Transform::MaskValues { values } => {
+                with("mask_values", serde_json::json!({ "values": values }))
+            }
+            Transform::Deaccumulate { clip_negative } => with(
+                "deaccumulate",
+                serde_json::json!({ "clip_negative": clip_negative }),
+            ),
+        }
+    }
+}
+
+impl Transform {
+    /// Whether the transform needs neighbouring periods (applied by the pipeline, not by
+    /// [`Transform::apply`]).
+    pub fn is_temporal(&self) -> bool {
+        matches!(self, Self::Deaccumulate { .. })
+    }
+
+    /// De-accumulates one hourly field in place: `current` holds `A(t)`, `previous` holds
+    /// `A(t − 1 h)` or is `None` for the hour ending 01:00 (whose accumulation is its amount).
+    pub fn deaccumulate(current: &mut [f32], previous: Option<&[f32]>, clip_negative: bool) {
+        if let Some(prev) = previous {
+            for (v, p) in current.iter_mut().zip(prev) {
+                *v -= *p;
+            }
+        }
+        if clip_negative {
+            for v in current.iter_mut() {
+                if *v < 0.0 {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+
+    /// Applies a point-wise transform in place. NaN means missing and stays missing. Temporal
+    /// transforms are no-ops here.
+    pub fn apply(&self, values: &mut [f32]) {
+        match self {
+            Self::Deaccumulate { .. } => {}
+            Self::KelvinToCelsius => values.iter_mut().for_each(|v| *v -= 273.15),
+            Self::MetresToMm => values.iter_mut().for_each(|v| *v *= 1000.0),
+            Self::ScaleOffset { scale, offset } => values
+                .iter_mut()
+                .for_each(|v| *v = (f64::from(*v) * scale + offset) as f32),
+            Self::MaskValues { values: sentinels } => {
+                for v in values.iter_mut() {
+                    if sentinels.iter().any(|s| f64::from(*v) == *s) {
+                        *v = f32::NAN;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl DatasetTemplate {
+    /// Checks rules serde cannot express. Provider parameters are checked by the provider.
+    ///
+    /// # Errors
+    /// [`TemplateError`] naming the field.
+    pub fn validate(&self) -> Result<(), TemplateError> {
+        let err = |field: &str, message: &str| TemplateError {
+            template: self.id.to_string(),
+            field: field.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.name.trim().is_empty() {
+            return Err(err("name", "must not be empty"));
+        }
+        if self.units.trim().is_empty() {
+            return Err(err(
+                "units",
+                "must not be empty (use \"1\" for dimensionless)",
+            ));
+        }
+        let var_ok = self
+            .variable
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+            && self
+                .variable
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !var_ok || matches!(self.variable.as_str(), "t" | "x" | "y") {
+            return Err(err(
+                "variable",
+                "must be a letter followed by letters, digits or '_', and not t, x or y (the coordinate names)",
+            ));
+        }
+        if self.ingestion.provider.trim().is_empty() {
+            return Err(err("ingestion.provider", "must name a provider"));
+        }
+        if self.sync.execution.is_some() && self.sync.kind != SyncKind::Temporal {
+            return Err(err(
+                "sync.execution",
+                "only temporal syncs have an execution (append or rematerialize)",
+            ));
+        }
+        if let Some(i) = self.transforms.iter().position(Transform::is_temporal) {
+            if i != 0 {
+                return Err(err(
+                    &format!("transforms[{i}]"),
+                    "deaccumulate must be the first transform (it works on the source's accumulations)",
+                ));
+            }
+            if self.period_type != PeriodType::Hourly {
+                return Err(err(
+                    "transforms[0]",
+                    "deaccumulate needs period_type: hourly (ERA5-Land accumulations are hourly)",
+                ));
+            }
+        }
+        if let Some(c) = self.chunks
+            && [c.t, c.y, c.x].into_iter().flatten().any(|v| v == 0)
+        {
+            return Err(err("chunks", "chunk sizes must be at least 1"));
+        }
+        if let Some(shard) = self.chunks.and_then(|c| c.shard)
+            && shard.contains(&0)
+        {
+            return Err(err(
+                "chunks.shard",
+                "shards hold at least one chunk along each axis",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The CF `long_name` of the variable.
+    pub fn long_name(&self) -> &str {
+        self.long_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        serde_json::json!({
+            "id": "sample_era5land_t2m_daily",
+            "name": "2 m temperature, daily mean (ERA5-Land sample)",
+            "variable": "t2m",
+            "period_type": "daily",
+            "units": "degC",
+            "ingestion": {"provider": "file", "params": {"path": "samples/era5land_*.nc"}},
+            "transforms": ["kelvin_to_celsius", {"scale_offset": {"scale": 2.0}}],
+            "sync": {"kind": "temporal", "execution": "append"}
+        })
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_validates() {
+        let t: DatasetTemplate = serde_json::from_value(sample()).expect("valid template");
+        t.validate().expect("valid");
+        assert_eq!(
+            t.transforms,
+            vec![
+                Transform::KelvinToCelsius,
+                Transform::ScaleOffset {
+                    scale: 2.0,
+                    offset: 0.0
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_transforms_are_rejected() {
+        let mut v = sample();
+        v["colour"] = "red".into();
+        let e = serde_json::from_value::<DatasetTemplate>(v).expect_err("unknown field");
+        assert!(e.to_string().contains("colour"), "{e}");
+
+        let mut v = sample();
+        v["transforms"] = serde_json::json!(["celsius"]);
+        let e = serde_json::from_value::<DatasetTemplate>(v).expect_err("unknown transform");
+        assert!(e.to_string().contains("unknown transform 'celsius'"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut t: DatasetTemplate = serde_json::from_value(sample()).expect("valid");
+        t.variable = "x".into();
+        assert_eq!(t.validate().expect_err("coordinate name").field, "variable");
+    }
+
+    #[test]
+    fn deaccumulation_follows_the_worked_example() {
+        // PROTOCOLS §6.2: A at 01..23 = 0, 0, 1, 1, …, 1, 4 and next 00:00 = 5 →
+        // 0, 0, 1, 0, …, 0, 3, 1; the daily total is 5.
+        let mut acc = vec![0.0_f32, 0.0];
+        acc.extend(std::iter::repeat_n(1.0, 20));
+        acc.extend([4.0, 5.0]);
+        let mut hourly = Vec::new();
+        for (i, a) in acc.iter().enumerate() {
+            let mut v = [*a];
+            let prev = (i > 0).then(|| [acc[i - 1]]);
+            Transform::deaccumulate(&mut v, prev.as_ref().map(|p| &p[..]), true);
+            hourly.push(v[0]);
+        }
+        assert_eq!(hourly[..3], [0.0, 0.0, 1.0]);
+        assert_eq!(hourly[21..], [0.0, 3.0, 1.0]);
+        assert!((hourly.iter().sum::<f32>() - 5.0).abs() < 1e-6);
+        let mut v = [1.0_f32];
+        Transform::deaccumulate(&mut v, Some(&[1.0000001]), true);
+        assert_eq!(v[0], 0.0, "packing noise is clipped");
+        let mut v = [1.0_f32];
+        Transform::deaccumulate(&mut v, Some(&[2.0]), false);
+        assert_eq!(v[0], -1.0, "signed quantities keep their sign");
+    }
+
+    #[test]
+    fn deaccumulate_must_come_first_on_hourly_data() {
+        let mut v = sample();
+        v["transforms"] = serde_json::json!(["metres_to_mm", "deaccumulate"]);
+        let t: DatasetTemplate = serde_json::from_value(v).expect("parses");
+        assert_eq!(t.validate().expect_err("order").field, "transforms[1]");
+        let mut v = sample();
+        v["transforms"] = serde_json::json!(["deaccumulate"]);
+        let t: DatasetTemplate = serde_json::from_value(v).expect("parses");
+        assert!(t.validate().expect_err("daily").message.contains("hourly"));
+    }
+
+    #[test]
+    fn transforms_keep_missing_values_missing() {
+        let mut v = [273.15_f32, f32::NAN, -9999.0];
+        Transform::KelvinToCelsius.apply(&mut v[..2]);
+        Transform::MaskValues {
+            values: vec![-9999.0],
+        }
+        .apply(&mut v);
+        assert!(v[0].abs() < 1e-4 && v[1].is_nan() && v[2].is_nan());
+    }
+}

@@ -1,0 +1,718 @@
+//! Configuration: one YAML document with `${VAR:-default}` substitution, overridable key by key
+//! through `CLIMATE_API__SECTION__KEY` environment variables, validated with errors that name the
+//! file and the key path.
+//!
+//! Missing configuration means the standalone defaults: SQLite, the in-process queue and a local
+//! object store, all under `data_dir`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use climate_domain::{Extent, ExtentId};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "CLIMATE_API__";
+
+/// The example configuration shipped with the binary, used when no file is given.
+pub const EMBEDDED_CONFIG: &str = include_str!("../../../config/climate-api.yaml");
+
+/// Errors loading or validating configuration. Messages name the source and the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// `${VAR}` without a default named an unset variable, or the syntax was broken.
+    #[error("{origin}: {message}")]
+    Substitution {
+        /// File path or `embedded config`.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The YAML does not parse.
+    #[error("{origin}: invalid YAML: {message}")]
+    Yaml {
+        /// File path or `embedded config`.
+        origin: String,
+        /// Parser message with location.
+        message: String,
+    },
+    /// A key has the wrong type, is unknown, or is missing.
+    #[error("{origin}: key '{path}': {message}")]
+    Key {
+        /// File path or `embedded config`.
+        origin: String,
+        /// Dotted key path, e.g. `server.bind` or `extents[0].bbox`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Instance name shown on the landing page and in `/info`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Public base URL used for absolute links; derived from the request when absent.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Where standalone state lives (SQLite file, local store, bundled samples). Relative paths
+    /// are relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Directory of custom template YAML files. Relative to the config file.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// The areas this instance serves.
+    #[serde(default)]
+    pub extents: Vec<Extent>,
+    /// Extent used when a request names none; the first extent when absent.
+    #[serde(default)]
+    pub default_extent: Option<ExtentId>,
+    /// Relational database.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Task queue.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Object store for Zarr versions and the download cache.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Locks, rate limits and live progress.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Worker behaviour.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Scheduler behaviour.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Per-provider download settings, by provider name (`worldpop_yearly: {concurrency: 2}`).
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Directory that relative paths in the file (templates, template params) resolve against:
+    /// the config file's directory, or `data_dir` for the embedded configuration.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `database.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://…`; default `sqlite://{data_dir}/climate-api.db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Connection pool size.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+/// `queue.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// `memory://` (in-process, durable through the database) or `amqp://…`.
+    #[serde(default = "default_queue_url")]
+    pub url: String,
+    /// Name of the task queue; the dead-letter queue is `{name}.dlq`.
+    #[serde(default = "default_queue_name")]
+    pub name: String,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            url: default_queue_url(),
+            name: default_queue_name(),
+        }
+    }
+}
+
+/// `store.*`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file://PATH` or `s3://bucket/prefix`; default `file://{data_dir}/store`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `object_store` options (`aws_endpoint_url`, `aws_allow_http`, …); the environment's
+    /// `AWS_*` variables apply too.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `cache.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Absent for in-process locks, or `redis://…`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Prefix of every Redis key, so instances can share a server.
+    #[serde(default = "default_cache_prefix")]
+    pub prefix: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: default_cache_prefix(),
+        }
+    }
+}
+
+/// `server.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+        }
+    }
+}
+
+/// `worker.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Tasks a worker process runs at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// Attempts before a run (or one of its segments) fails for good.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Time chunks per segment: the unit of parallel work and of resumption after a crash.
+    #[serde(default = "default_segment_chunks")]
+    pub segment_chunks: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            lease_seconds: default_lease_seconds(),
+            max_attempts: default_max_attempts(),
+            segment_chunks: default_segment_chunks(),
+        }
+    }
+}
+
+/// `providers.<name>.*`: how a provider downloads. Absent keys keep the defaults.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Downloads in flight at once, per process (default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Attempts per file (default 5).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Connect timeout in seconds (default 10).
+    #[serde(default)]
+    pub connect_timeout_seconds: Option<u64>,
+    /// Longest silence while reading a response, in seconds (default 60).
+    #[serde(default)]
+    pub read_timeout_seconds: Option<f64>,
+    /// First backoff in milliseconds, doubled per attempt with jitter (default 500).
+    #[serde(default)]
+    pub base_delay_ms: Option<u64>,
+    /// Longest backoff (and `Retry-After`) in milliseconds (default 30000).
+    #[serde(default)]
+    pub max_delay_ms: Option<u64>,
+    /// API key of providers that need one (CDS). A secret: use `${VAR}` substitution; it is
+    /// never logged or shown.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("concurrency", &self.concurrency)
+            .field("max_attempts", &self.max_attempts)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("read_timeout_seconds", &self.read_timeout_seconds)
+            .field("base_delay_ms", &self.base_delay_ms)
+            .field("max_delay_ms", &self.max_delay_ms)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `scheduler.*`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Whether the standalone process runs the scheduler loop.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds between scheduler ticks.
+    #[serde(default = "default_tick_seconds")]
+    pub tick_seconds: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_seconds: default_tick_seconds(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "Climate API".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_queue_url() -> String {
+    "memory://".into()
+}
+fn default_queue_name() -> String {
+    "climate.tasks".into()
+}
+fn default_cache_prefix() -> String {
+    "climate:".into()
+}
+fn default_bind() -> String {
+    "127.0.0.1:8000".into()
+}
+fn default_concurrency() -> usize {
+    2
+}
+fn default_lease_seconds() -> u64 {
+    60
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_segment_chunks() -> u64 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_tick_seconds() -> u64 {
+    10
+}
+
+impl Config {
+    /// Loads configuration from `path`, or the embedded example when `None`, applying
+    /// substitution and overrides from `env`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and key.
+    pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let (origin, text, base_dir) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                let dir = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_owned();
+                (p.display().to_string(), text, Some(dir))
+            }
+            None => (
+                "embedded config".to_owned(),
+                EMBEDDED_CONFIG.to_owned(),
+                None,
+            ),
+        };
+        let mut config = Self::from_yaml(&origin, &text, env)?;
+        // Absolute paths from here on: relative ones would be compared with what globbing and
+        // the OS return (`./data/x` vs `data/x`) and would change meaning with the working
+        // directory.
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        config.data_dir = absolute(&config.data_dir);
+        config.base_dir = absolute(&base_dir.unwrap_or_else(|| config.data_dir.clone()));
+        Ok(config)
+    }
+
+    /// Loads the configuration a binary was started with: `--config FILE`, else the
+    /// `CLIMATE_API_CONFIG` variable, else the embedded example; overrides from the process
+    /// environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and key.
+    pub fn from_process(cli_path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let path = cli_path.map(Path::to_path_buf).or_else(|| {
+            env.get("CLIMATE_API_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        Self::load(path.as_deref(), &env)
+    }
+
+    /// Parses a YAML document (after substitution) and applies environment overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `origin` and the key.
+    pub fn from_yaml(
+        origin: &str,
+        text: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let text = substitute(text, env).map_err(|message| ConfigError::Substitution {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        let mut value: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Yaml {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?
+        };
+        if value.is_null() {
+            value = serde_json::Value::Object(Default::default());
+        }
+        apply_env_overrides(&mut value, env).map_err(|(path, message)| ConfigError::Key {
+            origin: format!("{origin} (environment)"),
+            path,
+            message,
+        })?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Key {
+                origin: origin.to_owned(),
+                path,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let key = |path: String, message: String| ConfigError::Key {
+            origin: origin.to_owned(),
+            path,
+            message,
+        };
+        if self.extents.is_empty() {
+            return Err(key(
+                "extents".into(),
+                "configure at least one extent (extent_id, name, bbox)".into(),
+            ));
+        }
+        for (i, e) in self.extents.iter().enumerate() {
+            e.validate()
+                .map_err(|err| key(format!("extents[{i}]"), err.to_string()))?;
+            if self.extents[..i].iter().any(|o| o.extent_id == e.extent_id) {
+                return Err(key(
+                    format!("extents[{i}].extent_id"),
+                    format!("duplicate extent id '{}'", e.extent_id),
+                ));
+            }
+        }
+        if let Some(d) = &self.default_extent
+            && !self.extents.iter().any(|e| &e.extent_id == d)
+        {
+            return Err(key(
+                "default_extent".into(),
+                format!("'{d}' is not one of the configured extents"),
+            ));
+        }
+        let scheme_ok = |url: &str, schemes: &[&str]| {
+            schemes
+                .iter()
+                .any(|s| url.starts_with(&format!("{s}://")) || url.starts_with(&format!("{s}:")))
+        };
+        if let Some(u) = &self.database.url
+            && !scheme_ok(u, &["sqlite", "postgres", "postgresql"])
+        {
+            return Err(key(
+                "database.url".into(),
+                "expected sqlite://PATH or postgres://…".into(),
+            ));
+        }
+        if !scheme_ok(&self.queue.url, &["memory", "amqp", "amqps"]) {
+            return Err(key(
+                "queue.url".into(),
+                "expected memory:// or amqp://…".into(),
+            ));
+        }
+        if let Some(u) = &self.store.url
+            && !scheme_ok(u, &["file", "s3", "memory"])
+        {
+            return Err(key(
+                "store.url".into(),
+                "expected file://PATH or s3://bucket/prefix".into(),
+            ));
+        }
+        if let Some(u) = &self.cache.url
+            && !scheme_ok(u, &["redis", "rediss"])
+        {
+            return Err(key("cache.url".into(), "expected redis://…".into()));
+        }
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key(
+                "server.bind".into(),
+                format!(
+                    "'{}' is not HOST:PORT (e.g. 127.0.0.1:8000)",
+                    self.server.bind
+                ),
+            ));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(key(
+                "worker.concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The extent requests use when they name none.
+    pub fn default_extent(&self) -> &Extent {
+        self.default_extent
+            .as_ref()
+            .and_then(|id| self.extents.iter().find(|e| &e.extent_id == id))
+            .unwrap_or(&self.extents[0])
+    }
+
+    /// Looks an extent up by id.
+    pub fn extent(&self, id: &ExtentId) -> Option<&Extent> {
+        self.extents.iter().find(|e| &e.extent_id == id)
+    }
+
+    /// Database URL with the standalone default filled in.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("climate-api.db").display()
+            )
+        })
+    }
+
+    /// Store URL with the standalone default filled in.
+    pub fn store_url(&self) -> String {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("store").display()))
+    }
+
+    /// Resolves a path from the configuration against [`Config::base_dir`].
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Whether the deployment is distributed (anything but the in-process queue).
+    pub fn mode(&self) -> &'static str {
+        if self.queue.url.starts_with("memory:") {
+            "standalone"
+        } else {
+            "distributed"
+        }
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` with values from `env`; `$$` is a literal `$`.
+fn substitute(text: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unterminated ${…} substitution".to_owned())?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!("invalid variable name in ${{{expr}}}"));
+            }
+            match (env.get(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (use ${{{name}:-default}} to give a default)"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Sets `section.key` from `CLIMATE_API__SECTION__KEY`. Values are read as YAML scalars, so
+/// `true`, `4` and `null` have their natural types.
+fn apply_env_overrides(
+    value: &mut serde_json::Value,
+    env: &BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    for (k, v) in env {
+        let Some(path) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let dotted = parts.join(".");
+        if parts.iter().any(String::is_empty) {
+            return Err((dotted, format!("malformed variable name {k}")));
+        }
+        let scalar: serde_json::Value = if v.trim().is_empty() {
+            serde_json::Value::String(String::new())
+        } else {
+            serde_saphyr::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()))
+        };
+        // Strings that look like numbers stay strings where the existing value is a string.
+        let mut node = &mut *value;
+        for (i, part) in parts.iter().enumerate() {
+            let map = node.as_object_mut().ok_or_else(|| {
+                (
+                    dotted.clone(),
+                    format!("{k}: parent of '{part}' is not a section"),
+                )
+            })?;
+            if i + 1 == parts.len() {
+                map.insert(part.clone(), scalar.clone());
+                break;
+            }
+            node = map
+                .entry(part.clone())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+extents:
+  - extent_id: sle
+    name: Sierra Leone
+    bbox: [-13.5, 6.9, -10.1, 10.0]
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_standalone() {
+        let c = Config::from_yaml("t.yaml", MINIMAL, &env(&[])).expect("valid");
+        assert_eq!(c.server.bind, "127.0.0.1:8000");
+        assert_eq!(c.queue.url, "memory://");
+        assert!(c.database_url().starts_with("sqlite://"));
+        assert!(c.store_url().starts_with("file://"));
+        assert_eq!(c.mode(), "standalone");
+        assert_eq!(c.default_extent().extent_id.as_str(), "sle");
+    }
+
+    #[test]
+    fn substitution_and_overrides_apply() {
+        let text = format!("{MINIMAL}\nname: ${{NAME:-fallback}}\nqueue:\n  url: ${{Q}}\n");
+        let c = Config::from_yaml(
+            "t.yaml",
+            &text,
+            &env(&[
+                ("Q", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                ("CLIMATE_API__SERVER__BIND", "0.0.0.0:9000"),
+                ("CLIMATE_API__WORKER__CONCURRENCY", "4"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.name, "fallback");
+        assert_eq!(c.queue.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(c.server.bind, "0.0.0.0:9000");
+        assert_eq!(c.worker.concurrency, 4);
+        assert_eq!(c.mode(), "distributed");
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let e = Config::from_yaml("t.yaml", "name: ${NOPE}", &env(&[])).expect_err("unset");
+        assert!(e.to_string().contains("NOPE is not set"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_path() {
+        let text = format!("{MINIMAL}\nserver:\n  bnd: 1\n");
+        let e = Config::from_yaml("conf/x.yaml", &text, &env(&[])).expect_err("unknown");
+        let msg = e.to_string();
+        assert!(msg.starts_with("conf/x.yaml: key 'server"), "{msg}");
+        assert!(msg.contains("bnd"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let text = "extents:\n  - extent_id: sle\n    name: S\n    bbox: [1, 1, 0, 2]\n";
+        let e = Config::from_yaml("x.yaml", text, &env(&[])).expect_err("bad bbox");
+        assert!(e.to_string().contains("extents[0].bbox"), "{e}");
+        let e = Config::from_yaml(
+            "x.yaml",
+            MINIMAL,
+            &env(&[("CLIMATE_API__SERVER__BIND", "nonsense")]),
+        )
+        .expect_err("bad bind");
+        assert!(e.to_string().contains("server.bind"), "{e}");
+        let e = Config::from_yaml("x.yaml", "name: x\n", &env(&[])).expect_err("no extents");
+        assert!(e.to_string().contains("'extents'"), "{e}");
+    }
+
+    #[test]
+    fn the_embedded_example_config_is_valid() {
+        let c = Config::load(None, &env(&[])).expect("embedded config is valid");
+        assert_eq!(c.base_dir, c.data_dir);
+        assert!(c.data_dir.is_absolute(), "{}", c.data_dir.display());
+    }
+}

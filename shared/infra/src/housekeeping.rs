@@ -1,0 +1,83 @@
+//! Housekeeping every process runs: the outbox relay (publishes committed outbox rows to the
+//! queue) and the lease reaper (re-announces runs whose worker stopped heartbeating).
+//!
+//! Both are idempotent and safe to run in many processes at once: a row published twice is a
+//! duplicate delivery, which claims make harmless.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::messages::TASK_TOPIC;
+use crate::platform::Platform;
+
+/// Boxed error of a relay pass, which mixes database, queue and JSON errors.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often the relay looks for rows when nobody wakes it.
+const RELAY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired leases are looked for.
+const REAPER_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes due outbox rows once; returns how many were published.
+///
+/// # Errors
+/// The database or queue error that stopped the pass (rows not yet marked are retried later).
+pub async fn relay_once(p: &Platform) -> Result<usize, BoxError> {
+    let rows = p.db.pending_outbox(Utc::now(), 100).await?;
+    let mut published = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let body = serde_json::to_vec(&row.payload)?;
+        if let Err(e) = p.queue.publish(&body).await {
+            // Mark what went out so far; the rest stays pending for the next pass.
+            if !published.is_empty() {
+                p.db.mark_published(&published, Utc::now()).await?;
+            }
+            return Err(e.into());
+        }
+        published.push(row.id);
+    }
+    if !published.is_empty() {
+        p.db.mark_published(&published, Utc::now()).await?;
+    }
+    Ok(published.len())
+}
+
+/// Runs the relay and reaper until `shutdown`.
+pub async fn run(p: Platform, shutdown: CancellationToken) {
+    let mut last_reap = tokio::time::Instant::now();
+    let mut failing = false;
+    loop {
+        match relay_once(&p).await {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("outbox relay recovered");
+                    failing = false;
+                }
+                if n == 100 {
+                    continue;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "outbox relay failed; runs stay accepted and will be published when the backend returns");
+                }
+                failing = true;
+            }
+        }
+        if last_reap.elapsed() >= REAPER_INTERVAL {
+            last_reap = tokio::time::Instant::now();
+            match p.db.requeue_expired(Utc::now(), TASK_TOPIC).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(runs = n, "re-queued runs whose lease expired"),
+                Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = p.outbox_notify.notified() => {}
+            () = tokio::time::sleep(RELAY_INTERVAL) => {}
+        }
+    }
+}

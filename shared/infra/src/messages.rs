@@ -1,0 +1,127 @@
+//! Queue messages: the only wire format between the API, the scheduler and the workers.
+//!
+//! Messages are versioned (`v`) so that workers of two releases can share a queue during a
+//! rolling upgrade. They carry ids only; the state lives in the database.
+
+use serde::{Deserialize, Serialize};
+
+/// Outbox topic of task messages.
+pub const TASK_TOPIC: &str = "task";
+
+/// Current message version.
+pub const TASK_MESSAGE_VERSION: u32 = 1;
+
+/// Which step of a run a message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Plan the run: locate sources, lay out the store, split into segments.
+    Plan,
+    /// Write one segment (a range of whole time chunks).
+    Segment(u32),
+    /// Consolidate metadata and publish the version.
+    Finalize,
+}
+
+/// "Work on this step of this run."
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskMessage {
+    /// Message format version.
+    pub v: u32,
+    /// The run to work on.
+    pub run_id: String,
+    /// The step.
+    pub step: Step,
+}
+
+/// Wire shape: `{"v":1,"run_id":"…","step":"plan"|"segment"|"finalize","segment":3}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    v: u32,
+    run_id: String,
+    #[serde(default)]
+    step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    segment: Option<u32>,
+}
+
+impl TaskMessage {
+    /// A plan message for `run_id` in the current format.
+    pub fn new(run_id: &str) -> Self {
+        Self::step(run_id, Step::Plan)
+    }
+
+    /// A message for one step of `run_id`.
+    pub fn step(run_id: &str, step: Step) -> Self {
+        Self {
+            v: TASK_MESSAGE_VERSION,
+            run_id: run_id.to_owned(),
+            step,
+        }
+    }
+
+    /// As a JSON value (outbox payload).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (step, segment) = match self.step {
+            Step::Plan => ("plan", None),
+            Step::Segment(i) => ("segment", Some(i)),
+            Step::Finalize => ("finalize", None),
+        };
+        let mut v = serde_json::json!({"v": self.v, "run_id": self.run_id, "step": step});
+        if let Some(i) = segment {
+            v["segment"] = i.into();
+        }
+        v
+    }
+
+    /// Decodes a queue payload. A message without `step` is a plan message.
+    ///
+    /// # Errors
+    /// A message naming what is wrong; such deliveries are dead-lettered.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let w: Wire =
+            serde_json::from_slice(bytes).map_err(|e| format!("undecodable task message: {e}"))?;
+        if w.v != TASK_MESSAGE_VERSION {
+            return Err(format!("unsupported task message version {}", w.v));
+        }
+        let step = match (w.step.as_deref(), w.segment) {
+            (None | Some("plan"), None) => Step::Plan,
+            (Some("segment"), Some(i)) => Step::Segment(i),
+            (Some("finalize"), None) => Step::Finalize,
+            (step, segment) => {
+                return Err(format!(
+                    "invalid task step {step:?} with segment {segment:?}"
+                ));
+            }
+        };
+        Ok(Self {
+            v: w.v,
+            run_id: w.run_id,
+            step,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_unknown_versions() {
+        let m = TaskMessage::new("r1");
+        let bytes = serde_json::to_vec(&m.to_json()).expect("json");
+        assert_eq!(TaskMessage::decode(&bytes), Ok(m));
+        assert!(TaskMessage::decode(br#"{"v":2,"run_id":"r"}"#).is_err());
+        assert!(TaskMessage::decode(b"nonsense").is_err());
+        for step in [Step::Plan, Step::Segment(3), Step::Finalize] {
+            let m = TaskMessage::step("r2", step);
+            let bytes = serde_json::to_vec(&m.to_json()).expect("json");
+            assert_eq!(TaskMessage::decode(&bytes), Ok(m));
+        }
+        assert_eq!(
+            TaskMessage::decode(br#"{"v":1,"run_id":"r"}"#).map(|m| m.step),
+            Ok(Step::Plan)
+        );
+        assert!(TaskMessage::decode(br#"{"v":1,"run_id":"r","step":"segment"}"#).is_err());
+    }
+}

@@ -1,0 +1,491 @@
+//! The task queue behind the [`Queue`] trait: an in-process queue for standalone mode and
+//! RabbitMQ for distributed mode.
+//!
+//! Delivery is at-least-once. The in-process queue is not durable by itself; it is made durable
+//! through the database (every run is re-announced from its row at start-up). RabbitMQ uses a
+//! durable quorum queue, persistent messages, publisher confirms and a dead-letter queue.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Notify;
+
+/// Errors of the queue layer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The broker failed or is unreachable.
+    #[error("queue broker error: {0}")]
+    Broker(String),
+    /// The broker refused a message (negative publisher confirm).
+    #[error("queue broker did not confirm the message")]
+    NotConfirmed,
+    /// The URL names no supported queue.
+    #[error("unsupported queue url '{0}': expected memory:// or amqp://…")]
+    UnsupportedUrl(String),
+}
+
+impl From<lapin::Error> for QueueError {
+    fn from(e: lapin::Error) -> Self {
+        Self::Broker(e.to_string())
+    }
+}
+
+/// Result alias of this module.
+pub type QueueResult<T> = Result<T, QueueError>;
+
+/// What a consumer does with a delivery once handled.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done; remove the message.
+    async fn ack(&self) -> QueueResult<()>;
+    /// Not done; deliver again.
+    async fn requeue(&self) -> QueueResult<()>;
+    /// Unprocessable; move to the dead-letter queue.
+    async fn dead_letter(&self) -> QueueResult<()>;
+}
+
+/// One delivered message.
+pub struct Delivery {
+    /// Message body.
+    pub payload: Vec<u8>,
+    /// Whether the broker delivered it before.
+    pub redelivered: bool,
+    /// Settles the delivery.
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("payload_len", &self.payload.len())
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream of deliveries.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` when the consumer was closed (connection lost): create a new
+    /// one after a pause.
+    async fn next(&mut self) -> Option<QueueResult<Delivery>>;
+}
+
+/// A task queue.
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    /// `memory` or `rabbitmq`.
+    fn kind(&self) -> &'static str;
+    /// Whether accepted messages survive a process restart by themselves.
+    fn is_durable(&self) -> bool;
+    /// Publishes one message and waits for the broker's confirmation.
+    async fn publish(&self, payload: &[u8]) -> QueueResult<()>;
+    /// Opens a consumer receiving at most `prefetch` unacknowledged messages.
+    async fn consumer(&self, prefetch: u16) -> QueueResult<Box<dyn Consumer>>;
+    /// Checks the broker.
+    async fn ping(&self) -> QueueResult<()>;
+    /// Messages waiting (ready) in the queue, where known.
+    async fn depth(&self) -> QueueResult<u64>;
+    /// Messages in the dead-letter queue.
+    async fn dead_letter_depth(&self) -> QueueResult<u64>;
+}
+
+/// Connects to the queue named by `url`.
+///
+/// # Errors
+/// [`QueueError`] when the URL is unsupported or the broker is unreachable.
+pub async fn connect(url: &str, name: &str) -> QueueResult<Arc<dyn Queue>> {
+    if url.starts_with("memory:") {
+        Ok(Arc::new(MemoryQueue::default()))
+    } else if url.starts_with("amqp:") || url.starts_with("amqps:") {
+        Ok(Arc::new(AmqpQueue::connect(url, name).await?))
+    } else {
+        Err(QueueError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process queue
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    ready: Mutex<VecDeque<Vec<u8>>>,
+    dead: Mutex<Vec<Vec<u8>>>,
+    notify: Notify,
+}
+
+/// In-process queue for standalone mode.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryQueue {
+    inner: Arc<MemoryInner>,
+}
+
+impl MemoryInner {
+    fn push(&self, payload: Vec<u8>) {
+        self.ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(payload);
+        self.notify.notify_one();
+    }
+}
+
+struct MemoryAcker {
+    inner: Arc<MemoryInner>,
+    payload: Vec<u8>,
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn ack(&self) -> QueueResult<()> {
+        Ok(())
+    }
+    async fn requeue(&self) -> QueueResult<()> {
+        self.inner.push(self.payload.clone());
+        Ok(())
+    }
+    async fn dead_letter(&self) -> QueueResult<()> {
+        self.inner
+            .dead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(self.payload.clone());
+        Ok(())
+    }
+}
+
+struct MemoryConsumer {
+    inner: Arc<MemoryInner>,
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn next(&mut self) -> Option<QueueResult<Delivery>> {
+        loop {
+            // Register interest before checking, so a push between the check and the wait is
+            // not missed.
+            let notified = self.inner.notify.notified();
+            let item = self
+                .inner
+                .ready
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front();
+            if let Some(payload) = item {
+                return Some(Ok(Delivery {
+                    acker: Box::new(MemoryAcker {
+                        inner: self.inner.clone(),
+                        payload: payload.clone(),
+                    }),
+                    payload,
+                    redelivered: false,
+                }));
+            }
+            notified.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn is_durable(&self) -> bool {
+        false
+    }
+    async fn publish(&self, payload: &[u8]) -> QueueResult<()> {
+        self.inner.push(payload.to_vec());
+        Ok(())
+    }
+    async fn consumer(&self, _prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
+        Ok(Box::new(MemoryConsumer {
+            inner: self.inner.clone(),
+        }))
+    }
+    async fn ping(&self) -> QueueResult<()> {
+        Ok(())
+    }
+    async fn depth(&self) -> QueueResult<u64> {
+        Ok(self
+            .inner
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len() as u64)
+    }
+    async fn dead_letter_depth(&self) -> QueueResult<u64> {
+        Ok(self
+            .inner
+            .dead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len() as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RabbitMQ
+
+/// Longest wait for the AMQP handshake. A broker can accept the TCP connection and then not
+/// answer (overloaded, or at its connection limit); without a bound a process would hang at
+/// start-up without a word. With it, the caller logs and retries.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn connect_amqp(url: &str) -> QueueResult<Connection> {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(QueueError::Broker(format!(
+            "no AMQP handshake within {} s (the broker accepted the connection but did not answer)",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// RabbitMQ queue: a durable quorum queue `name` whose rejected messages go through the
+/// `{name}.dlx` exchange to the quorum queue `{name}.dlq`.
+#[derive(Debug)]
+pub struct AmqpQueue {
+    url: String,
+    name: String,
+    /// Connection and confirm-mode publishing channel; replaced after a failure.
+    state: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+impl AmqpQueue {
+    /// Connects and declares the topology.
+    ///
+    /// # Errors
+    /// [`QueueError::Broker`] when the broker is unreachable or refuses the declarations.
+    pub async fn connect(url: &str, name: &str) -> QueueResult<Self> {
+        let q = Self {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            state: tokio::sync::Mutex::new(None),
+        };
+        q.channel().await?;
+        Ok(q)
+    }
+
+    fn dlq(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+
+    fn dlx(&self) -> String {
+        format!("{}.dlx", self.name)
+    }
+
+    async fn declare(&self, ch: &Channel) -> QueueResult<()> {
+        let quorum = || {
+            let mut t = FieldTable::default();
+            t.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            t
+        };
+        ch.exchange_declare(
+            self.dlx().as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(
+            self.dlq().as_str().into(),
+            QueueDeclareOptions::durable(),
+            quorum(),
+        )
+        .await?;
+        ch.queue_bind(
+            self.dlq().as_str().into(),
+            self.dlx().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut args = quorum();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.dlx().as_str().into()),
+        );
+        ch.queue_declare(
+            self.name.as_str().into(),
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The publishing channel, reconnecting when the previous connection died.
+    async fn channel(&self) -> QueueResult<Channel> {
+        let mut state = self.state.lock().await;
+        if let Some((conn, ch)) = state.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        *state = None;
+        let conn = connect_amqp(&self.url).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        self.declare(&ch).await?;
+        *state = Some((conn, ch.clone()));
+        Ok(ch)
+    }
+
+    async fn reset(&self) {
+        *self.state.lock().await = None;
+    }
+
+    async fn queue_depth(&self, queue: &str) -> QueueResult<u64> {
+        let ch = self.channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match q {
+            Ok(q) => Ok(u64::from(q.message_count())),
+            Err(e) => {
+                self.reset().await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+struct AmqpAcker(lapin::Acker);
+
+#[async_trait]
+impl Acker for AmqpAcker {
+    async fn ack(&self) -> QueueResult<()> {
+        self.0.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+    async fn requeue(&self) -> QueueResult<()> {
+        self.0
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+        Ok(())
+    }
+    async fn dead_letter(&self) -> QueueResult<()> {
+        // Without requeue, the broker routes the message to the queue's dead-letter exchange.
+        self.0
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..BasicNackOptions::default()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+struct AmqpConsumer {
+    // Keeps the consumer's own connection alive; it is separate from the publishing one so a
+    // consumer failure never blocks publication.
+    _conn: Connection,
+    inner: lapin::Consumer,
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Option<QueueResult<Delivery>> {
+        let d = self.inner.next().await?;
+        Some(d.map_err(QueueError::from).map(|d| Delivery {
+            payload: d.data,
+            redelivered: d.redelivered,
+            acker: Box::new(AmqpAcker(d.acker)),
+        }))
+    }
+}
+
+#[async_trait]
+impl Queue for AmqpQueue {
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn publish(&self, payload: &[u8]) -> QueueResult<()> {
+        let ch = self.channel().await?;
+        let result = async {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    self.name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into()),
+                )
+                .await?
+                .await?;
+            if confirm.is_ack() {
+                Ok(())
+            } else {
+                Err(QueueError::NotConfirmed)
+            }
+        }
+        .await;
+        if result.is_err() {
+            self.reset().await;
+        }
+        result
+    }
+    async fn consumer(&self, prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
+        let conn = connect_amqp(&self.url).await?;
+        let ch = conn.create_channel().await?;
+        self.declare(&ch).await?;
+        ch.basic_qos(prefetch.max(1), BasicQosOptions::default())
+            .await?;
+        let tag = format!("climate-worker-{}", uuid::Uuid::now_v7());
+        let inner = ch
+            .basic_consume(
+                self.name.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Box::new(AmqpConsumer { _conn: conn, inner }))
+    }
+    async fn ping(&self) -> QueueResult<()> {
+        self.channel().await.map(|_| ())
+    }
+    async fn depth(&self) -> QueueResult<u64> {
+        self.queue_depth(&self.name).await
+    }
+    async fn dead_letter_depth(&self) -> QueueResult<u64> {
+        self.queue_depth(&self.dlq()).await
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real binaries, real services, real clients.
+//!
+//! One test binary (fast to build, one place to look); modules by theme.
+
+mod api_errors;
+mod architecture;
+mod distributed;
+mod providers;
+mod resume;
+mod standalone;

@@ -1,0 +1,616 @@
+//! Test harness for end-to-end tests: [`TestApp`] starts the real binaries (`climate-api`,
+//! `climate-worker`) with a generated configuration against real services, and tears everything
+//! down on drop. Each app gets its own data directory, database, queue names, bucket prefix and
+//! Redis key prefix, so tests run in parallel without sharing state.
+//!
+//! Services are found through the environment that `scripts/test-env.sh` exports
+//! (`CLIMATE_TEST_DATABASE_URL`, `CLIMATE_TEST_AMQP_URL`, `CLIMATE_TEST_REDIS_URL`,
+//! `CLIMATE_TEST_S3_ENDPOINT`, `CLIMATE_TEST_S3_BUCKET`, `CLIMATE_TEST_PYTHON`); `make test` sets
+//! it up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub mod mock;
+use serde_json::Value;
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of a workspace binary, built by `cargo build --workspace --bins` (`make test` does it).
+///
+/// # Panics
+/// When the binary has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CLIMATE_TEST_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("debug")))
+        .unwrap_or_else(|| repo_root().join("target").join("debug"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (make test does it)",
+        path.display()
+    );
+    path
+}
+
+/// An environment variable the tests need.
+///
+/// # Panics
+/// When it is unset, telling how to set it up.
+pub fn env(name: &str, default: Option<&str>) -> String {
+    match (std::env::var(name), default) {
+        (Ok(v), _) if !v.is_empty() => v,
+        (_, Some(d)) => d.to_owned(),
+        _ => panic!(
+            "{name} is not set: run the tests with `make test` (it sources scripts/test-env.sh)"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Deployment shape of a [`TestApp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One `climate-api` process with SQLite, in-process queue, local store.
+    Standalone,
+    /// `climate-api serve` + N `climate-worker` against PostgreSQL, RabbitMQ, Redis and S3.
+    Distributed {
+        /// Worker processes.
+        workers: usize,
+    },
+}
+
+/// A running instance under test.
+#[derive(Debug)]
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The generated config file.
+    pub config_path: PathBuf,
+    /// Temporary directory holding config, data and logs.
+    pub dir: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+    pg_database: Option<String>,
+    /// Bind address when running on the embedded config.
+    embedded: Option<String>,
+    /// Processes spawned so far (names their log files uniquely across restarts).
+    spawned: usize,
+}
+
+/// Options of [`TestApp::start`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra YAML appended to the generated config.
+    pub extra_yaml: String,
+    /// Files copied into the app's directory (source, destination relative to the config).
+    pub files: Vec<(PathBuf, String)>,
+    /// Distributed mode with a local `file://` store shared by the processes instead of S3, so
+    /// tests can read the stored objects directly.
+    pub local_store: bool,
+    /// Replaces the default extents block (`extents:` with Sierra Leone).
+    pub extents_yaml: Option<String>,
+    /// Template YAML documents written to `templates/` beside the config, which becomes
+    /// `templates_dir`.
+    pub templates: Vec<String>,
+    /// Start `climate-api` exactly as `cargo run` does: no config file (the embedded example,
+    /// with its relative `./data`), working directory = the app's directory, only the bind
+    /// address overridden through the environment. Standalone only.
+    pub embedded_config: bool,
+}
+
+impl TestApp {
+    /// Standalone instance with default options.
+    ///
+    /// # Errors
+    /// When the process does not become ready.
+    pub async fn standalone() -> anyhow::Result<Self> {
+        Self::start(Shape::Standalone, Options::default()).await
+    }
+
+    /// Distributed instance with `workers` worker processes.
+    ///
+    /// # Errors
+    /// When the services or processes do not become ready.
+    pub async fn distributed(workers: usize) -> anyhow::Result<Self> {
+        Self::start(Shape::Distributed { workers }, Options::default()).await
+    }
+
+    /// Starts an instance.
+    ///
+    /// # Errors
+    /// When the services or processes do not become ready.
+    pub async fn start(shape: Shape, opts: Options) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let extents = opts.extents_yaml.clone().unwrap_or_else(|| {
+            "extents:\n  - extent_id: sle\n    name: Sierra Leone\n    bbox: [-13.5, 6.9, -10.1, 10.0]\n    country_code: SLE\n".to_owned()
+        });
+        let mut yaml = format!(
+            "name: e2e {id}\ndata_dir: {data}\nserver:\n  bind: 127.0.0.1:{port}\nworker:\n  concurrency: 2\n  lease_seconds: 6\n{extents}",
+            data = dir.path().join("data").display()
+        );
+        let mut pg_database = None;
+        if let Shape::Distributed { .. } = shape {
+            let base_url = env(
+                "CLIMATE_TEST_DATABASE_URL",
+                Some("postgres://postgres@127.0.0.1:5432/postgres"),
+            );
+            let db = format!("climate_e2e_{id}");
+            create_database(&base_url, &db).await?;
+            let db_url = replace_db(&base_url, &db);
+            pg_database = Some(db);
+            let amqp = env(
+                "CLIMATE_TEST_AMQP_URL",
+                Some("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            );
+            let redis = env("CLIMATE_TEST_REDIS_URL", Some("redis://127.0.0.1:6379"));
+            let endpoint = env("CLIMATE_TEST_S3_ENDPOINT", None);
+            let bucket = env("CLIMATE_TEST_S3_BUCKET", Some("climate-test"));
+            yaml.push_str(&format!(
+                "database:\n  url: \"{db_url}\"\nqueue:\n  url: \"{amqp}\"\n  name: climate.e2e.{id}\ncache:\n  url: \"{redis}\"\n  prefix: \"e2e:{id}:\"\n"
+            ));
+            if opts.local_store {
+                yaml.push_str(&format!(
+                    "store:\n  url: file://{}\n",
+                    dir.path().join("data/store").display()
+                ));
+            } else {
+                yaml.push_str(&format!(
+                    "store:\n  url: s3://{bucket}/e2e-{id}\n  options:\n    aws_endpoint_url: \"{endpoint}\"\n    aws_allow_http: \"true\"\n    aws_access_key_id: test\n    aws_secret_access_key: test\n    aws_region: us-east-1\n"
+                ));
+            }
+        }
+        yaml.push_str(&opts.extra_yaml);
+        if !opts.templates.is_empty() {
+            let tdir = dir.path().join("templates");
+            std::fs::create_dir_all(&tdir)?;
+            for (i, t) in opts.templates.iter().enumerate() {
+                std::fs::write(tdir.join(format!("t{i}.yaml")), t)?;
+            }
+            yaml.push_str("templates_dir: templates\n");
+        }
+        for (src, dest) in &opts.files {
+            let dest = dir.path().join(dest);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(src, &dest).with_context(|| format!("copying {}", src.display()))?;
+        }
+        let config_path = dir.path().join("climate-api.yaml");
+        std::fs::write(&config_path, yaml)?;
+
+        let mut app = Self {
+            embedded: opts.embedded_config.then(|| format!("127.0.0.1:{port}")),
+            spawned: 0,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            config_path,
+            dir,
+            children: Vec::new(),
+            pg_database,
+        };
+        match shape {
+            Shape::Standalone => app.spawn("climate-api", &[])?,
+            Shape::Distributed { workers } => {
+                app.spawn("climate-api", &["serve"])?;
+                for _ in 0..workers {
+                    app.spawn("climate-worker", &[])?;
+                }
+            }
+        }
+        app.wait_ready().await?;
+        Ok(app)
+    }
+
+    /// Starts one more process of `binary` with this app's config (e.g. another worker).
+    ///
+    /// # Errors
+    /// When the process cannot be spawned.
+    pub fn spawn(&mut self, binary: &str, args: &[&str]) -> anyhow::Result<()> {
+        self.spawn_with_env(binary, args, &[])
+    }
+
+    /// Like [`TestApp::spawn`], with extra environment variables (e.g. failure points).
+    ///
+    /// # Errors
+    /// When the process cannot be spawned.
+    pub fn spawn_with_env(
+        &mut self,
+        binary: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let n = self.children.len() + self.spawned;
+        self.spawned += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("{n}-{binary}.log")))?;
+        let mut cmd = Command::new(bin(binary));
+        cmd.args(args).current_dir(self.dir.path());
+        match &self.embedded {
+            Some(bind) => cmd.env("CLIMATE_API__SERVER__BIND", bind),
+            None => cmd.arg("--config").arg(&self.config_path),
+        };
+        cmd.envs(envs.iter().copied());
+        let child = cmd
+            .env("RUST_LOG", "info,climate=debug")
+            // A start-up error's message must not be pushed out of the log tail by a backtrace.
+            .env("RUST_BACKTRACE", "0")
+            .env("CLIMATE_API_LOG_FORMAT", "text")
+            .env_remove("CLIMATE_API_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {binary}"))?;
+        self.children.push((binary.to_owned(), child));
+        Ok(())
+    }
+
+    /// Everything the processes logged, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for p in entries {
+            if p.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                out.push_str(&format!("--- {} (last lines)\n", p.display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until `/ready` answers 200 (after [`TestApp::spawn`]).
+    ///
+    /// # Errors
+    /// When a process exits or readiness takes over 60 s.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut exited = None;
+            for (name, child) in &mut self.children {
+                if let Some(status) = child.try_wait()? {
+                    exited = Some(format!("{name} exited during start-up with {status}"));
+                }
+            }
+            if let Some(e) = exited {
+                bail!("{e}\n{}", self.logs());
+            }
+            if let Ok(r) = self.client.get(self.url("/ready")).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("instance not ready after 60 s\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET returning status and JSON.
+    ///
+    /// # Errors
+    /// Transport or JSON errors.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self.client.get(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await?))
+    }
+
+    /// POST a JSON body returning status, `Location` and JSON.
+    ///
+    /// # Errors
+    /// Transport or JSON errors.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Option<String>, Value)> {
+        let r = self.client.post(self.url(path)).json(body).send().await?;
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((status, location, r.json().await?))
+    }
+
+    /// Polls a run until it reaches a terminal status.
+    ///
+    /// # Errors
+    /// When it does not finish within `timeout`.
+    pub async fn wait_for_run(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, run) = self.get_json(&format!("/ingestions/{id}")).await?;
+            if status != 200 {
+                bail!("GET /ingestions/{id} answered {status}: {run}");
+            }
+            let s = run["status"].as_str().unwrap_or_default();
+            if matches!(s, "succeeded" | "failed" | "cancelled") {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "run {id} still {s} after {timeout:?}: {run}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Posts an ingestion and waits for its run to finish.
+    ///
+    /// # Errors
+    /// When it is not accepted or does not finish.
+    pub async fn ingest(&self, body: &Value) -> anyhow::Result<Value> {
+        let (status, _, run) = self.post_json("/ingestions", body).await?;
+        if status != 202 {
+            bail!("POST /ingestions answered {status}: {run}");
+        }
+        let id = run["ingestion_id"]
+            .as_str()
+            .context("ingestion_id")?
+            .to_owned();
+        self.wait_for_run(&id, Duration::from_secs(120)).await
+    }
+
+    /// Waits until every process has exited by itself (e.g. at a failure point).
+    ///
+    /// # Errors
+    /// When one is still running after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut running = 0;
+            for (_, child) in &mut self.children {
+                if child.try_wait()?.is_none() {
+                    running += 1;
+                }
+            }
+            if running == 0 {
+                self.children.clear();
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{running} process(es) still running after {timeout:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every object of the current store of a dataset in a standalone app's local store, by
+    /// path relative to the version's prefix, with its bytes.
+    ///
+    /// # Errors
+    /// When the dataset has no single version directory.
+    pub fn stored_objects(
+        &self,
+        dataset_id: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+        let root = self.dir.path().join("data/store/datasets").join(dataset_id);
+        let versions: Vec<PathBuf> = std::fs::read_dir(&root)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        if versions.len() != 1 {
+            bail!(
+                "expected one version directory under {}, found {versions:?}",
+                root.display()
+            );
+        }
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![versions[0].clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path
+                        .strip_prefix(&versions[0])?
+                        .to_string_lossy()
+                        .into_owned();
+                    out.insert(rel, std::fs::read(&path)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops the processes (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(db) = self.pg_database.take() {
+            let base = env(
+                "CLIMATE_TEST_DATABASE_URL",
+                Some("postgres://postgres@127.0.0.1:5432/postgres"),
+            );
+            // Drop runs outside the test's runtime, on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                            )))
+                            .execute(&mut c)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((head, _)) => format!("{head}/{db}"),
+        None => url.to_owned(),
+    }
+}
+
+async fn create_database(base_url: &str, db: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(base_url)
+        .await
+        .with_context(|| format!("connecting to {base_url} (CLIMATE_TEST_DATABASE_URL)"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut c)
+        .await?;
+    Ok(())
+}
+
+/// Runs a Python interop script with the test venv's interpreter; returns its stdout.
+///
+/// # Errors
+/// When the script fails; the error carries its output.
+pub fn python(script: &str, args: &[&str]) -> anyhow::Result<String> {
+    let py = env(
+        "CLIMATE_TEST_PYTHON",
+        Some(&repo_root().join(".venv/bin/python").to_string_lossy()),
+    );
+    let out = Command::new(&py)
+        .arg(repo_root().join("tests/interop").join(script))
+        .args(args)
+        .output()
+        .with_context(|| format!("running {py} (set up by scripts/setup-python.sh)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{script} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// The bundled ERA5-Land sample (daily t2m, July 2025, Sierra Leone).
+pub fn era5_sample() -> PathBuf {
+    repo_root().join("config/samples/era5land_t2m_daily_2025-07_sle.nc")
+}
+
+/// Checks with xarray over HTTP that dataset `id` of `app` holds the ERA5 sample's `t2m` for
+/// `start..=end` over the Sierra Leone extent, after `transform` (`kelvin_to_celsius` or
+/// `none`). Returns the script's JSON summary.
+///
+/// # Errors
+/// When the values, coordinates or metadata differ.
+pub fn check_era5(
+    app: &TestApp,
+    id: &str,
+    start: &str,
+    end: &str,
+    transform: &str,
+) -> anyhow::Result<Value> {
+    let out = python(
+        "check_zarr.py",
+        &[
+            "--url",
+            &app.url(&format!("/zarr/{id}")),
+            "--source",
+            &era5_sample().to_string_lossy(),
+            "--var",
+            "t2m",
+            "--start",
+            start,
+            "--end",
+            end,
+            "--bbox=-13.5,6.9,-10.1,10.0",
+            "--transform",
+            transform,
+        ],
+    )?;
+    Ok(serde_json::from_str(out.trim())?)
+}
+
+/// Sends a raw HTTP/1.1 GET (no client-side path normalisation) and returns the status code.
+///
+/// # Errors
+/// Transport errors.
+pub async fn raw_get_status(base: &str, path: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    Ok(code)
+}
