@@ -5,6 +5,11 @@
 #   PostgreSQL 127.0.0.1:5432   Redis 127.0.0.1:6379   RabbitMQ 127.0.0.1:5672
 #   S3 (moto, from .venv) 127.0.0.1:9010 with bucket climate-test
 #
+# RabbitMQ gets a fresh vhost `climate-test` on every run: deleting the previous one drops
+# whatever earlier (perhaps interrupted) runs left behind, their quorum queues and the
+# connections of orphaned processes, so no run inherits a degraded broker. A broker that
+# accepts TCP connections but no longer answers the AMQP handshake is restarted.
+#
 # A service whose binary is missing is installed from Debian's packages first
 # (apt never auto-starts services on our machines, so we start it ourselves).
 # Idempotent: on a machine where everything runs it only probes the ports.
@@ -208,6 +213,53 @@ ensure_rabbitmq() {
     log "RabbitMQ: started"
 }
 
+# amqp_answers: the broker answers an AMQP 0-9-1 protocol header with a method frame
+# (connection.start, frame type 1) within 10 s, the test that counts: a broker out of file
+# descriptors still completes the TCP handshake.
+amqp_answers() {
+    local first
+    first="$(timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672 && printf "AMQP\0\0\11\1" >&3 && head -c 1 <&3 | od -An -tu1' 2>/dev/null)" || return 1
+    [ "${first// /}" = 1 ]
+}
+
+rabbitmqctl_cmd() {
+    command -v rabbitmqctl || echo /usr/sbin/rabbitmqctl
+}
+
+restart_rabbitmq() {
+    local ctl server
+    ctl="$(rabbitmqctl_cmd)"
+    server="$(command -v rabbitmq-server || echo /usr/sbin/rabbitmq-server)"
+    log "RabbitMQ: restarting"
+    as_root "$ctl" -q stop >/dev/null 2>&1 || true
+    wait_for 30 bash -c '! timeout 1 bash -c "</dev/tcp/127.0.0.1/5672"' 2>/dev/null || true
+    as_root "$server" -detached || true
+    wait_for 90 amqp_answers || die "RabbitMQ: no AMQP handshake within 90 s of a restart"
+    log "RabbitMQ: restarted"
+}
+
+# Replaces the vhost the tests use with an empty one.
+reset_rabbitmq_vhost() {
+    local vhost=climate-test ctl
+    ctl="$(rabbitmqctl_cmd)"
+    if ! as_root test -x "$ctl"; then
+        log "RabbitMQ: no rabbitmqctl here; set CLIMATE_TEST_AMQP_URL to a vhost the tests may use"
+        return 0
+    fi
+    if ! amqp_answers; then
+        log "RabbitMQ: the port is open but the broker does not answer the AMQP handshake"
+        as_root "$ctl" -q status 2>&1 | grep -A3 -i 'file descriptors' >&2 || true
+        restart_rabbitmq
+    fi
+    if as_root "$ctl" -q list_vhosts | grep -qx "$vhost"; then
+        log "RabbitMQ: deleting vhost $vhost (queues and connections of earlier runs)"
+        as_root "$ctl" -q delete_vhost "$vhost" >/dev/null
+    fi
+    as_root "$ctl" -q add_vhost "$vhost" >/dev/null
+    as_root "$ctl" -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
+    log "RabbitMQ: vhost $vhost ready"
+}
+
 # --- S3 (moto) ---------------------------------------------------------------
 
 s3_answers() {
@@ -260,6 +312,7 @@ ensure_s3() {
 ensure_postgres
 ensure_redis
 ensure_rabbitmq
+reset_rabbitmq_vhost
 ensure_s3
 
 # shellcheck source=scripts/test-env.sh

@@ -17,6 +17,12 @@ use anyhow::{Context, bail};
 pub mod mock;
 use serde_json::Value;
 
+/// PostgreSQL used when `CLIMATE_TEST_DATABASE_URL` is unset.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// RabbitMQ used when `CLIMATE_TEST_AMQP_URL` is unset: the vhost `scripts/test-services.sh`
+/// creates afresh for every test run.
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/climate-test";
+
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -89,6 +95,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
     pg_database: Option<String>,
+    /// Broker URL and queue name of a distributed app, deleted on drop.
+    queue: Option<(String, String)>,
     /// Bind address when running on the embedded config.
     embedded: Option<String>,
     /// Processes spawned so far (names their log files uniquely across restarts).
@@ -149,19 +157,15 @@ impl TestApp {
             data = dir.path().join("data").display()
         );
         let mut pg_database = None;
+        let mut queue = None;
         if let Shape::Distributed { .. } = shape {
-            let base_url = env(
-                "CLIMATE_TEST_DATABASE_URL",
-                Some("postgres://postgres@127.0.0.1:5432/postgres"),
-            );
+            let base_url = env("CLIMATE_TEST_DATABASE_URL", Some(DEFAULT_DATABASE_URL));
             let db = format!("climate_e2e_{id}");
             create_database(&base_url, &db).await?;
             let db_url = replace_db(&base_url, &db);
             pg_database = Some(db);
-            let amqp = env(
-                "CLIMATE_TEST_AMQP_URL",
-                Some("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            );
+            let amqp = env("CLIMATE_TEST_AMQP_URL", Some(DEFAULT_AMQP_URL));
+            queue = Some((amqp.clone(), format!("climate.e2e.{id}")));
             let redis = env("CLIMATE_TEST_REDIS_URL", Some("redis://127.0.0.1:6379"));
             let endpoint = env("CLIMATE_TEST_S3_ENDPOINT", None);
             let bucket = env("CLIMATE_TEST_S3_BUCKET", Some("climate-test"));
@@ -209,6 +213,7 @@ impl TestApp {
             dir,
             children: Vec::new(),
             pg_database,
+            queue,
         };
         match shape {
             Shape::Standalone => app.spawn("climate-api", &[])?,
@@ -244,8 +249,14 @@ impl TestApp {
         let n = self.children.len() + self.spawned;
         self.spawned += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("{n}-{binary}.log")))?;
-        let mut cmd = Command::new(bin(binary));
-        cmd.args(args).current_dir(self.dir.path());
+        // `setpriv --pdeathsig KILL` (util-linux) execs the binary with a parent-death signal:
+        // when the test process dies without running `Drop` (a nextest timeout, a crash), its
+        // children die with it instead of living on as orphans that keep broker connections.
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--"])
+            .arg(bin(binary))
+            .args(args)
+            .current_dir(self.dir.path());
         match &self.embedded {
             Some(bind) => cmd.env("CLIMATE_API__SERVER__BIND", bind),
             None => cmd.arg("--config").arg(&self.config_path),
@@ -482,31 +493,41 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();
-        if let Some(db) = self.pg_database.take() {
-            let base = env(
-                "CLIMATE_TEST_DATABASE_URL",
-                Some("postgres://postgres@127.0.0.1:5432/postgres"),
-            );
-            // Drop runs outside the test's runtime, on a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(rt) = rt {
-                    rt.block_on(async {
-                        use sqlx::Connection;
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-                            )))
-                            .execute(&mut c)
-                            .await;
-                        }
-                    });
-                }
-            })
-            .join();
+        let db = self.pg_database.take();
+        let queue = self.queue.take();
+        if db.is_none() && queue.is_none() {
+            return;
         }
+        // Drop runs outside the test's runtime, on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Some(db) = db {
+                    use sqlx::Connection;
+                    let base = env("CLIMATE_TEST_DATABASE_URL", Some(DEFAULT_DATABASE_URL));
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                }
+                // Every app declares its own quorum queues; left behind, they pile up in
+                // the broker run after run.
+                if let Some((url, name)) = queue
+                    && let Err(e) = climate_infra::queue::delete_amqp_topology(&url, &name).await
+                {
+                    eprintln!("deleting queue {name}: {e}");
+                }
+            });
+        })
+        .join();
     }
 }
 

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -236,23 +237,56 @@ impl Queue for MemoryQueue {
 // RabbitMQ
 
 /// Longest wait for the AMQP handshake. A broker can accept the TCP connection and then not
-/// answer (overloaded, or at its connection limit); without a bound a process would hang at
+/// answer (overloaded, or out of file descriptors); without a bound a process would hang at
 /// start-up without a word. With it, the caller logs and retries.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn connect_amqp(url: &str) -> QueueResult<Connection> {
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await
-    {
+/// Longest wait for the broker to acknowledge a `connection.close`.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens a connection named after this process and its `role`. lapin closes a connection once
+/// it and all its channels are dropped.
+async fn connect_amqp(url: &str, role: &str) -> QueueResult<Connection> {
+    // The name shows in `rabbitmqctl list_connections name` and the management UI.
+    let name = format!(
+        "{} {role} (pid {})",
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "climate".to_owned()),
+        std::process::id()
+    );
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(QueueError::Broker(format!(
             "no AMQP handshake within {} s (the broker accepted the connection but did not answer)",
             CONNECT_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// Deletes the queue `name`, its dead-letter queue and its dead-letter exchange, whatever they
+/// hold; what does not exist is skipped. For tests and for operators retiring a deployment.
+///
+/// # Errors
+/// [`QueueError::Broker`] when the broker is unreachable or refuses a deletion.
+pub async fn delete_amqp_topology(url: &str, name: &str) -> QueueResult<()> {
+    let conn = connect_amqp(url, "cleanup").await?;
+    // A failed deletion closes its channel, so each deletion gets its own.
+    for queue in [name.to_owned(), format!("{name}.dlq")] {
+        let ch = conn.create_channel().await?;
+        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    let ch = conn.create_channel().await?;
+    ch.exchange_delete(
+        format!("{name}.dlx").as_str().into(),
+        ExchangeDeleteOptions::default(),
+    )
+    .await?;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "cleanup done".into())).await;
+    Ok(())
 }
 
 /// RabbitMQ queue: a durable quorum queue `name` whose rejected messages go through the
@@ -345,7 +379,7 @@ impl AmqpQueue {
             return Ok(ch.clone());
         }
         *state = None;
-        let conn = connect_amqp(&self.url).await?;
+        let conn = connect_amqp(&self.url, "publisher").await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         self.declare(&ch).await?;
@@ -463,7 +497,7 @@ impl Queue for AmqpQueue {
         result
     }
     async fn consumer(&self, prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
-        let conn = connect_amqp(&self.url).await?;
+        let conn = connect_amqp(&self.url, "consumer").await?;
         let ch = conn.create_channel().await?;
         self.declare(&ch).await?;
         ch.basic_qos(prefetch.max(1), BasicQosOptions::default())

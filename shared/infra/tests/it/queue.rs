@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use climate_infra::queue::{self, Consumer, Delivery, Queue, QueueError};
-use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
@@ -79,31 +77,9 @@ impl TestQueue {
 }
 
 async fn delete_topology(url: &str, name: &str) {
-    let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await else {
-        eprintln!("cleanup of {name}: cannot connect");
-        return;
-    };
-    // A failed deletion closes the channel, so each gets its own.
-    for queue in [name.to_owned(), format!("{name}.dlq")] {
-        if let Ok(ch) = conn.create_channel().await
-            && let Err(e) = ch
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await
-        {
-            eprintln!("delete queue {queue}: {e}");
-        }
+    if let Err(e) = queue::delete_amqp_topology(url, name).await {
+        eprintln!("cleanup of {name}: {e}");
     }
-    if let Ok(ch) = conn.create_channel().await
-        && let Err(e) = ch
-            .exchange_delete(
-                format!("{name}.dlx").as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await
-    {
-        eprintln!("delete exchange {name}.dlx: {e}");
-    }
-    let _ = conn.close(200, "test cleanup".into()).await;
 }
 
 /// Generates, for each conformance test `name(&TestQueue)`, `memory::name` and

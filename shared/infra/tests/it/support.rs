@@ -35,7 +35,10 @@ pub fn database_url() -> String {
 
 /// RabbitMQ URL.
 pub fn amqp_url() -> String {
-    env_or(AMQP_URL_VAR, "amqp://guest:guest@127.0.0.1:5672/%2f")
+    env_or(
+        AMQP_URL_VAR,
+        "amqp://guest:guest@127.0.0.1:5672/climate-test",
+    )
 }
 
 /// Redis URL.
