@@ -290,6 +290,57 @@ async fn chirps_reads_only_the_tiles_covering_the_extent() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> anyhow::Result<()> {
+    // The whole CHIRPS grid (7200 × 2400 pixels) is far over a megapixel: the store carries
+    // pyramid levels 1..5 next to the full-resolution arrays.
+    let mock = MockUpstream::start().await?;
+    chirps_mock(&mock, 3);
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec![format!(
+                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n",
+                mock.base
+            )],
+            extents_yaml: Some(
+                "extents:\n  - extent_id: world\n    name: World\n    bbox: [-180, -90, 180, 90]\n"
+                    .into(),
+            ),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "chirps_test", "start": "2024-01-01", "end": "2024-01-03"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let url = app.url("/zarr/chirps_test_world");
+    // Level 0 equals the source files...
+    python(
+        "check_zarr.py",
+        &[
+            "--url",
+            &url,
+            "--source",
+            &chirps_fixture(2).to_string_lossy(),
+            "--var",
+            "precip",
+            "--bbox=-180,-90,180,90",
+            "--nodata=-9999",
+            "--time-index",
+            "1",
+        ],
+    )?;
+    // ...and every coarser level is the 2×2 mean of the one before.
+    let out = python(
+        "check_pyramid.py",
+        &["--url", &url, "--var", "precip", "--levels", "5"],
+    )?;
+    assert!(out.contains("[3, 75, 225]"), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chirps_segments_run_on_two_workers_through_faults() -> anyhow::Result<()> {
     // 45 days with 30-day time chunks: two segments, for two distributed workers, while the
     // upstream is slow and fails some range requests.

@@ -114,6 +114,18 @@ impl Axis {
         Some(start..end)
     }
 
+    /// The axis with pixels `factor` times as large, aligned on the same leading edge: pixel
+    /// `i` covers source pixels `factor·i .. factor·(i+1)`. The last pixel of an axis whose
+    /// length is not a multiple of `factor` reaches past the source's trailing edge.
+    pub fn coarsen(&self, factor: usize) -> Self {
+        let f = factor.max(1) as f64;
+        Self {
+            first: round9(self.first + self.step * (f - 1.0) / 2.0),
+            step: self.step * f,
+            len: self.len.div_ceil(factor.max(1)),
+        }
+    }
+
     /// The sub-axis covering `range`.
     pub fn slice(&self, range: Range<usize>) -> Self {
         Self {
@@ -160,11 +172,145 @@ impl Grid {
     pub fn shape(&self) -> [usize; 2] {
         [self.y.len, self.x.len]
     }
+
+    /// The grid with pixels `factor`×`factor` times as large (see [`Axis::coarsen`]).
+    pub fn coarsen(&self, factor: usize) -> Self {
+        Self {
+            crs: self.crs.clone(),
+            x: self.x.coarsen(factor),
+            y: self.y.coarsen(factor),
+        }
+    }
+}
+
+/// Grids larger than this many pixels get pyramids (SPEC §6).
+pub const PYRAMID_MIN_PIXELS: usize = 1024 * 1024;
+
+/// A pyramid stops at the first level whose longer side fits in one web-map tile.
+pub const PYRAMID_TOP_SIDE: usize = 256;
+
+/// The coarser levels of a grid's pyramid, level 1 first: each halves the previous one (2×2
+/// pixels become one), until the longer side is at most [`PYRAMID_TOP_SIDE`]. Empty for grids of
+/// at most [`PYRAMID_MIN_PIXELS`] pixels.
+pub fn pyramid_levels(grid: &Grid) -> Vec<Grid> {
+    let mut levels = Vec::new();
+    if grid.x.len * grid.y.len <= PYRAMID_MIN_PIXELS {
+        return levels;
+    }
+    let mut current = grid.clone();
+    while current.x.len.max(current.y.len) > PYRAMID_TOP_SIDE {
+        current = current.coarsen(2);
+        levels.push(current.clone());
+    }
+    levels
+}
+
+/// One pyramid step: the 2×2 mean of `src`, `n` fields of `[ny, nx]` row-major, into fields
+/// of `[ceil(ny/2), ceil(nx/2)]`. Missing values (NaN) are left out of each mean; a block with
+/// no value gives NaN. Blocks at an odd edge hold one or two pixels.
+pub fn downsample_mean(src: &[f32], n: usize, ny: usize, nx: usize) -> Vec<f32> {
+    let (oy, ox) = (ny.div_ceil(2), nx.div_ceil(2));
+    let mut out = vec![f32::NAN; n * oy * ox];
+    for t in 0..n {
+        let field = &src[t * ny * nx..(t + 1) * ny * nx];
+        let dst = &mut out[t * oy * ox..(t + 1) * oy * ox];
+        for r in 0..oy {
+            let rows = &[2 * r, 2 * r + 1][..if 2 * r + 1 < ny { 2 } else { 1 }];
+            for c in 0..ox {
+                let (mut sum, mut count) = (0.0f64, 0u32);
+                for &y in rows {
+                    for x in (2 * c)..(2 * c + 2).min(nx) {
+                        let v = field[y * nx + x];
+                        if !v.is_nan() {
+                            sum += f64::from(v);
+                            count += 1;
+                        }
+                    }
+                }
+                if count > 0 {
+                    dst[r * ox + c] = (sum / f64::from(count)) as f32;
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coarsening_keeps_the_leading_edge_and_covers_the_source() {
+        // 0.05° CHIRPS columns from -180: centres -179.975, -179.925, ...
+        let x = Axis {
+            first: -179.975,
+            step: 0.05,
+            len: 7200,
+        };
+        let c = x.coarsen(2);
+        assert_eq!((c.first, c.step, c.len), (-179.95, 0.1, 3600));
+        assert_eq!(c.leading_edge(), x.leading_edge());
+        assert_eq!(c.trailing_edge(), x.trailing_edge());
+        // Descending rows, odd length: the last coarse pixel reaches past the source.
+        let y = Axis {
+            first: 49.975,
+            step: -0.05,
+            len: 5,
+        };
+        let c = y.coarsen(2);
+        assert_eq!((c.first, c.step, c.len), (49.95, -0.1, 3));
+        assert_eq!(c.leading_edge(), y.leading_edge());
+        assert!(c.trailing_edge() < y.trailing_edge());
+    }
+
+    #[test]
+    fn pyramids_start_above_a_megapixel_and_end_at_a_tile() {
+        let grid = |nx, ny| Grid {
+            crs: "EPSG:4326".into(),
+            x: Axis {
+                first: 0.025,
+                step: 0.05,
+                len: nx,
+            },
+            y: Axis {
+                first: 49.975,
+                step: -0.05,
+                len: ny,
+            },
+        };
+        assert!(pyramid_levels(&grid(1024, 1024)).is_empty());
+        let shapes: Vec<[usize; 2]> = pyramid_levels(&grid(7200, 2000))
+            .iter()
+            .map(Grid::shape)
+            .collect();
+        assert_eq!(
+            shapes,
+            [[1000, 3600], [500, 1800], [250, 900], [125, 450], [63, 225]]
+        );
+    }
+
+    #[test]
+    fn downsampling_averages_the_values_present() {
+        let nan = f32::NAN;
+        // Two 3×3 fields.
+        #[rustfmt::skip]
+        let src = [
+            1.0, 3.0, 5.0,
+            5.0, 7.0, nan,
+            9.0, nan, 2.0,
+
+            nan, nan, 1.0,
+            nan, nan, nan,
+            4.0, 6.0, nan,
+        ];
+        let out = downsample_mean(&src, 2, 3, 3);
+        let expected = [4.0, 5.0, 9.0, 2.0, nan, 1.0, 5.0, nan];
+        assert_eq!(out.len(), expected.len());
+        for (o, e) in out.iter().zip(expected) {
+            assert!(o == &e || (o.is_nan() && e.is_nan()), "{out:?}");
+        }
+    }
 
     fn era5_lon() -> Axis {
         // ERA5-Land Sierra Leone sample: -13.5 .. -10.1 by 0.1 (35 columns).

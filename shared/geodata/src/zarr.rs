@@ -2,6 +2,11 @@
 //! zstd compression, GeoZarr `spatial:`/`proj:` attributes and consolidated metadata inline in
 //! the root `zarr.json` (xarray opens a non-consolidated v3 store over HTTP as an empty dataset).
 //!
+//! Grids over a megapixel also get a pyramid: child groups `1`, `2`, … each holding the same
+//! variables at half the resolution of the level before (2×2 mean), described by the
+//! `multiscales` convention on the root. Level 0 stays the root's own arrays, so every reader
+//! that knows nothing of pyramids sees the full-resolution dataset.
+//!
 //! The writer is fed one time chunk at a time, so its memory is bounded by one time chunk of the
 //! grid, whatever the length of the series.
 
@@ -9,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use climate_domain::chunking::ChunkShape;
-use climate_domain::grid::Grid;
+use climate_domain::grid::{Grid, downsample_mean, pyramid_levels};
 use climate_domain::{PeriodRange, PeriodType};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -143,25 +148,203 @@ pub fn root_attributes(layout: &StoreLayout) -> Map<String, Value> {
 
 type DynStorage = dyn AsyncReadableWritableListableStorageTraits;
 
+/// The multiscales convention declaration (zarr-conventions `multiscales`).
+fn multiscales_declaration() -> Value {
+    json!({
+        "schema_url": "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v1/schema.json",
+        "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v1/README.md",
+        "uuid": "d35379db-88df-4056-af3a-620245f8e347",
+        "name": "multiscales",
+        "description": "Multiscale layout of zarr datasets"
+    })
+}
+
+/// Group attributes of a pyramid level (level 1 and up): its own grid, for GIS clients that
+/// open the level as a dataset of its own.
+fn level_attributes(layout: &StoreLayout, grid: &Grid, level: usize) -> Map<String, Value> {
+    let mut a = Map::new();
+    a.insert("zarr_conventions".into(), convention_declarations());
+    a.insert("spatial:dimensions".into(), json!(["y", "x"]));
+    a.insert("spatial:bbox".into(), json!(grid.edge_bounds()));
+    a.insert("spatial:transform".into(), json!(grid.transform()));
+    a.insert("spatial:shape".into(), json!(grid.shape()));
+    a.insert("spatial:registration".into(), json!("pixel"));
+    a.insert("proj:code".into(), json!(grid.crs));
+    a.insert("Conventions".into(), json!("CF-1.10"));
+    a.insert("period_type".into(), json!(layout.period_type.as_str()));
+    a.insert("pyramid_level".into(), json!(level));
+    a
+}
+
+/// The `multiscales` root attribute: level 0 is the root's data array, level `k` the array of
+/// the same name in child group `k`, each the 2×2 mean of the level before.
+fn multiscales_attribute(layout: &StoreLayout, levels: &[Grid]) -> Value {
+    let var = &layout.variable;
+    let mut entries = vec![json!({
+        "asset": var,
+        "transform": {"scale": [1.0, 1.0], "translation": [0.0, 0.0]},
+        "spatial:shape": layout.grid.shape(),
+        "spatial:transform": layout.grid.transform(),
+    })];
+    for (i, grid) in levels.iter().enumerate() {
+        let level = i + 1;
+        let from = if level == 1 {
+            var.clone()
+        } else {
+            format!("{}/{var}", level - 1)
+        };
+        entries.push(json!({
+            "asset": format!("{level}/{var}"),
+            "derived_from": from,
+            "transform": {"scale": [2.0, 2.0], "translation": [0.0, 0.0]},
+            "resampling_method": "average",
+            "spatial:shape": grid.shape(),
+            "spatial:transform": grid.transform(),
+        }));
+    }
+    json!({"layout": entries, "resampling_method": "average"})
+}
+
+fn zstd() -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
+    vec![Arc::new(ZstdCodec::new(ZSTD_LEVEL, false))]
+}
+
+/// Writes the coordinate arrays `t`, `y`, `x` of `grid` into group `group` (`""` for the root).
+async fn create_coordinates(
+    storage: &Arc<DynStorage>,
+    group: &str,
+    layout: &StoreLayout,
+    grid: &Grid,
+) -> Result<(), ZarrError> {
+    let nt = layout.periods.len();
+    let (t_units, t_step) = time_encoding(layout.period_type);
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .ok_or_else(|| ZarrError::Shape("epoch".into()))?;
+    let t_values: Vec<i64> = layout
+        .periods
+        .iter()
+        .map(|p| (p.start() - epoch).num_seconds() / t_step)
+        .collect();
+    let geographic = grid.crs == "EPSG:4326";
+    let coord_attrs = |axis: &str| -> Map<String, Value> {
+        let v = match (axis, geographic) {
+            ("y", true) => {
+                json!({"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"})
+            }
+            ("x", true) => {
+                json!({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"})
+            }
+            ("y", false) => {
+                json!({"units": "m", "standard_name": "projection_y_coordinate", "axis": "Y"})
+            }
+            _ => json!({"units": "m", "standard_name": "projection_x_coordinate", "axis": "X"}),
+        };
+        v.as_object().cloned().unwrap_or_default()
+    };
+    let t_attrs = json!({
+        "units": t_units, "calendar": "proleptic_gregorian", "standard_name": "time",
+        "long_name": "time", "axis": "T", "period_type": layout.period_type.as_str()
+    });
+    let t = ArrayBuilder::new(vec![nt], vec![nt.max(1)], data_type::int64(), 0i64)
+        .dimension_names(Some(["t"]))
+        .bytes_to_bytes_codecs(zstd())
+        .attributes(t_attrs.as_object().cloned().unwrap_or_default())
+        .build_arc(storage.clone(), &format!("{group}/t"))
+        .map_err(zerr)?;
+    t.async_store_metadata().await.map_err(zerr)?;
+    t.async_store_chunk(&[0], t_values).await.map_err(zerr)?;
+
+    for (name, axis) in [("y", &grid.y), ("x", &grid.x)] {
+        let n = axis.len as u64;
+        let arr = ArrayBuilder::new(vec![n], vec![n.max(1)], data_type::float64(), f64::NAN)
+            .dimension_names(Some([name]))
+            .bytes_to_bytes_codecs(zstd())
+            .attributes(coord_attrs(name))
+            .build_arc(storage.clone(), &format!("{group}/{name}"))
+            .map_err(zerr)?;
+        arr.async_store_metadata().await.map_err(zerr)?;
+        arr.async_store_chunk(&[0], axis.centres())
+            .await
+            .map_err(zerr)?;
+    }
+    Ok(())
+}
+
+/// Stores the chunks of one time chunk of `array` (chunk index `index` along `t`) from `slab`,
+/// `[n_t, ny, nx]` row-major. Returns the number of chunks holding at least one value.
+async fn store_slab(
+    array: &Arc<Array<DynStorage>>,
+    index: u64,
+    slab: &[f32],
+    n_t: usize,
+    ny: usize,
+    nx: usize,
+) -> Result<u64, ZarrError> {
+    let shape = array.chunk_shape(&[index, 0, 0]).map_err(zerr)?;
+    let (ct, cy, cx) = (
+        shape[0].get() as usize,
+        shape[1].get() as usize,
+        shape[2].get() as usize,
+    );
+    let mut jobs = Vec::new();
+    for yi in 0..ny.div_ceil(cy) {
+        for xi in 0..nx.div_ceil(cx) {
+            jobs.push((yi, xi));
+        }
+    }
+    // Chunk buffers are built inside the stream so that at most WRITE_CONCURRENCY of them are
+    // alive at once.
+    futures::stream::iter(jobs)
+        .map(|(yi, xi)| {
+            let array = array.clone();
+            // Full-size chunk buffers, padded with the fill value at the array's edges.
+            let mut buf = vec![f32::NAN; ct * cy * cx];
+            let mut any = false;
+            for t in 0..n_t {
+                for r in 0..cy.min(ny - yi * cy) {
+                    let src = t * ny * nx + (yi * cy + r) * nx + xi * cx;
+                    let w = cx.min(nx - xi * cx);
+                    let dst = t * cy * cx + r * cx;
+                    buf[dst..dst + w].copy_from_slice(&slab[src..src + w]);
+                    any |= slab[src..src + w].iter().any(|v| !v.is_nan());
+                }
+            }
+            async move {
+                array
+                    .async_store_chunk(&[index, yi as u64, xi as u64], buf)
+                    .await
+                    .map_err(zerr)?;
+                Ok::<u64, ZarrError>(u64::from(any))
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_fold(0, |acc, n| async move { Ok(acc + n) })
+        .await
+}
+
 /// Writes one store under a prefix.
 pub struct ZarrWriter {
     raw: Arc<dyn ObjectStore>,
     layout: StoreLayout,
     data: Arc<Array<DynStorage>>,
-    coords: Vec<String>,
+    /// Pyramid levels 1.. (empty for small grids): grid and data array.
+    levels: Vec<(Grid, Arc<Array<DynStorage>>)>,
 }
 
 impl std::fmt::Debug for ZarrWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZarrWriter")
             .field("layout", &self.layout)
+            .field("levels", &self.levels.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ZarrWriter {
     /// Creates the arrays (coordinates with their values, the data array's metadata) under
-    /// `prefix` of `store`.
+    /// `prefix` of `store`, and those of the pyramid levels when the grid is large enough
+    /// ([`pyramid_levels`]).
     ///
     /// # Errors
     /// [`ZarrError`] when the store fails.
@@ -176,69 +359,14 @@ impl ZarrWriter {
         let g = &layout.grid;
         let nt = layout.periods.len();
         let (ny, nx) = (g.y.len as u64, g.x.len as u64);
-
-        // Coordinate arrays, each in one chunk.
-        let (t_units, t_step) = time_encoding(layout.period_type);
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .ok_or_else(|| ZarrError::Shape("epoch".into()))?;
-        let t_values: Vec<i64> = layout
-            .periods
-            .iter()
-            .map(|p| (p.start() - epoch).num_seconds() / t_step)
-            .collect();
-        let geographic = g.crs == "EPSG:4326";
-        let coord_attrs = |axis: &str| -> Map<String, Value> {
-            let v = match (axis, geographic) {
-                ("y", true) => {
-                    json!({"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"})
-                }
-                ("x", true) => {
-                    json!({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"})
-                }
-                ("y", false) => {
-                    json!({"units": "m", "standard_name": "projection_y_coordinate", "axis": "Y"})
-                }
-                _ => json!({"units": "m", "standard_name": "projection_x_coordinate", "axis": "X"}),
-            };
-            v.as_object().cloned().unwrap_or_default()
-        };
-        let zstd = || -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
-            vec![Arc::new(ZstdCodec::new(ZSTD_LEVEL, false))]
-        };
-
-        let t_attrs = json!({
-            "units": t_units, "calendar": "proleptic_gregorian", "standard_name": "time",
-            "long_name": "time", "axis": "T", "period_type": layout.period_type.as_str()
-        });
-        let t = ArrayBuilder::new(vec![nt], vec![nt.max(1)], data_type::int64(), 0i64)
-            .dimension_names(Some(["t"]))
-            .bytes_to_bytes_codecs(zstd())
-            .attributes(t_attrs.as_object().cloned().unwrap_or_default())
-            .build_arc(storage.clone(), "/t")
-            .map_err(zerr)?;
-        t.async_store_metadata().await.map_err(zerr)?;
-        t.async_store_chunk(&[0], t_values).await.map_err(zerr)?;
-
-        for (name, axis) in [("y", &g.y), ("x", &g.x)] {
-            let n = axis.len as u64;
-            let arr = ArrayBuilder::new(vec![n], vec![n.max(1)], data_type::float64(), f64::NAN)
-                .dimension_names(Some([name]))
-                .bytes_to_bytes_codecs(zstd())
-                .attributes(coord_attrs(name))
-                .build_arc(storage.clone(), &format!("/{name}"))
-                .map_err(zerr)?;
-            arr.async_store_metadata().await.map_err(zerr)?;
-            arr.async_store_chunk(&[0], axis.centres())
-                .await
-                .map_err(zerr)?;
-        }
+        create_coordinates(&storage, "", &layout, g).await?;
 
         let data_attrs = json!({
             "units": layout.units,
             "long_name": layout.long_name,
             "period_type": layout.period_type.as_str(),
         });
+        let data_attrs = data_attrs.as_object().cloned().unwrap_or_default();
         let c = layout.chunks;
         let inner = vec![c.t, c.y.min(ny.max(1)), c.x.min(nx.max(1))];
         // With sharding the grid's chunks are shards of `shard` inner chunks each.
@@ -251,7 +379,7 @@ impl ZarrWriter {
         builder
             .dimension_names(Some(["t", "y", "x"]))
             .bytes_to_bytes_codecs(zstd())
-            .attributes(data_attrs.as_object().cloned().unwrap_or_default());
+            .attributes(data_attrs.clone());
         if layout.shard.is_some() {
             builder.subchunk_shape(inner);
         }
@@ -260,11 +388,29 @@ impl ZarrWriter {
             .map_err(zerr)?;
         data.async_store_metadata().await.map_err(zerr)?;
 
+        // Pyramid levels: one time chunk per writing unit, the level-0 spatial chunking
+        // (capped by the level's size), never sharded.
+        let mut levels = Vec::new();
+        for (i, grid) in pyramid_levels(g).into_iter().enumerate() {
+            let group = format!("/{}", i + 1);
+            create_coordinates(&storage, &group, &layout, &grid).await?;
+            let (ly, lx) = (grid.y.len as u64, grid.x.len as u64);
+            let chunk = vec![layout.time_step(), c.y.min(ly.max(1)), c.x.min(lx.max(1))];
+            let arr = ArrayBuilder::new(vec![nt, ly, lx], chunk, data_type::float32(), f32::NAN)
+                .dimension_names(Some(["t", "y", "x"]))
+                .bytes_to_bytes_codecs(zstd())
+                .attributes(data_attrs.clone())
+                .build_arc(storage.clone(), &format!("{group}/{}", layout.variable))
+                .map_err(zerr)?;
+            arr.async_store_metadata().await.map_err(zerr)?;
+            levels.push((grid, arr));
+        }
+
         Ok(Self {
             raw,
-            coords: vec!["t".into(), "y".into(), "x".into()],
             layout,
             data,
+            levels,
         })
     }
 
@@ -281,25 +427,32 @@ impl ZarrWriter {
         let raw: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store, prefix));
         let storage: Arc<DynStorage> =
             Arc::new(zarrs_object_store::AsyncObjectStore::new(raw.clone()));
-        let data = Array::async_open(storage, &format!("/{}", layout.variable))
-            .await
-            .map_err(zerr)?;
-        let expected = vec![
-            layout.periods.len(),
-            layout.grid.y.len as u64,
-            layout.grid.x.len as u64,
-        ];
-        if data.shape() != expected.as_slice() {
-            return Err(ZarrError::Shape(format!(
-                "store at {prefix} has shape {:?}, the layout says {expected:?}",
-                data.shape()
-            )));
+        let open = |path: String, expected: Vec<u64>| {
+            let storage = storage.clone();
+            async move {
+                let arr = Array::async_open(storage, &path).await.map_err(zerr)?;
+                if arr.shape() != expected.as_slice() {
+                    return Err(ZarrError::Shape(format!(
+                        "array {path} under {prefix} has shape {:?}, the layout says {expected:?}",
+                        arr.shape()
+                    )));
+                }
+                Ok(Arc::new(arr))
+            }
+        };
+        let nt = layout.periods.len();
+        let shape = |g: &Grid| vec![nt, g.y.len as u64, g.x.len as u64];
+        let data = open(format!("/{}", layout.variable), shape(&layout.grid)).await?;
+        let mut levels = Vec::new();
+        for (i, grid) in pyramid_levels(&layout.grid).into_iter().enumerate() {
+            let arr = open(format!("/{}/{}", i + 1, layout.variable), shape(&grid)).await?;
+            levels.push((grid, arr));
         }
         Ok(Self {
             raw,
-            coords: vec!["t".into(), "y".into(), "x".into()],
             layout,
-            data: Arc::new(data),
+            data,
+            levels,
         })
     }
 
@@ -308,8 +461,14 @@ impl ZarrWriter {
         &self.layout
     }
 
+    /// Number of pyramid levels above level 0.
+    pub fn pyramid_levels(&self) -> usize {
+        self.levels.len()
+    }
+
     /// Writes time chunk `index`: `slab` holds its periods' fields, `[n_t, ny, nx]` row-major
-    /// (`n_t` = periods in that chunk). Returns the number of chunk objects stored.
+    /// (`n_t` = periods in that chunk), then the same time chunk of every pyramid level, each
+    /// computed from the one before. Returns the number of level-0 chunk objects holding data.
     ///
     /// # Errors
     /// [`ZarrError::Shape`] for a slab of the wrong size, or the store's error.
@@ -325,76 +484,94 @@ impl ZarrWriter {
                 slab.len()
             )));
         }
-        let shape = self.data.chunk_shape(&[index, 0, 0]).map_err(zerr)?;
-        let (ct, cy, cx) = (
-            shape[0].get() as usize,
-            shape[1].get() as usize,
-            shape[2].get() as usize,
-        );
-        let mut jobs = Vec::new();
-        for yi in 0..ny.div_ceil(cy) {
-            for xi in 0..nx.div_ceil(cx) {
-                // Full-size chunk buffers, padded with the fill value at the array's edges.
-                let mut buf = vec![f32::NAN; ct * cy * cx];
-                let mut any = false;
-                for t in 0..n_t {
-                    for r in 0..cy.min(ny - yi * cy) {
-                        let src = t * ny * nx + (yi * cy + r) * nx + xi * cx;
-                        let w = cx.min(nx - xi * cx);
-                        let dst = t * cy * cx + r * cx;
-                        buf[dst..dst + w].copy_from_slice(&slab[src..src + w]);
-                        any |= slab[src..src + w].iter().any(|v| !v.is_nan());
-                    }
-                }
-                jobs.push(([index, yi as u64, xi as u64], buf, any));
-            }
+        let written = store_slab(&self.data, index, slab, n_t, ny, nx).await?;
+        let mut coarser: Option<Vec<f32>> = None;
+        let (mut py, mut px) = (ny, nx);
+        for (grid, array) in &self.levels {
+            let level = downsample_mean(coarser.as_deref().unwrap_or(slab), n_t, py, px);
+            (py, px) = (grid.y.len, grid.x.len);
+            store_slab(array, index, &level, n_t, py, px).await?;
+            coarser = Some(level);
         }
-        let written = futures::stream::iter(jobs)
-            .map(|(idx, buf, any)| {
-                let data = self.data.clone();
-                async move {
-                    data.async_store_chunk(&idx, buf).await.map_err(zerr)?;
-                    Ok::<u64, ZarrError>(u64::from(any))
-                }
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .try_fold(0, |acc, n| async move { Ok(acc + n) })
-            .await?;
         Ok(written)
     }
 
-    /// Writes the root group with consolidated metadata. Call after every chunk is written;
-    /// the store is complete once this returns.
+    async fn member_metadata(&self, path: &str) -> Result<Value, ZarrError> {
+        let bytes = self
+            .raw
+            .get(&Path::from(format!("{path}/zarr.json")))
+            .await?
+            .bytes()
+            .await?;
+        serde_json::from_slice(&bytes).map_err(zerr)
+    }
+
+    /// Writes the root group with consolidated metadata (and each pyramid level's group with
+    /// its own). Call after every chunk is written; the store is complete once this returns.
     ///
     /// # Errors
     /// The store's error.
     pub async fn finish(self) -> Result<(), ZarrError> {
+        let var = self.layout.variable.clone();
+        let arrays = ["t".to_owned(), "y".to_owned(), "x".to_owned(), var];
         let mut members = Map::new();
-        let mut names = self.coords.clone();
-        names.push(self.layout.variable.clone());
-        for name in names {
-            let bytes = self
-                .raw
-                .get(&Path::from(format!("{name}/zarr.json")))
-                .await?
-                .bytes()
-                .await?;
-            let meta: Value = serde_json::from_slice(&bytes).map_err(zerr)?;
-            members.insert(name, meta);
+        for name in &arrays {
+            members.insert(name.clone(), self.member_metadata(name).await?);
+        }
+        let grids: Vec<Grid> = self.levels.iter().map(|(g, _)| g.clone()).collect();
+        for (i, grid) in grids.iter().enumerate() {
+            let level = (i + 1).to_string();
+            let mut level_members = Map::new();
+            for name in &arrays {
+                let meta = self.member_metadata(&format!("{level}/{name}")).await?;
+                members.insert(format!("{level}/{name}"), meta.clone());
+                level_members.insert(name.clone(), meta);
+            }
+            let attributes = level_attributes(&self.layout, grid, i + 1);
+            let group = json!({
+                "zarr_format": 3,
+                "node_type": "group",
+                "attributes": attributes,
+                "consolidated_metadata": {
+                    "kind": "inline",
+                    "must_understand": false,
+                    "metadata": level_members,
+                }
+            });
+            self.put_json(&format!("{level}/zarr.json"), &group).await?;
+            // In the root's consolidated metadata, nested members appear flattened by path.
+            members.insert(
+                level,
+                json!({"zarr_format": 3, "node_type": "group", "attributes": attributes}),
+            );
+        }
+        let mut attributes = root_attributes(&self.layout);
+        if !grids.is_empty() {
+            if let Some(Value::Array(conventions)) = attributes.get_mut("zarr_conventions") {
+                conventions.push(multiscales_declaration());
+            }
+            attributes.insert(
+                "multiscales".into(),
+                multiscales_attribute(&self.layout, &grids),
+            );
         }
         let root = json!({
             "zarr_format": 3,
             "node_type": "group",
-            "attributes": root_attributes(&self.layout),
+            "attributes": attributes,
             "consolidated_metadata": {
                 "kind": "inline",
                 "must_understand": false,
                 "metadata": members,
             }
         });
-        let body = serde_json::to_vec_pretty(&root).map_err(zerr)?;
+        self.put_json("zarr.json", &root).await
+    }
+
+    async fn put_json(&self, path: &str, value: &Value) -> Result<(), ZarrError> {
+        let body = serde_json::to_vec_pretty(value).map_err(zerr)?;
         self.raw
-            .put(&Path::from("zarr.json"), PutPayload::from(body))
+            .put(&Path::from(path), PutPayload::from(body))
             .await?;
         Ok(())
     }
@@ -527,5 +704,131 @@ mod tests {
             root["attributes"]["spatial:transform"],
             json!([1.0, 0.0, 0.0, 0.0, -1.0, 3.0])
         );
+    }
+
+    #[tokio::test]
+    async fn large_grids_get_a_mean_pyramid_described_by_multiscales() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut l = layout();
+        // 1030² > 1024²: levels of 515², 258², 129².
+        let n = 1030usize;
+        l.grid.x = Axis {
+            first: 0.025,
+            step: 0.05,
+            len: n,
+        };
+        l.grid.y = Axis {
+            first: 51.475,
+            step: -0.05,
+            len: n,
+        };
+        l.chunks = ChunkShape {
+            t: 2,
+            y: 256,
+            x: 256,
+        };
+        let value = |t: usize, y: usize, x: usize| {
+            if (y + x).is_multiple_of(7) {
+                f32::NAN
+            } else {
+                (t * 7 + y * 3 + x) as f32
+            }
+        };
+        let writer = ZarrWriter::create(store.clone(), "p", l.clone())
+            .await
+            .expect("create");
+        assert_eq!(writer.pyramid_levels(), 3);
+        for ci in 0..l.time_chunks() {
+            let r = l.time_chunk_range(ci);
+            let mut slab = Vec::new();
+            for t in r.start as usize..r.end as usize {
+                for y in 0..n {
+                    for x in 0..n {
+                        slab.push(value(t, y, x));
+                    }
+                }
+            }
+            writer.write_time_chunk(ci, &slab).await.expect("write");
+        }
+        writer.finish().await.expect("finish");
+
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store, "p"));
+        let storage: Arc<DynStorage> =
+            Arc::new(zarrs_object_store::AsyncObjectStore::new(prefixed.clone()));
+        let read = |path: &'static str| {
+            let storage = storage.clone();
+            async move {
+                let arr = Array::async_open(storage, path).await.expect("open");
+                let shape = arr.shape().to_vec();
+                let v: Vec<f32> = arr
+                    .async_retrieve_array_subset::<Vec<f32>>(&arr.subset_all())
+                    .await
+                    .expect("read");
+                (shape, v)
+            }
+        };
+        let (s1, l1) = read("/1/v").await;
+        assert_eq!(s1, [3, 515, 515]);
+        let (s3, l3) = read("/3/v").await;
+        assert_eq!(s3, [3, 129, 129]);
+        // Level 1 is the NaN-skipping mean of each 2×2 block of level 0.
+        for (t, y, x) in [(0, 0, 0), (1, 10, 33), (2, 514, 514), (2, 300, 7)] {
+            let block: Vec<f32> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                .iter()
+                .map(|(dy, dx)| value(t, 2 * y + dy, 2 * x + dx))
+                .filter(|v| !v.is_nan())
+                .collect();
+            let mean = block.iter().sum::<f32>() / block.len() as f32;
+            let got = l1[(t * 515 + y) * 515 + x];
+            assert!((got - mean).abs() < 1e-3, "({t},{y},{x}): {got} vs {mean}");
+        }
+        // The top level is coarse but still values, not fill.
+        assert!(l3.iter().all(|v| !v.is_nan()));
+        let (_, ys) = {
+            let arr = Array::async_open(storage.clone(), "/1/y").await.expect("y");
+            let v: Vec<f64> = arr
+                .async_retrieve_array_subset::<Vec<f64>>(&arr.subset_all())
+                .await
+                .expect("read");
+            ((), v)
+        };
+        assert_eq!(ys[0], 51.45, "level-1 centre between the first two rows");
+
+        let json_at = |path: &'static str| {
+            let prefixed = prefixed.clone();
+            async move {
+                let bytes = prefixed
+                    .get(&Path::from(path))
+                    .await
+                    .expect("get")
+                    .bytes()
+                    .await
+                    .expect("bytes");
+                serde_json::from_slice::<Value>(&bytes).expect("json")
+            }
+        };
+        let root = json_at("zarr.json").await;
+        let layout_attr = &root["attributes"]["multiscales"]["layout"];
+        assert_eq!(layout_attr.as_array().map(Vec::len), Some(4));
+        assert_eq!(layout_attr[0]["asset"], "v");
+        assert_eq!(layout_attr[2]["asset"], "2/v");
+        assert_eq!(layout_attr[2]["derived_from"], "1/v");
+        assert_eq!(layout_attr[3]["spatial:shape"], json!([129, 129]));
+        let names: Vec<&str> = root["attributes"]["zarr_conventions"]
+            .as_array()
+            .expect("conventions")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(names.contains(&"multiscales"), "{names:?}");
+        let members = &root["consolidated_metadata"]["metadata"];
+        assert_eq!(members["2/v"]["shape"], json!([3, 258, 258]));
+        assert_eq!(members["1"]["node_type"], "group");
+        let level = json_at("1/zarr.json").await;
+        assert_eq!(
+            level["consolidated_metadata"]["metadata"]["v"]["shape"],
+            json!([3, 515, 515])
+        );
+        assert_eq!(level["attributes"]["spatial:shape"], json!([515, 515]));
     }
 }
