@@ -747,3 +747,153 @@ fn walk_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// Builds the DestinE-layout test store of `format` (2 or 3) under `dir`.
+fn remote_zarr_store(dir: &std::path::Path, format: &str) -> anyhow::Result<std::path::PathBuf> {
+    let out = dir.join(format!("v{format}/era5-land.zarr"));
+    python(
+        "make_remote_zarr.py",
+        &["--out", &out.to_string_lossy(), "--format", format],
+    )?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn era5_land_zarr_reads_v2_and_v3_stores_with_netrc_credentials() -> anyhow::Result<()> {
+    let mock = MockUpstream::start().await?;
+    let dir = tempfile::tempdir()?;
+    for format in ["2", "3"] {
+        let store = remote_zarr_store(dir.path(), format)?;
+        mock.serve_dir(&format!("/era5/v{format}/era5-land.zarr"), &store)?;
+    }
+    mock.require_basic_auth("/era5/", "edh", "pat-0123456789");
+    let netrc = dir.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        "machine example.org login someone password other\nmachine 127.0.0.1\n  login edh\n  password pat-0123456789\n",
+    )?;
+    let template = |id: &str, host: &str, version: &str| {
+        format!(
+            "- id: {id}\n  name: ERA5-Land 2 m temperature (EDH mock, Zarr v{version})\n  variable: t2m\n  period_type: hourly\n  units: K\n  ingestion:\n    provider: era5_land_zarr\n    params: {{base_url: \"{host}/era5/v{version}\", store: era5-land.zarr}}\n",
+        )
+    };
+    let port = mock.base.rsplit(':').next().unwrap_or_default();
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec![
+                template("edh_v2", &mock.base, "2"),
+                template("edh_v3", &mock.base, "3"),
+                // Same store through a host the netrc file has no entry for.
+                template("edh_anonymous", &format!("http://localhost:{port}"), "3"),
+            ],
+            extents_yaml: Some(
+                "extents:\n  - extent_id: sle\n    name: Sierra Leone\n    bbox: [-13.5, 6.9, -10.1, 10.0]\n  - extent_id: gha\n    name: Across the Greenwich meridian\n    bbox: [-3.0, 5.0, 1.0, 9.0]\n".into(),
+            ),
+            extra_yaml: format!(
+                "providers:\n  era5_land_zarr:\n    netrc: \"{}\"\n    base_delay_ms: 20\n",
+                netrc.display()
+            ),
+            ..Options::default()
+        },
+    )
+    .await?;
+
+    // v3 across the meridian: columns from both ends of the 0..360 grid, 24 hours.
+    let run = app
+        .ingest(&json!({"dataset_id": "edh_v3", "extent_id": "gha", "start": "2024-01-01T00", "end": "2024-01-01T23"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let v3 = dir.path().join("v3/era5-land.zarr");
+    python(
+        "check_zarr.py",
+        &[
+            "--url",
+            &app.url("/zarr/edh_v3_gha"),
+            "--source",
+            &v3.to_string_lossy(),
+            "--var",
+            "t2m",
+            "--start",
+            "2024-01-01T00",
+            "--end",
+            "2024-01-01T23",
+            "--bbox=-3.0,5.0,1.0,9.0",
+        ],
+    )?;
+    // Only the chunks intersecting (hours 0-23, rows of 5..9°N, columns 357..360 and 0..1°E):
+    // time chunk 0, row chunks 0-2 (32 rows each), column chunks 13, 14 and 0 (256 each).
+    let chunks: Vec<String> = mock
+        .requested_paths()
+        .into_iter()
+        .filter(|p| p.starts_with("/era5/v3/era5-land.zarr/t2m/c/"))
+        .collect();
+    let mut expected = Vec::new();
+    for y in 0..3 {
+        for x in [0, 13, 14] {
+            expected.push(format!("/era5/v3/era5-land.zarr/t2m/c/0/{y}/{x}"));
+        }
+    }
+    expected.sort();
+    assert_eq!(chunks, expected, "data chunks fetched");
+    // Planning and writing both read the window; the chunks come from upstream once.
+    for path in &expected {
+        assert_eq!(mock.hits(path), 1, "{path} fetched once");
+    }
+
+    // v2 (consolidated .zmetadata, dot-separated keys), the second day over Sierra Leone.
+    let run = app
+        .ingest(&json!({"dataset_id": "edh_v2", "start": "2024-01-02T00", "end": "2024-01-02T23"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    assert!(mock.hits("/era5/v2/era5-land.zarr/.zmetadata") >= 1);
+    assert_eq!(
+        mock.hits("/era5/v2/era5-land.zarr/zarr.json"),
+        mock.hits("/era5/v2/era5-land.zarr/.zmetadata"),
+        "v3 is probed first, each time"
+    );
+    python(
+        "check_zarr.py",
+        &[
+            "--url",
+            &app.url("/zarr/edh_v2_sle"),
+            "--source",
+            &dir.path().join("v2/era5-land.zarr").to_string_lossy(),
+            "--var",
+            "t2m",
+            "--start",
+            "2024-01-02T00",
+            "--end",
+            "2024-01-02T23",
+            "--bbox=-13.5,6.9,-10.1,10.0",
+        ],
+    )?;
+
+    // Without credentials the upstream answers 401: the run fails naming provider, URL and
+    // cause, and the token appears nowhere.
+    let run = app
+        .ingest(&json!({"dataset_id": "edh_anonymous", "start": "2024-01-01T00", "end": "2024-01-01T05"}))
+        .await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    let msg = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("era5_land_zarr")
+            && msg.contains("localhost")
+            && msg.contains("zarr.json")
+            && msg.contains("401"),
+        "{msg}"
+    );
+    assert!(
+        !app.logs().contains("pat-0123456789"),
+        "the token leaked into the logs"
+    );
+
+    // Hours the store does not hold yet are refused with the store's coverage.
+    let run = app
+        .ingest(&json!({"dataset_id": "edh_v3", "start": "2024-01-05T00", "end": "2024-01-05T05"}))
+        .await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    let msg = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("2024-01-02 23:00:00"), "{msg}");
+    Ok(())
+}

@@ -37,6 +37,21 @@ def expected_from_netcdf(path, var, start, end, bbox, transform):
     return values, da["y"].values, da["x"].values, da["t"].values
 
 
+def expected_from_remote_zarr(path, var, start, end, bbox):
+    """A store in the DestinE layout (0..360 longitudes), read with xarray itself."""
+    src = xr.open_zarr(path, consolidated=None)
+    src = src.assign_coords(longitude=((src["longitude"] + 180.0) % 360.0) - 180.0)
+    src = src.sortby("longitude")
+    src = src.rename({"valid_time": "t", "latitude": "y", "longitude": "x"})
+    da = src[var].sel(t=slice(np.datetime64(start), np.datetime64(end)))
+    w, s, e, n = bbox
+    ys, xs = da["y"].values, da["x"].values
+    ymask = pixel_centre_mask(ys, s, n, ys[1] - ys[0])
+    xmask = pixel_centre_mask(xs, w, e, xs[1] - xs[0])
+    da = da.isel(y=np.where(ymask)[0], x=np.where(xmask)[0])
+    return da.values.astype("float64"), da["y"].values, da["x"].values, da["t"].values
+
+
 def expected_from_geotiff(path, bbox, nodata):
     import tifffile
 
@@ -79,7 +94,9 @@ def main():
     assert got.dims == ("t", "y", "x"), got.dims
     assert ds.attrs["spatial:dimensions"] == ["y", "x"]
 
-    if a.source.endswith(".nc"):
+    if a.source.rstrip("/").endswith(".zarr"):
+        exp, ys, xs, ts = expected_from_remote_zarr(a.source, a.var, a.start, a.end, bbox)
+    elif a.source.endswith(".nc"):
         exp, ys, xs, ts = expected_from_netcdf(a.source, a.var, a.start, a.end, bbox, a.transform)
     else:
         exp, ys, xs, ts = expected_from_geotiff(a.source, bbox, a.nodata)

@@ -35,6 +35,9 @@ struct MockState {
     latency: Mutex<Duration>,
     /// The CDS API, when enabled.
     cds: Mutex<Option<CdsMock>>,
+    /// Paths under this prefix need one of these `Authorization` header values (HTTP Basic),
+    /// as the DestinE Earth Data Hub does on every path, metadata included.
+    basic_auth: Mutex<Option<(String, Vec<String>)>>,
 }
 
 /// A minimal, faithful CDS retrieve API: submit → poll → results → download.
@@ -170,6 +173,22 @@ async fn serve(
         .entry(path.clone())
         .or_default()
         .push(std::time::Instant::now());
+    if let Some((prefix, accepted)) = lock(&state.basic_auth).as_ref()
+        && path.starts_with(prefix.as_str())
+    {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !accepted.iter().any(|a| a == given) {
+            let mut r = (StatusCode::UNAUTHORIZED, "401 Unauthorized").into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"earthdatahub\""),
+            );
+            return r;
+        }
+    }
     let fault = lock(&state.faults)
         .get_mut(&path)
         .and_then(VecDeque::pop_front);
@@ -281,6 +300,53 @@ impl MockUpstream {
     /// Serves `bytes` at `path`.
     pub fn serve_file(&self, path: &str, bytes: impl Into<bytes::Bytes>) {
         lock(&self.state.files).insert(path.to_owned(), bytes.into());
+    }
+
+    /// Serves every file under `dir` at `prefix` + its relative path (a static Zarr store).
+    ///
+    /// # Errors
+    /// When the directory cannot be read.
+    pub fn serve_dir(&self, prefix: &str, dir: &std::path::Path) -> anyhow::Result<usize> {
+        let mut stack = vec![dir.to_path_buf()];
+        let mut n = 0;
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path.strip_prefix(dir)?.to_string_lossy().into_owned();
+                    let url = format!("{}/{rel}", prefix.trim_end_matches('/'));
+                    self.serve_file(&url, std::fs::read(&path)?);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Requires HTTP Basic credentials on every path under `prefix`: user `login` (or an empty
+    /// user, as EDH also accepts) with `password`; anything else gets 401.
+    pub fn require_basic_auth(&self, prefix: &str, login: &str, password: &str) {
+        use base64::Engine as _;
+        let encode = |u: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{password}"))
+            )
+        };
+        *lock(&self.state.basic_auth) = Some((prefix.to_owned(), vec![encode(login), encode("")]));
+    }
+
+    /// Paths requested so far (each once), sorted.
+    pub fn requested_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.state.hits)
+            .keys()
+            .filter(|k| k.starts_with('/'))
+            .cloned()
+            .collect();
+        v.sort();
+        v
     }
 
     /// Serves these faults, in order, to the next requests of `path`.

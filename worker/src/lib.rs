@@ -65,6 +65,7 @@ impl Context {
                 base_delay: s.base_delay_ms.map_or(d.base_delay, Duration::from_millis),
                 max_delay: s.max_delay_ms.map_or(d.max_delay, Duration::from_millis),
                 api_key: s.api_key.clone(),
+                netrc: s.netrc.clone(),
             }
         };
         let provider_env = climate_geodata::http::ProviderEnv::new(

@@ -39,6 +39,8 @@ pub struct HttpSettings {
     /// The provider's API key, when it needs one (sent only to the provider's API, never
     /// logged).
     pub api_key: Option<String>,
+    /// netrc file with the provider's credentials (default: `$NETRC`, then `~/.netrc`).
+    pub netrc: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("max_delay", &self.max_delay)
             .field("concurrency", &self.concurrency)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("netrc", &self.netrc)
             .finish()
     }
 }
@@ -65,6 +68,7 @@ impl Default for HttpSettings {
             max_delay: Duration::from_secs(30),
             concurrency: 4,
             api_key: None,
+            netrc: None,
         }
     }
 }
@@ -182,6 +186,77 @@ pub fn cache_key(url: &str) -> Option<String> {
         key.push_str(&format!("_q{h:016x}"));
     }
     Some(key)
+}
+
+/// HTTP Basic credentials (never logged: `Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name (may be empty: some upstreams only check the token).
+    pub login: String,
+    /// Password or access token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("login", &self.login)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// The credentials of `host` in a netrc file's text: its `machine` entry, else the `default`
+/// entry. Tokens are whitespace-separated; `macdef` bodies (up to an empty line) are skipped.
+pub fn netrc_lookup(text: &str, host: &str) -> Option<Credentials> {
+    let mut found: Option<Credentials> = None;
+    let mut default: Option<Credentials> = None;
+    let mut lines = text.lines();
+    let mut tokens: Vec<String> = Vec::new();
+    while let Some(line) = lines.next() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"macdef") {
+            // A macro runs to the next empty line.
+            for l in lines.by_ref() {
+                if l.trim().is_empty() {
+                    break;
+                }
+            }
+            continue;
+        }
+        tokens.extend(words.iter().map(|w| (*w).to_owned()));
+    }
+    // Entries: `machine NAME` or `default`, followed by key/value pairs.
+    let mut i = 0;
+    while i < tokens.len() {
+        let (name, mut j) = match tokens[i].as_str() {
+            "machine" if i + 1 < tokens.len() => (Some(tokens[i + 1].clone()), i + 2),
+            "default" => (None, i + 1),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let mut c = Credentials {
+            login: String::new(),
+            password: String::new(),
+        };
+        while j + 1 < tokens.len() && !matches!(tokens[j].as_str(), "machine" | "default") {
+            match tokens[j].as_str() {
+                "login" => c.login = tokens[j + 1].clone(),
+                "password" => c.password = tokens[j + 1].clone(),
+                _ => {}
+            }
+            j += 2;
+        }
+        match name {
+            Some(n) if n.eq_ignore_ascii_case(host) && found.is_none() => found = Some(c),
+            None if default.is_none() => default = Some(c),
+            _ => {}
+        }
+        i = j;
+    }
+    found.or(default)
 }
 
 /// The outcome of one try of a request.
@@ -625,6 +700,150 @@ impl Downloader {
         // Best effort: a cache write failure only costs a later download.
         let _ = self.store.put(&key, PutPayload::from(bytes.clone())).await;
         Ok(bytes.to_vec())
+    }
+
+    /// A whole object (a Zarr chunk or metadata document) in memory. With `cache_tag`, through
+    /// the download cache under the URL's key plus the tag (which names the upstream's state the
+    /// bytes belong to, so an object that changes upstream is fetched again once the tag
+    /// changes); without, always from upstream (documents that change in place). `None` when
+    /// the upstream answers 404, which for a Zarr chunk means "all fill value". `auth` is HTTP
+    /// Basic credentials, sent with every request and never logged.
+    ///
+    /// # Errors
+    /// [`ProviderError`]: transient after the last retry of a 5xx, 429, timeout or truncated
+    /// body; permanent for 401/403 and other 4xx.
+    pub async fn fetch_object(
+        &self,
+        provider: &'static str,
+        url: &str,
+        auth: Option<&Credentials>,
+        cache_tag: Option<&str>,
+    ) -> Result<Option<bytes::Bytes>, ProviderError> {
+        let shown = redact_url(url);
+        let key = match cache_tag {
+            Some(tag) => Some(
+                cache_key(url)
+                    .map(|k| StorePath::from(format!("{k}@{tag}")))
+                    .ok_or_else(|| {
+                        Self::err(provider, Retry::Permanent, format!("invalid URL {shown}"))
+                    })?,
+            ),
+            None => None,
+        };
+        if let Some(key) = &key {
+            match self.store.get(key).await {
+                Ok(obj) => {
+                    if let Ok(bytes) = obj.bytes().await {
+                        return Ok(Some(bytes));
+                    }
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(Self::err(
+                        provider,
+                        Retry::Transient,
+                        format!("download cache unavailable for {shown}: {e}"),
+                    ));
+                }
+            }
+        }
+        let _permit = self.permits.acquire().await.map_err(|e| {
+            Self::err(
+                provider,
+                Retry::Transient,
+                format!("download slots closed: {e}"),
+            )
+        })?;
+        let bytes = self
+            .with_retries(provider, &shown, "download", || async {
+                let mut req = self.client.get(url);
+                if let Some(c) = auth {
+                    req = req.basic_auth(&c.login, Some(&c.password));
+                }
+                let r = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) if e.is_timeout() => {
+                        return Attempt::Transient("timed out".into(), None);
+                    }
+                    Err(e) => return Attempt::Transient(format!("request failed: {e}"), None),
+                };
+                let status = r.status();
+                if status == reqwest::StatusCode::NOT_FOUND {
+                    return Attempt::Done(None);
+                }
+                if status == reqwest::StatusCode::UNAUTHORIZED
+                    || status == reqwest::StatusCode::FORBIDDEN
+                {
+                    return Attempt::Permanent(format!(
+                        "HTTP {status}: the upstream refused the credentials{}",
+                        if auth.is_some() {
+                            ""
+                        } else {
+                            " (none were configured)"
+                        }
+                    ));
+                }
+                if status.is_server_error()
+                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                {
+                    return Attempt::Transient(format!("HTTP {status}"), retry_after(r.headers()));
+                }
+                if !status.is_success() {
+                    return Attempt::Permanent(format!("HTTP {status}"));
+                }
+                let expected = r.content_length();
+                match r.bytes().await {
+                    Ok(b) => match expected {
+                        Some(n) if n != b.len() as u64 => Attempt::Transient(
+                            format!("truncated body: {} of {n} bytes", b.len()),
+                            None,
+                        ),
+                        _ => Attempt::Done(Some(b)),
+                    },
+                    Err(e) => Attempt::Transient(format!("body interrupted: {e}"), None),
+                }
+            })
+            .await?;
+        if let (Some(b), Some(key)) = (&bytes, &key) {
+            // Best effort: a cache write failure only costs a later download.
+            let _ = self.store.put(key, PutPayload::from(b.clone())).await;
+        }
+        Ok(bytes)
+    }
+
+    /// The configured credentials for `host`: the provider's `api_key` (as the token of user
+    /// `login_for_key`), else the host's entry in the netrc file (`netrc` setting, `$NETRC`,
+    /// or `~/.netrc`).
+    ///
+    /// # Errors
+    /// A message when the netrc file exists but cannot be read.
+    pub fn credentials(
+        &self,
+        host: &str,
+        login_for_key: &str,
+    ) -> Result<Option<Credentials>, String> {
+        if let Some(key) = &self.settings.api_key {
+            return Ok(Some(Credentials {
+                login: login_for_key.to_owned(),
+                password: key.clone(),
+            }));
+        }
+        let path = self
+            .settings
+            .netrc
+            .clone()
+            .or_else(|| std::env::var_os("NETRC").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netrc")));
+        let Some(path) = path else { return Ok(None) };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(netrc_lookup(&text, host)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!(
+                "cannot read the netrc file {}: {e}",
+                path.display()
+            )),
+        }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

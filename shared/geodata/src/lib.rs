@@ -15,4 +15,5 @@ pub mod cftime;
 pub mod http;
 pub mod providers;
 pub mod raster;
+pub mod remote_zarr;
 pub mod zarr;

@@ -112,6 +112,10 @@ impl Default for Registry {
         providers.insert("http_template", Arc::new(HttpTemplateProvider));
         providers.insert("command", Arc::new(CommandProvider));
         providers.insert("era5_land_cds", Arc::new(CdsProvider));
+        providers.insert(
+            "era5_land_zarr",
+            Arc::new(crate::remote_zarr::RemoteZarrProvider),
+        );
         Self { providers }
     }
 }
@@ -144,7 +148,7 @@ impl Registry {
 }
 
 /// Rejects parameters a provider does not know, naming them and the accepted ones.
-fn check_param_names(
+pub(crate) fn check_param_names(
     provider: &str,
     params: &serde_json::Map<String, serde_json::Value>,
     allowed: &[&str],
@@ -159,7 +163,7 @@ fn check_param_names(
 }
 
 /// The `base_url` parameter (an http(s) URL), or `default`.
-fn base_url_param(
+pub(crate) fn base_url_param(
     params: &serde_json::Map<String, serde_json::Value>,
     default: &str,
 ) -> Result<String, String> {

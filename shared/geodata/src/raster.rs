@@ -29,7 +29,7 @@ pub struct RasterError {
 }
 
 impl RasterError {
-    fn new(path: &Path, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: &Path, message: impl Into<String>) -> Self {
         Self {
             path: path.display().to_string(),
             message: message.into(),

@@ -248,6 +248,10 @@ pub struct ProviderSettings {
     /// never logged or shown.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// netrc file holding the provider's credentials (`era5_land_zarr`); default `$NETRC`, then
+    /// `~/.netrc`.
+    #[serde(default)]
+    pub netrc: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -260,6 +264,7 @@ impl std::fmt::Debug for ProviderSettings {
             .field("base_delay_ms", &self.base_delay_ms)
             .field("max_delay_ms", &self.max_delay_ms)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("netrc", &self.netrc)
             .finish()
     }
 }

@@ -1,0 +1,689 @@
+//! `era5_land_zarr`: ERA5-Land read from a remote Zarr store over HTTPS, as the DestinE Earth
+//! Data Hub publishes it — the legacy Zarr v2 store (consolidated `.zmetadata`) and the current
+//! v3 stores (`zarr.json`), found by asking for `zarr.json` first.
+//!
+//! Only what the extent and the requested hours need is fetched: the metadata documents, the
+//! three coordinate arrays and the data chunks intersecting `(hours, rows, columns)`. Each object
+//! goes through the provider's [`Downloader`](crate::http::Downloader) (retries, `Retry-After`,
+//! the download cache), and is decoded by zarrs from an in-memory store holding just those
+//! objects; a chunk the upstream does not have (404) reads as the fill value, as Zarr says.
+//!
+//! The store's longitudes run 0..360: [`LonMap`] rolls them onto −180..180, so an extent that
+//! straddles the Greenwich meridian reads columns from both ends of the source grid.
+//!
+//! Credentials: HTTP Basic, from the provider's `api_key` (as the token of user `edh`) or the
+//! host's entry in a netrc file (`providers.era5_land_zarr.netrc`, `$NETRC`, `~/.netrc`).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::NaiveDateTime;
+use climate_domain::grid::{Axis, Grid};
+use climate_domain::template::DatasetTemplate;
+use climate_domain::{Period, PeriodType};
+use serde_json::Value;
+use zarrs::array::{Array, ArraySubset};
+use zarrs::storage::store::MemoryStore;
+use zarrs::storage::{StoreKey, WritableStorageTraits};
+
+use crate::cftime::CfTimeUnits;
+use crate::http::{Credentials, Downloader};
+use crate::providers::{
+    LocateRequest, Provider, ProviderError, Retry, SourceSet, Step, base_url_param,
+    check_param_names,
+};
+use crate::raster::{RasterError, RasterSource};
+
+const NAME: &str = "era5_land_zarr";
+
+/// Real upstream root (DestinE Earth Data Hub).
+pub const EDH_BASE_URL: &str = "https://data.earthdatahub.destine.eu/era5";
+
+/// The current hourly ERA5-Land store (Zarr v3). The legacy v2 store,
+/// `reanalysis-era5-land-no-antartica-v0.zarr`, stopped advancing in May 2026.
+pub const EDH_STORE: &str = "era5-land-v0.zarr";
+
+/// Objects fetched at once (the downloader's per-provider limit still applies).
+const FETCH_CONCURRENCY: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Longitudes
+
+/// How the columns of a source longitude axis map onto an ascending −180..180 axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LonMap {
+    /// The normalised axis.
+    pub axis: Axis,
+    /// Normalised column `k` is source column `(k + shift) % len`.
+    pub shift: usize,
+}
+
+impl LonMap {
+    /// The map of an ascending source axis: unchanged when it lies within −180..180, shifted
+    /// by −360° when it lies entirely east of 180°, rolled when it covers the globe across 180°
+    /// (0..360 grids).
+    ///
+    /// # Errors
+    /// A message for descending axes and for regional grids that straddle 180°.
+    pub fn new(source: &Axis) -> Result<Self, String> {
+        if source.step <= 0.0 {
+            return Err("longitudes must ascend".into());
+        }
+        let n = source.len;
+        let (lo, hi) = (source.centre(0), source.centre(n.saturating_sub(1)));
+        let eps = source.step * 1e-6;
+        if hi <= 180.0 + eps {
+            return Ok(Self {
+                axis: *source,
+                shift: 0,
+            });
+        }
+        if lo >= 180.0 - eps {
+            return Ok(Self {
+                axis: Axis {
+                    first: source.first - 360.0,
+                    ..*source
+                },
+                shift: 0,
+            });
+        }
+        let global = (source.step * n as f64 - 360.0).abs() < source.step / 2.0;
+        if !global {
+            return Err(format!(
+                "longitudes run from {lo} to {hi}, across 180° without covering the globe; such grids are not supported"
+            ));
+        }
+        let shift = (0..n)
+            .find(|&j| source.centre(j) >= 180.0 - eps)
+            .unwrap_or(0);
+        Ok(Self {
+            axis: Axis {
+                first: source.centre(shift) - 360.0,
+                step: source.step,
+                len: n,
+            },
+            shift,
+        })
+    }
+
+    /// The source column ranges, in order, holding normalised columns `cols`: one range, or two
+    /// when `cols` runs past the end of the source grid and continues at its start.
+    pub fn source_ranges(&self, cols: Range<usize>) -> Vec<Range<usize>> {
+        let n = self.axis.len;
+        let start = (cols.start + self.shift) % n.max(1);
+        let len = cols.len();
+        if start + len <= n {
+            std::iter::once(start..start + len).collect()
+        } else {
+            vec![start..n, 0..start + len - n]
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoded window
+
+/// A decoded `(t, y, x)` window held in memory.
+#[derive(Debug)]
+pub struct MemoryRaster {
+    label: String,
+    grid: Grid,
+    times: Vec<NaiveDateTime>,
+    /// `[times, y, x]` row-major, NaN for missing.
+    data: Vec<f32>,
+}
+
+impl RasterSource for MemoryRaster {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+    fn grid(&self) -> &Grid {
+        &self.grid
+    }
+    fn times(&self) -> &[NaiveDateTime] {
+        &self.times
+    }
+    fn read_window(
+        &self,
+        t: usize,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<Vec<f32>, RasterError> {
+        let (ny, nx) = (self.grid.y.len, self.grid.x.len);
+        if t >= self.times.len() || rows.end > ny || cols.end > nx {
+            return Err(RasterError::new(
+                Path::new(&self.label),
+                format!(
+                    "window t={t} rows={rows:?} cols={cols:?} is outside [{}, {ny}, {nx}]",
+                    self.times.len()
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(rows.len() * cols.len());
+        for r in rows {
+            let at = (t * ny + r) * nx;
+            out.extend_from_slice(&self.data[at + cols.start..at + cols.end]);
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The remote store
+
+/// What the metadata says of one array.
+#[derive(Debug, Clone)]
+struct ArrayInfo {
+    dims: Vec<String>,
+    attrs: serde_json::Map<String, Value>,
+}
+
+/// A remote store read through the downloader into an in-memory store zarrs decodes from.
+struct RemoteStore {
+    dl: Downloader,
+    url: String,
+    creds: Option<Credentials>,
+    mem: Arc<MemoryStore>,
+    v3: bool,
+}
+
+fn perm(message: impl Into<String>) -> ProviderError {
+    ProviderError {
+        provider: NAME,
+        message: message.into(),
+        retry: Retry::Permanent,
+    }
+}
+
+impl RemoteStore {
+    fn shown(&self) -> String {
+        crate::http::redact_url(&self.url)
+    }
+
+    /// An object of the store; cached under `cache_tag` when given (see
+    /// [`Downloader::fetch_object`]).
+    async fn get_tagged(
+        &self,
+        key: &str,
+        cache_tag: Option<&str>,
+    ) -> Result<Option<bytes::Bytes>, ProviderError> {
+        self.dl
+            .fetch_object(
+                NAME,
+                &format!("{}/{key}", self.url),
+                self.creds.as_ref(),
+                cache_tag,
+            )
+            .await
+    }
+
+    /// A metadata document or coordinate chunk: these change in place as the store advances,
+    /// so they always come from upstream.
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, ProviderError> {
+        self.get_tagged(key, None).await
+    }
+
+    fn put(&self, key: &str, bytes: bytes::Bytes) -> Result<(), ProviderError> {
+        let k = StoreKey::new(key).map_err(|e| perm(format!("bad store key {key}: {e}")))?;
+        self.mem
+            .set(&k, bytes)
+            .map_err(|e| perm(format!("in-memory store: {e}")))
+    }
+
+    fn json(bytes: &[u8], what: &str) -> Result<Value, ProviderError> {
+        serde_json::from_slice(bytes).map_err(|e| perm(format!("{what} is not valid JSON: {e}")))
+    }
+
+    /// Finds the format and loads the metadata: a v3 root `zarr.json` (with its consolidated
+    /// members), else the v2 `.zmetadata`.
+    async fn open(
+        dl: Downloader,
+        url: String,
+        creds: Option<Credentials>,
+    ) -> Result<Self, ProviderError> {
+        let mut store = Self {
+            dl,
+            url,
+            creds,
+            mem: Arc::new(MemoryStore::new()),
+            v3: true,
+        };
+        if let Some(root) = store.get("zarr.json").await? {
+            let doc = Self::json(&root, &format!("{}/zarr.json", store.shown()))?;
+            if let Some(members) = doc["consolidated_metadata"]["metadata"].as_object() {
+                for (name, meta) in members {
+                    store.put(
+                        &format!("{name}/zarr.json"),
+                        bytes::Bytes::from(meta.to_string()),
+                    )?;
+                }
+            }
+            store.put("zarr.json", root)?;
+            return Ok(store);
+        }
+        let Some(zmeta) = store.get(".zmetadata").await? else {
+            return Err(perm(format!(
+                "{}: neither zarr.json (Zarr v3) nor .zmetadata (consolidated Zarr v2) exists; check params base_url and store",
+                store.shown()
+            )));
+        };
+        store.v3 = false;
+        let doc = Self::json(&zmeta, &format!("{}/.zmetadata", store.shown()))?;
+        let members = doc["metadata"].as_object().ok_or_else(|| {
+            perm(format!(
+                "{}/.zmetadata holds no 'metadata' object",
+                store.shown()
+            ))
+        })?;
+        for (key, meta) in members {
+            store.put(key, bytes::Bytes::from(meta.to_string()))?;
+        }
+        Ok(store)
+    }
+
+    /// The metadata document of array `name`, fetched when the consolidated metadata lacks it.
+    async fn info(&self, name: &str) -> Result<ArrayInfo, ProviderError> {
+        use zarrs::storage::ReadableStorageTraits;
+        let read = |key: &str| -> Option<Value> {
+            let k = StoreKey::new(key).ok()?;
+            let b = self.mem.get(&k).ok()??;
+            serde_json::from_slice(&b).ok()
+        };
+        if self.v3 {
+            let key = format!("{name}/zarr.json");
+            if read(&key).is_none() {
+                let Some(b) = self.get(&key).await? else {
+                    return Err(perm(format!(
+                        "{}: the store has no array '{name}'",
+                        self.shown()
+                    )));
+                };
+                self.put(&key, b)?;
+            }
+            let doc = read(&key).unwrap_or(Value::Null);
+            let dims = doc["dimension_names"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let attrs = doc["attributes"].as_object().cloned().unwrap_or_default();
+            Ok(ArrayInfo { dims, attrs })
+        } else {
+            if read(&format!("{name}/.zarray")).is_none() {
+                return Err(perm(format!(
+                    "{}: the store has no array '{name}'",
+                    self.shown()
+                )));
+            }
+            let attrs = read(&format!("{name}/.zattrs"))
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default();
+            let dims = attrs
+                .get("_ARRAY_DIMENSIONS")
+                .and_then(Value::as_array)
+                .map(|d| {
+                    d.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(ArrayInfo { dims, attrs })
+        }
+    }
+
+    fn array(&self, name: &str) -> Result<Array<MemoryStore>, ProviderError> {
+        Array::open(self.mem.clone(), &format!("/{name}"))
+            .map_err(|e| perm(format!("{}: array '{name}': {e}", self.shown())))
+    }
+
+    /// Fetches the chunks of `array` intersecting `subset` into the in-memory store, through
+    /// the download cache under `cache_tag` when given.
+    async fn fetch_chunks(
+        &self,
+        array: &Array<MemoryStore>,
+        subset: &ArraySubset,
+        cache_tag: Option<&str>,
+    ) -> Result<usize, ProviderError> {
+        let chunks = array
+            .chunks_in_array_subset(subset)
+            .map_err(|e| perm(e.to_string()))?
+            .ok_or_else(|| perm("cannot map the window onto the store's chunks"))?;
+        let keys: Vec<String> = chunks
+            .indices()
+            .into_iter()
+            .map(|idx| array.chunk_key(&idx).to_string())
+            .collect();
+        let fetched = futures::stream::iter(keys.into_iter().map(|key| async move {
+            Ok::<_, ProviderError>((self.get_tagged(&key, cache_tag).await?, key))
+        }))
+        .buffer_unordered(FETCH_CONCURRENCY);
+        let mut fetched = std::pin::pin!(fetched);
+        let mut n = 0;
+        while let Some(r) = futures::StreamExt::next(&mut fetched).await {
+            // A missing chunk is all fill value: zarrs reads an absent key that way.
+            if let (Some(bytes), key) = r? {
+                self.put(&key, bytes)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// All values of a 1-D coordinate array, as f64.
+    async fn coordinate(&self, name: &str) -> Result<Vec<f64>, ProviderError> {
+        let array = self.array(name)?;
+        let all = array.subset_all();
+        self.fetch_chunks(&array, &all, None).await?;
+        read_f64(&array, &all).map_err(|e| perm(format!("{}: '{name}': {e}", self.shown())))
+    }
+}
+
+use futures::StreamExt as _;
+
+/// Reads a subset as f64 whatever the stored numeric type.
+fn read_f64(array: &Array<MemoryStore>, subset: &ArraySubset) -> Result<Vec<f64>, String> {
+    if let Ok(v) = array.retrieve_array_subset::<Vec<f64>>(subset) {
+        return Ok(v);
+    }
+    if let Ok(v) = array.retrieve_array_subset::<Vec<f32>>(subset) {
+        return Ok(v.into_iter().map(f64::from).collect());
+    }
+    if let Ok(v) = array.retrieve_array_subset::<Vec<i64>>(subset) {
+        return Ok(v.into_iter().map(|x| x as f64).collect());
+    }
+    array
+        .retrieve_array_subset::<Vec<i32>>(subset)
+        .map(|v| v.into_iter().map(f64::from).collect())
+        .map_err(|e| format!("unsupported data type: {e}"))
+}
+
+/// Reads a data subset as f32 (f32 or f64 stores), with `missing` values turned into NaN.
+fn read_f32(
+    array: &Array<MemoryStore>,
+    subset: &ArraySubset,
+    missing: &[f64],
+) -> Result<Vec<f32>, String> {
+    let mut v = match array.retrieve_array_subset::<Vec<f32>>(subset) {
+        Ok(v) => v,
+        Err(_) => array
+            .retrieve_array_subset::<Vec<f64>>(subset)
+            .map(|v| v.into_iter().map(|x| x as f32).collect())
+            .map_err(|e| format!("data must be float32 or float64: {e}"))?,
+    };
+    if !missing.is_empty() {
+        for x in &mut v {
+            if missing.iter().any(|m| f64::from(*x) == *m) {
+                *x = f32::NAN;
+            }
+        }
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The provider
+
+/// ERA5-Land hourly fields from a remote Zarr store: `params: {base_url?, store?, variable?}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RemoteZarrProvider;
+
+struct Params {
+    url: String,
+    variable: String,
+}
+
+impl RemoteZarrProvider {
+    fn params(template: &DatasetTemplate) -> Result<Params, String> {
+        let p = &template.ingestion.params;
+        check_param_names(NAME, p, &["base_url", "store", "variable"])?;
+        let base = base_url_param(p, EDH_BASE_URL)?;
+        let get = |k: &str, default: &str| -> Result<String, String> {
+            match p.get(k) {
+                None => Ok(default.to_owned()),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Some(_) => Err(format!("param '{k}' must be a non-empty string")),
+            }
+        };
+        let store = get("store", EDH_STORE)?;
+        let variable = get("variable", &template.variable)?;
+        if template.period_type != PeriodType::Hourly {
+            return Err(format!(
+                "{NAME} reads hourly fields: it needs period_type: hourly (got {})",
+                template.period_type.as_str()
+            ));
+        }
+        Ok(Params {
+            url: format!("{}/{}", base.trim_end_matches('/'), store.trim_matches('/')),
+            variable,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for RemoteZarrProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+        Self::params(template).map(|_| ())
+    }
+
+    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+        let p = Self::params(req.template).map_err(perm)?;
+        let dl = req.env.downloader(NAME).clone();
+        let host = url::Url::parse(&p.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let creds = dl.credentials(&host, "edh").map_err(perm)?;
+        let store = RemoteStore::open(dl, p.url.clone(), creds).await?;
+        let shown = store.shown();
+
+        let info = store.info(&p.variable).await?;
+        let [t_name, y_name, x_name] =
+            <[String; 3]>::try_from(info.dims.clone()).map_err(|_| {
+                perm(format!(
+                    "{shown}: '{}' has dimensions {:?}; expected (time, latitude, longitude)",
+                    p.variable, info.dims
+                ))
+            })?;
+        for name in [&t_name, &y_name, &x_name] {
+            store.info(name).await?;
+        }
+
+        // Time: CF units on the coordinate array.
+        let t_info = store.info(&t_name).await?;
+        let units = t_info
+            .attrs
+            .get("units")
+            .and_then(Value::as_str)
+            .ok_or_else(|| perm(format!("{shown}: '{t_name}' has no CF units")))?;
+        let cf = CfTimeUnits::parse(units).map_err(|e| perm(format!("{shown}: {e}")))?;
+        CfTimeUnits::check_calendar(t_info.attrs.get("calendar").and_then(Value::as_str))
+            .map_err(|e| perm(format!("{shown}: {e}")))?;
+        let raw_t = store.coordinate(&t_name).await?;
+        let instants: Vec<NaiveDateTime> = raw_t
+            .iter()
+            .map(|v| cf.instant(*v))
+            .collect::<Option<_>>()
+            .ok_or_else(|| perm(format!("{shown}: '{t_name}' holds undecodable times")))?;
+        let first = req.start.start();
+        let wanted: Vec<usize> = (0..instants.len())
+            .filter(|&i| instants[i] >= first && req.end.is_none_or(|e| instants[i] <= e.start()))
+            .collect();
+        let (Some(&t0), Some(&t1)) = (wanted.first(), wanted.last()) else {
+            return Err(perm(format!(
+                "{shown}: no '{}' data from {}{}: the store covers {} to {}",
+                p.variable,
+                req.start.canonical(),
+                req.end
+                    .map(|e| format!(" to {}", e.canonical()))
+                    .unwrap_or_default(),
+                instants
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                instants.last().map(ToString::to_string).unwrap_or_default(),
+            )));
+        };
+
+        // Grid: latitude north to south, longitude rolled onto −180..180.
+        let lat = store.coordinate(&y_name).await?;
+        let lon = store.coordinate(&x_name).await?;
+        let y = Axis::from_centres("latitude", &lat).map_err(|e| perm(format!("{shown}: {e}")))?;
+        if y.step >= 0.0 {
+            return Err(perm(format!(
+                "{shown}: latitudes ascend; this provider reads north-to-south grids"
+            )));
+        }
+        let x = Axis::from_centres("longitude", &lon).map_err(|e| perm(format!("{shown}: {e}")))?;
+        let lon_map = LonMap::new(&x).map_err(|e| perm(format!("{shown}: {e}")))?;
+        let b = &req.extent.bbox;
+        let (Some(rows), Some(cols)) = (
+            y.clip(b.south(), b.north()),
+            lon_map.axis.clip(b.west(), b.east()),
+        ) else {
+            return Err(perm(format!(
+                "{shown}: extent {} lies outside the store's grid",
+                req.extent.extent_id
+            )));
+        };
+
+        // Data: the chunks intersecting (hours, rows, each source column range).
+        let data = store.array(&p.variable)?;
+        let t_range = t0 as u64..t1 as u64 + 1;
+        let r_range = rows.start as u64..rows.end as u64;
+        let subsets: Vec<ArraySubset> = lon_map
+            .source_ranges(cols.clone())
+            .into_iter()
+            .map(|c| {
+                ArraySubset::new_with_ranges(&[
+                    t_range.clone(),
+                    r_range.clone(),
+                    c.start as u64..c.end as u64,
+                ])
+            })
+            .collect();
+        // Data chunks are cached under the length of the time axis: the store only grows at
+        // its end (and may rewrite its last weeks), so while the length is unchanged every chunk
+        // is too, and a retry, a later segment or a rebuild reads them from the cache; once the
+        // store has advanced they are fetched afresh once.
+        let tag = format!("t{}", instants.len());
+        let mut fetched = 0;
+        for s in &subsets {
+            fetched += store.fetch_chunks(&data, s, Some(&tag)).await?;
+        }
+        let missing: Vec<f64> = ["_FillValue", "missing_value"]
+            .iter()
+            .filter_map(|k| info.attrs.get(*k).and_then(Value::as_f64))
+            .filter(|v| v.is_finite())
+            .collect();
+        let (nt, ny, nx) = (t_range.end - t_range.start, rows.len(), cols.len());
+        let label = format!("{shown} ({})", p.variable);
+        let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, String> {
+            let parts: Vec<(Vec<f32>, usize)> = subsets
+                .iter()
+                .map(|s| {
+                    let w = (s.end_exc()[2] - s.start()[2]) as usize;
+                    read_f32(&data, s, &missing).map(|v| (v, w))
+                })
+                .collect::<Result<_, _>>()?;
+            // Stitch the column ranges side by side.
+            let mut out = Vec::with_capacity(nt as usize * ny * nx);
+            for row in 0..nt as usize * ny {
+                for (values, w) in &parts {
+                    out.extend_from_slice(&values[row * w..(row + 1) * w]);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| perm(format!("decoder task failed: {e}")))?
+        .map_err(|e| perm(format!("{shown}: {e}")))?;
+        tracing::debug!(store = %shown, variable = %p.variable, chunks = fetched, hours = nt, "read remote zarr window");
+
+        let times: Vec<NaiveDateTime> = instants[t0..=t1].to_vec();
+        let raster = Arc::new(MemoryRaster {
+            label,
+            grid: Grid {
+                crs: "EPSG:4326".into(),
+                x: lon_map.axis.slice(cols),
+                y: y.slice(rows),
+            },
+            times: times.clone(),
+            data: decoded,
+        });
+        let source: Arc<dyn RasterSource> = raster;
+        let mut steps = BTreeMap::new();
+        for (k, t) in times.iter().enumerate() {
+            steps.insert(
+                Period::containing(PeriodType::Hourly, *t),
+                Step {
+                    source: source.clone(),
+                    time_index: k,
+                },
+            );
+        }
+        Ok(SourceSet { steps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_global_0_360_axis_is_rolled_onto_minus_180_180() {
+        let source = Axis {
+            first: 0.0,
+            step: 0.1,
+            len: 3600,
+        };
+        let m = LonMap::new(&source).expect("global");
+        assert_eq!(m.shift, 1800);
+        assert!((m.axis.first + 180.0).abs() < 1e-9, "{:?}", m.axis);
+        assert!((m.axis.centre(3599) - 179.9).abs() < 1e-9);
+        // Ghana-like box across Greenwich: columns from the end and the start of the source.
+        let cols = m.axis.clip(-3.25, 1.2).expect("inside");
+        let ranges = m.source_ranges(cols.clone());
+        assert_eq!(ranges, vec![3568..3600, 0..13]);
+        assert_eq!(
+            ranges.iter().map(ExactSizeIterator::len).sum::<usize>(),
+            cols.len()
+        );
+        // Sierra Leone: one range near the end.
+        let sle = m.axis.clip(-13.5, -10.1).expect("inside");
+        assert_eq!(m.source_ranges(sle), vec![3465..3500]);
+    }
+
+    #[test]
+    fn regional_axes_are_shifted_or_kept_and_straddling_ones_refused() {
+        let east = Axis {
+            first: 346.5,
+            step: 0.1,
+            len: 35,
+        };
+        let m = LonMap::new(&east).expect("east of 180");
+        assert!((m.axis.first + 13.5).abs() < 1e-9);
+        assert_eq!(m.source_ranges(0..35), vec![0..35]);
+        let west = Axis {
+            first: -13.5,
+            step: 0.1,
+            len: 35,
+        };
+        assert_eq!(LonMap::new(&west).expect("kept").axis, west);
+        let pacific = Axis {
+            first: 170.0,
+            step: 0.5,
+            len: 41,
+        };
+        assert!(LonMap::new(&pacific).is_err());
+    }
+}
