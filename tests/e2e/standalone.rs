@@ -466,3 +466,72 @@ async fn sharded_stores_are_written_and_read_by_xarray() -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extent_with_a_crs_is_reprojected_with_proj() -> anyhow::Result<()> {
+    // Sierra Leone in UTM 29N at 10 km, bilinear (the default) and nearest.
+    let template = |id: &str, resampling: &str| {
+        format!(
+            "- id: {id}\n  name: ERA5-Land t2m ({resampling})\n  variable: t2m\n  period_type: daily\n  units: degC\n  ingestion:\n    provider: file\n    params: {{path: \"{}\"}}\n  transforms: [kelvin_to_celsius]\n{}",
+            climate_tests::era5_sample().display(),
+            if resampling == "default" {
+                String::new()
+            } else {
+                format!("  resampling: {resampling}\n")
+            }
+        )
+    };
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec![
+                template("t2m_bilinear", "default"),
+                template("t2m_nearest", "nearest"),
+            ],
+            extents_yaml: Some(
+                "extents:\n  - extent_id: sle\n    name: Sierra Leone (UTM 29N)\n    bbox: [-13.5, 6.9, -10.1, 10.0]\n    crs: \"EPSG:32629\"\n    resolution: 10000\n  - extent_id: nowhere\n    name: Unknown CRS\n    bbox: [-13.5, 6.9, -10.1, 10.0]\n    crs: \"EPSG:999999\"\n".into(),
+            ),
+            ..Options::default()
+        },
+    )
+    .await?;
+    for (id, method) in [("t2m_bilinear", "bilinear"), ("t2m_nearest", "nearest")] {
+        let run = app
+            .ingest(&json!({"dataset_id": id, "start": "2025-07-01", "end": "2025-07-05"}))
+            .await?;
+        assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+        let out = python(
+            "check_reprojection.py",
+            &[
+                "--url",
+                &app.url(&format!("/zarr/{id}_sle")),
+                "--source",
+                &climate_tests::era5_sample().to_string_lossy(),
+                "--var",
+                "t2m",
+                "--start",
+                "2025-07-01",
+                "--end",
+                "2025-07-05",
+                "--crs",
+                "EPSG:32629",
+                "--method",
+                method,
+                "--transform",
+                "kelvin_to_celsius",
+            ],
+        )?;
+        assert!(out.contains("\"res\": 10000.0"), "{out}");
+    }
+    // A CRS PROJ does not know fails the run, naming the extent and the CRS.
+    let run = app
+        .ingest(&json!({"dataset_id": "t2m_nearest", "extent_id": "nowhere", "start": "2025-07-01", "end": "2025-07-02"}))
+        .await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    let msg = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("nowhere") && msg.contains("EPSG:999999"),
+        "{msg}"
+    );
+    Ok(())
+}

@@ -23,6 +23,7 @@ use climate_domain::run::{Progress, RunRequest};
 use climate_domain::template::{DatasetTemplate, Transform};
 use climate_domain::{Period, PeriodRange};
 use climate_geodata::providers::{LocateRequest, Retry, SourceSet};
+use climate_geodata::reproject;
 use climate_geodata::zarr::{StoreLayout, ZarrWriter};
 use climate_infra::db::{DbError, NewSegment, NewVersion, RunRecord, SegmentRecord, VersionRecord};
 use climate_infra::store::Store;
@@ -63,6 +64,10 @@ pub struct Plan {
     pub cols: (usize, usize),
     /// Chunk shape of the data array.
     pub chunks: ChunkShape,
+    /// The grid in the extent's CRS when the run reprojects (the source window above feeds
+    /// it); `None` when the store keeps the source grid, clipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Grid>,
 }
 
 impl Plan {
@@ -84,11 +89,11 @@ impl Plan {
             long_name: template.long_name().to_owned(),
             period_type: kind,
             periods: PeriodRange::new(start, end).map_err(|e| invalid(e.to_string()))?,
-            grid: Grid {
+            grid: self.target.clone().unwrap_or_else(|| Grid {
                 crs: self.source_grid.crs.clone(),
                 x: self.source_grid.x.slice(self.cols.0..self.cols.1),
                 y: self.source_grid.y.slice(self.rows.0..self.rows.1),
-            },
+            }),
             chunks: self.chunks,
             shard: template.chunks.and_then(|c| c.shard),
             attributes: serde_json::Map::from_iter([
@@ -266,36 +271,33 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
     {
         return Ok(Planned::AlreadyCovered);
     }
-    if l.extent.storage_crs() != climate_domain::extent::DEFAULT_CRS {
-        return Err(invalid(format!(
-            "extent '{}' asks for storage CRS {}; reprojection is not supported yet (use EPSG:4326)",
-            l.extent.extent_id,
-            l.extent.storage_crs()
-        )));
-    }
-
     set_progress(ctx, run, 0, 0, "locating source data").await?;
     let sources = locate(ctx, &l, run, locate_start(l.template, start), end).await?;
     let range = check_scope(&sources, start, end)?;
     let grid = common_grid(&sources)?;
     let bbox = l.extent.bbox;
-    let rows = grid.y.clip(bbox.south(), bbox.north());
-    let cols = grid.x.clip(bbox.west(), bbox.east());
-    let (Some(rows), Some(cols)) = (rows, cols) else {
-        return Err(invalid(format!(
-            "the source grid {:?} does not overlap extent '{}' {:?}",
-            grid.edge_bounds(),
-            l.extent.extent_id,
-            bbox.to_array()
-        )));
+    let crs = l.extent.storage_crs();
+    let (rows, cols, target) = if crs == grid.crs {
+        let rows = grid.y.clip(bbox.south(), bbox.north());
+        let cols = grid.x.clip(bbox.west(), bbox.east());
+        let (Some(rows), Some(cols)) = (rows, cols) else {
+            return Err(invalid(format!(
+                "the source grid {:?} does not overlap extent '{}' {:?}",
+                grid.edge_bounds(),
+                l.extent.extent_id,
+                bbox.to_array()
+            )));
+        };
+        (rows, cols, None)
+    } else {
+        let t = reproject::target_grid(&grid, &bbox, crs, l.extent.resolution)
+            .map_err(|e| invalid(format!("extent '{}' (crs {crs}): {e}", l.extent.extent_id)))?;
+        (t.rows, t.cols, Some(t.grid))
     };
-    let chunks = ChunkShape::for_grid(
-        kind,
-        rows.len() as u64,
-        cols.len() as u64,
-        4,
-        l.template.chunks,
-    );
+    let (ny, nx) = target
+        .as_ref()
+        .map_or((rows.len(), cols.len()), |g| (g.y.len, g.x.len));
+    let chunks = ChunkShape::for_grid(kind, ny as u64, nx as u64, 4, l.template.chunks);
     let artifact_id = uuid::Uuid::now_v7().to_string();
     let plan = Plan {
         prefix: Store::version_prefix(&run.dataset_id, &artifact_id),
@@ -306,6 +308,7 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
         rows: (rows.start, rows.end),
         cols: (cols.start, cols.end),
         chunks,
+        target,
     };
     let layout = plan.layout(l.template, &run.dataset_id)?;
     if let Err(e) = ZarrWriter::create(
@@ -386,6 +389,19 @@ pub async fn write_segment(
         _ => None,
     });
     let (rows, cols) = (plan.rows.0..plan.rows.1, plan.cols.0..plan.cols.1);
+    let resampler = match &plan.target {
+        Some(target) => Some(Arc::new(
+            reproject::Resampler::new(
+                &plan.source_grid,
+                rows.clone(),
+                cols.clone(),
+                target,
+                l.template.resampling.unwrap_or_default(),
+            )
+            .map_err(invalid)?,
+        )),
+        None => None,
+    };
     let mut written = 0;
     for ci in segment.chunk_start..segment.chunk_end {
         if cancel.is_cancelled() {
@@ -404,6 +420,7 @@ pub async fn write_segment(
             .collect();
         let reads = jobs.into_iter().map(|(p, step, prev)| {
             let (rows, cols, transforms) = (rows.clone(), cols.clone(), transforms.clone());
+            let resampler = resampler.clone();
             async move {
                 let step = step.ok_or_else(|| invalid(format!("no source data for {p}")))?;
                 let prev = match prev {
@@ -427,6 +444,10 @@ pub async fn write_segment(
                     }
                     for t in transforms.iter() {
                         t.apply(&mut values);
+                    }
+                    // Transforms see source values; reprojection comes after them.
+                    if let Some(r) = &resampler {
+                        values = r.apply(&values);
                     }
                     Ok::<_, TaskError>(values)
                 })

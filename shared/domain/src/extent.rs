@@ -25,6 +25,9 @@ pub enum ExtentError {
         "country_code '{0}' is not an ISO 3166-1 alpha-3 code (three upper-case letters, e.g. SLE)"
     )]
     CountryCode(String),
+    /// The target resolution is not a positive number.
+    #[error("resolution {0} must be a positive number of CRS units (metres for UTM)")]
+    Resolution(f64),
 }
 
 /// A WGS84 bounding box `[west, south, east, north]` in degrees, west < east, south < north.
@@ -115,9 +118,14 @@ pub struct Extent {
     /// ISO 3166-1 alpha-3 code, used by country-based providers (WorldPop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country_code: Option<String>,
-    /// Storage CRS; [`DEFAULT_CRS`] when absent.
+    /// Storage CRS; [`DEFAULT_CRS`] when absent. Another CRS (e.g. `EPSG:32629`, UTM 29N)
+    /// makes the pipeline reproject onto a north-up grid in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crs: Option<String>,
+    /// Pixel size of that grid in the CRS's units (metres for UTM); by default the source's
+    /// pixel size at the extent's centre, rounded to two significant digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<f64>,
 }
 
 impl Extent {
@@ -130,6 +138,11 @@ impl Extent {
             && !(code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()))
         {
             return Err(ExtentError::CountryCode(code.clone()));
+        }
+        if let Some(r) = self.resolution
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(ExtentError::Resolution(r));
         }
         Ok(())
     }

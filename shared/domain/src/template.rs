@@ -67,6 +67,32 @@ pub struct DatasetTemplate {
     /// Display hints (colormap, range) for maps and STAC render extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<serde_json::Value>,
+    /// How values are resampled when an extent asks for another CRS (default bilinear; use
+    /// nearest for counts and classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resampling: Option<Resampling>,
+}
+
+/// Resampling method of a reprojection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resampling {
+    /// The source pixel whose centre is nearest.
+    Nearest,
+    /// Bilinear interpolation between the four nearest source centres (missing ones left out,
+    /// the other weights renormalised).
+    #[default]
+    Bilinear,
+}
+
+impl Resampling {
+    /// The name used in templates and metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nearest => "nearest",
+            Self::Bilinear => "bilinear",
+        }
+    }
 }
 
 /// Provider and parameters.

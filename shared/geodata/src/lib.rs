@@ -16,4 +16,5 @@ pub mod http;
 pub mod providers;
 pub mod raster;
 pub mod remote_zarr;
+pub mod reproject;
 pub mod zarr;
