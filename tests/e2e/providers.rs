@@ -536,6 +536,63 @@ async fn era5_land_precipitation_is_deaccumulated_to_hourly_amounts() -> anyhow:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_sources_aggregate_to_daily_means_and_maxima() -> anyhow::Result<()> {
+    let shared = std::env::var_os("CLIMATE_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    let source = shared.join("data/era5land_hourly_2024-01-01_03_sle.nc");
+    let template = |id: &str, method: &str| {
+        format!(
+            "- id: {id}\n  name: ERA5-Land t2m, daily {method} (sample)\n  variable: t2m\n  period_type: daily\n  units: degC\n  ingestion:\n    provider: file\n    params: {{path: \"{}\", variable: t2m}}\n  aggregate: {{from: hourly, method: {method}}}\n  transforms: [kelvin_to_celsius]\n",
+            source.display()
+        )
+    };
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec![template("t2m_mean", "mean"), template("t2m_max", "max")],
+            ..Options::default()
+        },
+    )
+    .await?;
+    // The sample holds 72 hours: three complete UTC days.
+    for (id, method) in [("t2m_mean", "mean"), ("t2m_max", "max")] {
+        let run = app
+            .ingest(&json!({"dataset_id": id, "start": "2024-01-01", "end": "2024-01-03"}))
+            .await?;
+        assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+        python(
+            "check_zarr.py",
+            &[
+                "--url",
+                &app.url(&format!("/zarr/{id}_sle")),
+                "--source",
+                &source.to_string_lossy(),
+                "--var",
+                "t2m",
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-01-03",
+                "--bbox=-13.5,6.9,-10.1,10.0",
+                "--transform",
+                "kelvin_to_celsius",
+                "--resample",
+                method,
+            ],
+        )?;
+    }
+    // A day whose hours the source lacks is a gap, named as such.
+    let run = app
+        .ingest(&json!({"dataset_id": "t2m_mean", "start": "2024-01-02", "end": "2024-01-04", "overwrite": true}))
+        .await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    let msg = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("no source data for 2024-01-04"), "{msg}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cds_jobs_are_awaited_without_holding_a_worker() -> anyhow::Result<()> {
     let shared = std::env::var_os("CLIMATE_SHARED_DIR")
         .map(std::path::PathBuf::from)

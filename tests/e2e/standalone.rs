@@ -288,6 +288,7 @@ async fn custom_templates_load_from_templates_dir() -> anyhow::Result<()> {
         [
             "chirps3_precipitation_daily",
             "era5land_precipitation_hourly",
+            "era5land_temperature_daily",
             "era5land_temperature_hourly",
             "era5land_temperature_hourly_edh",
             "sample_era5land_t2m_daily",

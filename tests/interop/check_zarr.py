@@ -18,7 +18,7 @@ def pixel_centre_mask(coords, lo, hi, step):
     return (coords >= lo - eps) & (coords <= hi + eps)
 
 
-def expected_from_netcdf(path, var, start, end, bbox, transform):
+def expected_from_netcdf(path, var, start, end, bbox, transform, resample=None):
     src = xr.open_dataset(path, engine="netcdf4")
     rename = {k: v for k, v in {"valid_time": "t", "time": "t", "latitude": "y", "lat": "y",
                                 "longitude": "x", "lon": "x"}.items() if k in src.dims or k in src.coords}
@@ -29,6 +29,9 @@ def expected_from_netcdf(path, var, start, end, bbox, transform):
     ymask = pixel_centre_mask(ys, s, n, ys[1] - ys[0])
     xmask = pixel_centre_mask(xs, w, e, xs[1] - xs[0])
     da = da.isel(y=np.where(ymask)[0], x=np.where(xmask)[0])
+    if resample:
+        # UTC days; a cell missing in any hour is missing in the day.
+        da = getattr(da.resample(t="1D"), resample)(skipna=False)
     if da["y"].values[0] < da["y"].values[-1]:
         da = da.isel(y=slice(None, None, -1))
     values = da.values.astype("float64")
@@ -81,6 +84,8 @@ def main():
     p.add_argument("--bbox", required=True, help="w,s,e,n")
     p.add_argument("--transform", default="none")
     p.add_argument("--nodata", type=float, default=-99999.0)
+    p.add_argument("--resample", default=None, choices=["mean", "sum", "min", "max"],
+                   help="aggregate the source to UTC days with this method first")
     p.add_argument("--time-index", type=int, default=None,
                    help="compare only this time step (GeoTIFF sources hold one field each)")
     a = p.parse_args()
@@ -97,7 +102,8 @@ def main():
     if a.source.rstrip("/").endswith(".zarr"):
         exp, ys, xs, ts = expected_from_remote_zarr(a.source, a.var, a.start, a.end, bbox)
     elif a.source.endswith(".nc"):
-        exp, ys, xs, ts = expected_from_netcdf(a.source, a.var, a.start, a.end, bbox, a.transform)
+        exp, ys, xs, ts = expected_from_netcdf(a.source, a.var, a.start, a.end, bbox, a.transform,
+                                               a.resample)
     else:
         exp, ys, xs, ts = expected_from_geotiff(a.source, bbox, a.nodata)
 

@@ -13,6 +13,7 @@
 //! Nothing is visible to readers until the publish transaction commits; a failed run deletes
 //! what it wrote.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Timelike;
@@ -20,9 +21,10 @@ use chrono::Utc;
 use climate_domain::chunking::ChunkShape;
 use climate_domain::grid::Grid;
 use climate_domain::run::{Progress, RunRequest};
-use climate_domain::template::{DatasetTemplate, Transform};
-use climate_domain::{Period, PeriodRange};
-use climate_geodata::providers::{LocateRequest, Retry, SourceSet};
+use climate_domain::template::{Aggregate, DatasetTemplate, Transform};
+use climate_domain::{Period, PeriodRange, PeriodType};
+use climate_geodata::providers::{LocateRequest, Retry, SourceSet, Step};
+use climate_geodata::raster::{AggregatedSource, RasterSource};
 use climate_geodata::reproject;
 use climate_geodata::zarr::{StoreLayout, ZarrWriter};
 use climate_infra::db::{DbError, NewSegment, NewVersion, RunRecord, SegmentRecord, VersionRecord};
@@ -224,9 +226,18 @@ async fn locate(
             ))
         })?;
     let state = std::sync::Mutex::new(run.provider_state.clone().unwrap_or_default());
+    // With an aggregation the provider is asked for the finer periods covering the scope.
+    let template = l.template.source_template();
+    let (start, end) = match l.template.aggregate {
+        Some(a) => (
+            Period::containing(a.from, start.start()),
+            end.map(|e| Period::containing(a.from, e.end() - chrono::Duration::seconds(1))),
+        ),
+        None => (start, end),
+    };
     let result = provider
         .locate(&LocateRequest {
-            template: l.template,
+            template: &template,
             base_dir: l.base_dir,
             extent: l.extent,
             start,
@@ -236,7 +247,10 @@ async fn locate(
         })
         .await;
     match result {
-        Ok(sources) => Ok(sources),
+        Ok(sources) => Ok(match l.template.aggregate {
+            Some(a) => aggregate(sources, l.template.period_type, a),
+            None => sources,
+        }),
         Err(e) => match e.retry {
             Retry::Pending { after_ms } => Err(TaskError::Pending {
                 message: e.to_string(),
@@ -528,6 +542,45 @@ pub async fn finalize(
 
 /// Where to start locating sources: one period early when de-accumulating, whose first field
 /// needs the accumulation of the hour before.
+/// Groups finer source fields into the template's periods, each an [`AggregatedSource`].
+/// A period lacking any of its finer periods is left out (the scope check then names it).
+fn aggregate(sources: SourceSet, kind: PeriodType, a: Aggregate) -> SourceSet {
+    let mut groups: BTreeMap<Period, Vec<(Period, Step)>> = BTreeMap::new();
+    for (p, step) in sources.steps {
+        groups
+            .entry(Period::containing(kind, p.start()))
+            .or_default()
+            .push((p, step));
+    }
+    let steps = groups
+        .into_iter()
+        .filter_map(|(period, parts)| {
+            let expected =
+                std::iter::successors(Some(Period::containing(a.from, period.start())), |q| {
+                    Some(q.next())
+                })
+                .take_while(|q| q.start() < period.end())
+                .count();
+            (parts.len() == expected).then(|| {
+                let parts = parts
+                    .into_iter()
+                    .map(|(_, s)| (s.source, s.time_index))
+                    .collect();
+                let source: Arc<dyn RasterSource> =
+                    Arc::new(AggregatedSource::new(parts, a.method));
+                (
+                    period,
+                    Step {
+                        source,
+                        time_index: 0,
+                    },
+                )
+            })
+        })
+        .collect();
+    SourceSet { steps }
+}
+
 fn locate_start(template: &DatasetTemplate, start: Period) -> Period {
     if template.transforms.iter().any(Transform::is_temporal) {
         start.previous()

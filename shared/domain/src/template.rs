@@ -71,6 +71,75 @@ pub struct DatasetTemplate {
     /// nearest for counts and classes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resampling: Option<Resampling>,
+    /// Temporal aggregation: the provider is asked for `from` periods (e.g. hourly) and each of
+    /// this template's periods is their `method` (e.g. the daily mean of 24 hours). Periods
+    /// are UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+}
+
+/// Temporal aggregation of finer source periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregate {
+    /// Period type the provider delivers (finer than the template's).
+    pub from: PeriodType,
+    /// How the fields of one period are combined.
+    pub method: AggregateMethod,
+}
+
+/// How [`Aggregate`] combines fields. A cell missing in any of them is missing in the result:
+/// a partial mean would silently mix different parts of the period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateMethod {
+    /// Arithmetic mean.
+    Mean,
+    /// Sum (totals of amounts).
+    Sum,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+}
+
+impl AggregateMethod {
+    /// The name used in templates and metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Sum => "sum",
+            Self::Min => "min",
+            Self::Max => "max",
+        }
+    }
+
+    /// Combines equally sized fields cell by cell (see the type's rule for missing cells).
+    pub fn combine(self, fields: &[Vec<f32>]) -> Vec<f32> {
+        let Some(first) = fields.first() else {
+            return Vec::new();
+        };
+        let mut out = first.clone();
+        for field in &fields[1..] {
+            for (o, v) in out.iter_mut().zip(field) {
+                // f32::min/max skip NaN; missing must stay missing.
+                *o = if o.is_nan() || v.is_nan() {
+                    f32::NAN
+                } else {
+                    match self {
+                        Self::Mean | Self::Sum => *o + *v,
+                        Self::Min => o.min(*v),
+                        Self::Max => o.max(*v),
+                    }
+                };
+            }
+        }
+        if self == Self::Mean {
+            let n = fields.len() as f32;
+            out.iter_mut().for_each(|o| *o /= n);
+        }
+        out
+    }
 }
 
 /// Resampling method of a reprojection.
@@ -381,6 +450,23 @@ impl DatasetTemplate {
                 ));
             }
         }
+        if let Some(a) = self.aggregate {
+            if a.from >= self.period_type {
+                return Err(err(
+                    "aggregate.from",
+                    &format!(
+                        "must be a finer period type than period_type ({}), e.g. hourly for daily",
+                        self.period_type.as_str()
+                    ),
+                ));
+            }
+            if self.transforms.iter().any(Transform::is_temporal) {
+                return Err(err(
+                    "aggregate",
+                    "cannot be combined with deaccumulate yet; aggregate the accumulated source with method max or read a daily product",
+                ));
+            }
+        }
         if let Some(c) = self.chunks
             && [c.t, c.y, c.x].into_iter().flatten().any(|v| v == 0)
         {
@@ -397,6 +483,19 @@ impl DatasetTemplate {
         Ok(())
     }
 
+    /// The template providers are asked with: this one, or with an [`Aggregate`] the same
+    /// template at the source period type (the aggregation happens in the pipeline).
+    pub fn source_template(&self) -> std::borrow::Cow<'_, Self> {
+        match self.aggregate {
+            Some(a) => std::borrow::Cow::Owned(Self {
+                period_type: a.from,
+                aggregate: None,
+                ..self.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// The CF `long_name` of the variable.
     pub fn long_name(&self) -> &str {
         self.long_name.as_deref().unwrap_or(&self.name)
@@ -406,6 +505,43 @@ impl DatasetTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregation_combines_fields_and_keeps_missing_cells_missing() {
+        let nan = f32::NAN;
+        let fields = vec![
+            vec![1.0, 5.0, nan],
+            vec![3.0, 2.0, 4.0],
+            vec![2.0, 8.0, 1.0],
+        ];
+        let eq = |a: Vec<f32>, b: [f32; 3]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-6)
+        };
+        assert!(eq(AggregateMethod::Mean.combine(&fields), [2.0, 5.0, nan]));
+        assert!(eq(AggregateMethod::Sum.combine(&fields), [6.0, 15.0, nan]));
+        assert!(eq(AggregateMethod::Min.combine(&fields), [1.0, 2.0, nan]));
+        assert!(eq(AggregateMethod::Max.combine(&fields), [3.0, 8.0, nan]));
+    }
+
+    #[test]
+    fn aggregation_needs_a_finer_source_and_no_deaccumulation() {
+        let mut t = sample();
+        t["aggregate"] = serde_json::json!({"from": "hourly", "method": "mean"});
+        let ok: DatasetTemplate = serde_json::from_value(t.clone()).expect("parses");
+        ok.validate().expect("daily from hourly");
+        assert_eq!(ok.source_template().period_type, PeriodType::Hourly);
+        assert!(ok.source_template().aggregate.is_none());
+        t["aggregate"]["from"] = serde_json::json!("monthly");
+        let coarse: DatasetTemplate = serde_json::from_value(t.clone()).expect("parses");
+        assert_eq!(
+            coarse.validate().expect_err("coarser").field,
+            "aggregate.from"
+        );
+        t["aggregate"]["method"] = serde_json::json!("median");
+        assert!(serde_json::from_value::<DatasetTemplate>(t).is_err());
+    }
 
     fn sample() -> serde_json::Value {
         serde_json::json!({

@@ -143,7 +143,8 @@ impl Registry {
                 self.names().join(", ")
             )
         })?;
-        p.validate_params(template)
+        // Providers see the source period type of an aggregating template.
+        p.validate_params(&template.source_template())
     }
 }
 
