@@ -341,6 +341,47 @@ async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_paced_provider_keep_their_distance() -> anyhow::Result<()> {
+    let mock = MockUpstream::start().await?;
+    chirps_mock(&mock, 4);
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec![format!(
+                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n",
+                mock.base
+            )],
+            extra_yaml: "providers:\n  chirps3_daily: {concurrency: 4, min_interval_ms: 150}\n"
+                .into(),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "chirps_test", "start": "2024-01-01", "end": "2024-01-04"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    // HEADs and range reads of four days, four at a time, yet one request per 150 ms.
+    let times = mock.all_hit_times();
+    assert!(times.len() >= 8, "{} requests", times.len());
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_millis())
+        .collect();
+    assert!(
+        gaps.iter().all(|g| *g >= 75),
+        "requests closer than the pacing allows: {gaps:?} ms"
+    );
+    let span = times[times.len() - 1].duration_since(times[0]).as_millis();
+    assert!(
+        span >= (times.len() as u128 - 1) * 120,
+        "{} requests in {span} ms",
+        times.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chirps_segments_run_on_two_workers_through_faults() -> anyhow::Result<()> {
     // 45 days with 30-day time chunks: two segments, for two distributed workers, while the
     // upstream is slow and fails some range requests.

@@ -338,6 +338,17 @@ impl MockUpstream {
         *lock(&self.state.basic_auth) = Some((prefix.to_owned(), vec![encode(login), encode("")]));
     }
 
+    /// Arrival times of every request so far, in order.
+    pub fn all_hit_times(&self) -> Vec<std::time::Instant> {
+        let mut v: Vec<std::time::Instant> = lock(&self.state.hits)
+            .iter()
+            .filter(|(k, _)| !k.starts_with('/'))
+            .flat_map(|(_, times)| times.iter().copied())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Paths requested so far (each once), sorted.
     pub fn requested_paths(&self) -> Vec<String> {
         let mut v: Vec<String> = lock(&self.state.hits)

@@ -66,6 +66,9 @@ impl Context {
                 max_delay: s.max_delay_ms.map_or(d.max_delay, Duration::from_millis),
                 api_key: s.api_key.clone(),
                 netrc: s.netrc.clone(),
+                min_interval: s
+                    .min_interval_ms
+                    .map_or(d.min_interval, Duration::from_millis),
             }
         };
         let provider_env = climate_geodata::http::ProviderEnv::new(

@@ -41,6 +41,9 @@ pub struct HttpSettings {
     pub api_key: Option<String>,
     /// netrc file with the provider's credentials (default: `$NETRC`, then `~/.netrc`).
     pub netrc: Option<PathBuf>,
+    /// Least time between the starts of two requests to the provider, per process (request
+    /// pacing for upstreams with rate limits); zero for none.
+    pub min_interval: Duration,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("concurrency", &self.concurrency)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("netrc", &self.netrc)
+            .field("min_interval", &self.min_interval)
             .finish()
     }
 }
@@ -69,6 +73,7 @@ impl Default for HttpSettings {
             concurrency: 4,
             api_key: None,
             netrc: None,
+            min_interval: Duration::ZERO,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Downloader {
     client: reqwest::Client,
     settings: HttpSettings,
     permits: Arc<Semaphore>,
+    /// The earliest start of the next request (pacing).
+    next_request: Arc<tokio::sync::Mutex<tokio::time::Instant>>,
     store: Arc<dyn ObjectStore>,
     scratch: PathBuf,
 }
@@ -299,6 +306,7 @@ impl Downloader {
         Ok(Self {
             client,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            next_request: Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now())),
             settings,
             store,
             scratch,
@@ -504,6 +512,7 @@ impl Downloader {
         let max = self.settings.max_attempts;
         let mut last = String::new();
         for n in 1..=max {
+            self.pace().await;
             match attempt().await {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Permanent(cause) => {
@@ -844,6 +853,20 @@ impl Downloader {
                 path.display()
             )),
         }
+    }
+
+    /// Waits for the provider's next request slot when it is paced (`min_interval`).
+    async fn pace(&self) {
+        let interval = self.settings.min_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let mut next = self.next_request.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + interval;
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

@@ -252,6 +252,10 @@ pub struct ProviderSettings {
     /// `~/.netrc`.
     #[serde(default)]
     pub netrc: Option<std::path::PathBuf>,
+    /// Least time between two requests to the provider, in milliseconds, per process (pacing
+    /// for rate-limited upstreams; default none).
+    #[serde(default)]
+    pub min_interval_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -265,6 +269,7 @@ impl std::fmt::Debug for ProviderSettings {
             .field("max_delay_ms", &self.max_delay_ms)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("netrc", &self.netrc)
+            .field("min_interval_ms", &self.min_interval_ms)
             .finish()
     }
 }
