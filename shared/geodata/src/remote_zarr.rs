@@ -2,8 +2,9 @@
 //! Data Hub publishes it — the legacy Zarr v2 store (consolidated `.zmetadata`) and the current
 //! v3 stores (`zarr.json`), found by asking for `zarr.json` first.
 //!
-//! Only what the extent and the requested hours need is fetched: the metadata documents, the
-//! three coordinate arrays and the data chunks intersecting `(hours, rows, columns)`. Each object
+//! Only what the extent and the requested hours need is fetched: the metadata documents and the
+//! three coordinate arrays when a scope is located, the data chunks intersecting
+//! `(hours, rows, columns)` when a field is first read ([`RemoteZarrSource`]). Each object
 //! goes through the provider's [`Downloader`](crate::http::Downloader) (retries, `Retry-After`,
 //! the download cache), and is decoded by zarrs from an in-memory store holding just those
 //! objects; a chunk the upstream does not have (404) reads as the fill value, as Zarr says.
@@ -124,19 +125,105 @@ impl LonMap {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoded window
+// The extent's window, read on demand
 
-/// A decoded `(t, y, x)` window held in memory.
-#[derive(Debug)]
-pub struct MemoryRaster {
+/// The extent's window of a remote array, read one time chunk at a time when a field of it is
+/// first asked for: locating a scope costs only metadata and coordinates, and decoding a chunk
+/// (often thousands of hours) happens once for all the hours it holds.
+pub struct RemoteZarrSource {
     label: String,
+    /// The window's grid, longitudes normalised.
     grid: Grid,
+    /// The selected instants; `times[i]` is index `t0 + i` of the store's time axis.
     times: Vec<NaiveDateTime>,
-    /// `[times, y, x]` row-major, NaN for missing.
-    data: Vec<f32>,
+    t0: usize,
+    /// Hours per chunk of the store's time axis.
+    chunk_t: usize,
+    /// Source rows of the window, and its source column ranges (stitched side by side).
+    rows: Range<usize>,
+    col_ranges: Vec<Range<usize>>,
+    missing: Vec<f64>,
+    store: Arc<RemoteStore>,
+    array: Arc<Array<MemoryStore>>,
+    cache_tag: String,
+    handle: tokio::runtime::Handle,
+    /// The decoded window of the selected hours of one time chunk: (first hour, values
+    /// `[hours, ny, nx]`).
+    decoded: std::sync::Mutex<Option<(usize, Arc<Vec<f32>>)>>,
 }
 
-impl RasterSource for MemoryRaster {
+impl std::fmt::Debug for RemoteZarrSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteZarrSource")
+            .field("label", &self.label)
+            .field("grid", &self.grid)
+            .field("hours", &self.times.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteZarrSource {
+    fn error(&self, message: impl Into<String>, transient: bool) -> RasterError {
+        let mut e = RasterError::new(Path::new(&self.label), message);
+        e.transient = transient;
+        e
+    }
+
+    /// The decoded block of selected hours holding time index `t` (relative to `t0`).
+    fn block(&self, t: usize) -> Result<(usize, Arc<Vec<f32>>), RasterError> {
+        let mut cached = self
+            .decoded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let absolute = self.t0 + t;
+        let chunk = absolute / self.chunk_t;
+        let start = (chunk * self.chunk_t).max(self.t0);
+        let end = ((chunk + 1) * self.chunk_t).min(self.t0 + self.times.len());
+        if let Some((s, data)) = cached.as_ref()
+            && *s == start
+        {
+            return Ok((start, data.clone()));
+        }
+        let subsets: Vec<ArraySubset> = self
+            .col_ranges
+            .iter()
+            .map(|c| {
+                ArraySubset::new_with_ranges(&[
+                    start as u64..end as u64,
+                    self.rows.start as u64..self.rows.end as u64,
+                    c.start as u64..c.end as u64,
+                ])
+            })
+            .collect();
+        for subset in &subsets {
+            self.handle
+                .block_on(
+                    self.store
+                        .fetch_chunks(&self.array, subset, Some(&self.cache_tag)),
+                )
+                .map_err(|e| self.error(e.message, e.retry == Retry::Transient))?;
+        }
+        let parts: Vec<(Vec<f32>, usize)> = subsets
+            .iter()
+            .zip(&self.col_ranges)
+            .map(|(subset, c)| read_f32(&self.array, subset, &self.missing).map(|v| (v, c.len())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.error(e, false))?;
+        // Stitch the column ranges side by side.
+        let ny = self.rows.len();
+        let mut out = Vec::with_capacity((end - start) * ny * self.grid.x.len);
+        for row in 0..(end - start) * ny {
+            for (values, w) in &parts {
+                out.extend_from_slice(&values[row * w..(row + 1) * w]);
+            }
+        }
+        let data = Arc::new(out);
+        *cached = Some((start, data.clone()));
+        Ok((start, data))
+    }
+}
+
+impl RasterSource for RemoteZarrSource {
     fn describe(&self) -> String {
         self.label.clone()
     }
@@ -154,18 +241,20 @@ impl RasterSource for MemoryRaster {
     ) -> Result<Vec<f32>, RasterError> {
         let (ny, nx) = (self.grid.y.len, self.grid.x.len);
         if t >= self.times.len() || rows.end > ny || cols.end > nx {
-            return Err(RasterError::new(
-                Path::new(&self.label),
+            return Err(self.error(
                 format!(
                     "window t={t} rows={rows:?} cols={cols:?} is outside [{}, {ny}, {nx}]",
                     self.times.len()
                 ),
+                false,
             ));
         }
+        let (start, data) = self.block(t)?;
+        let local = self.t0 + t - start;
         let mut out = Vec::with_capacity(rows.len() * cols.len());
         for r in rows {
-            let at = (t * ny + r) * nx;
-            out.extend_from_slice(&self.data[at + cols.start..at + cols.end]);
+            let at = (local * ny + r) * nx;
+            out.extend_from_slice(&data[at + cols.start..at + cols.end]);
         }
         Ok(out)
     }
@@ -337,13 +426,21 @@ impl RemoteStore {
         }
     }
 
+    fn holds(&self, key: &str) -> bool {
+        use zarrs::storage::ReadableStorageTraits;
+        StoreKey::new(key)
+            .ok()
+            .and_then(|k| self.mem.get(&k).ok().flatten())
+            .is_some()
+    }
+
     fn array(&self, name: &str) -> Result<Array<MemoryStore>, ProviderError> {
         Array::open(self.mem.clone(), &format!("/{name}"))
             .map_err(|e| perm(format!("{}: array '{name}': {e}", self.shown())))
     }
 
     /// Fetches the chunks of `array` intersecting `subset` into the in-memory store, through
-    /// the download cache under `cache_tag` when given.
+    /// the download cache under `cache_tag` when given (chunks already there are kept).
     async fn fetch_chunks(
         &self,
         array: &Array<MemoryStore>,
@@ -358,6 +455,7 @@ impl RemoteStore {
             .indices()
             .into_iter()
             .map(|idx| array.chunk_key(&idx).to_string())
+            .filter(|key| !self.holds(key))
             .collect();
         let fetched = futures::stream::iter(keys.into_iter().map(|key| async move {
             Ok::<_, ProviderError>((self.get_tagged(&key, cache_tag).await?, key))
@@ -556,71 +654,40 @@ impl Provider for RemoteZarrProvider {
             )));
         };
 
-        // Data: the chunks intersecting (hours, rows, each source column range).
-        let data = store.array(&p.variable)?;
-        let t_range = t0 as u64..t1 as u64 + 1;
-        let r_range = rows.start as u64..rows.end as u64;
-        let subsets: Vec<ArraySubset> = lon_map
-            .source_ranges(cols.clone())
-            .into_iter()
-            .map(|c| {
-                ArraySubset::new_with_ranges(&[
-                    t_range.clone(),
-                    r_range.clone(),
-                    c.start as u64..c.end as u64,
-                ])
-            })
-            .collect();
         // Data chunks are cached under the length of the time axis: the store only grows at
         // its end (and may rewrite its last weeks), so while the length is unchanged every chunk
         // is too, and a retry, a later segment or a rebuild reads them from the cache; once the
         // store has advanced they are fetched afresh once.
-        let tag = format!("t{}", instants.len());
-        let mut fetched = 0;
-        for s in &subsets {
-            fetched += store.fetch_chunks(&data, s, Some(&tag)).await?;
-        }
+        let array = Arc::new(store.array(&p.variable)?);
+        let chunk_t = array
+            .chunk_shape(&[0, 0, 0])
+            .map_err(|e| perm(format!("{shown}: {e}")))?[0]
+            .get() as usize;
         let missing: Vec<f64> = ["_FillValue", "missing_value"]
             .iter()
             .filter_map(|k| info.attrs.get(*k).and_then(Value::as_f64))
             .filter(|v| v.is_finite())
             .collect();
-        let (nt, ny, nx) = (t_range.end - t_range.start, rows.len(), cols.len());
-        let label = format!("{shown} ({})", p.variable);
-        let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<f32>, String> {
-            let parts: Vec<(Vec<f32>, usize)> = subsets
-                .iter()
-                .map(|s| {
-                    let w = (s.end_exc()[2] - s.start()[2]) as usize;
-                    read_f32(&data, s, &missing).map(|v| (v, w))
-                })
-                .collect::<Result<_, _>>()?;
-            // Stitch the column ranges side by side.
-            let mut out = Vec::with_capacity(nt as usize * ny * nx);
-            for row in 0..nt as usize * ny {
-                for (values, w) in &parts {
-                    out.extend_from_slice(&values[row * w..(row + 1) * w]);
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| perm(format!("decoder task failed: {e}")))?
-        .map_err(|e| perm(format!("{shown}: {e}")))?;
-        tracing::debug!(store = %shown, variable = %p.variable, chunks = fetched, hours = nt, "read remote zarr window");
-
         let times: Vec<NaiveDateTime> = instants[t0..=t1].to_vec();
-        let raster = Arc::new(MemoryRaster {
-            label,
+        let source: Arc<dyn RasterSource> = Arc::new(RemoteZarrSource {
+            label: format!("{shown} ({})", p.variable),
             grid: Grid {
                 crs: "EPSG:4326".into(),
-                x: lon_map.axis.slice(cols),
-                y: y.slice(rows),
+                x: lon_map.axis.slice(cols.clone()),
+                y: y.slice(rows.clone()),
             },
             times: times.clone(),
-            data: decoded,
+            t0,
+            chunk_t: chunk_t.max(1),
+            col_ranges: lon_map.source_ranges(cols),
+            rows,
+            missing,
+            cache_tag: format!("t{}", instants.len()),
+            store: Arc::new(store),
+            array,
+            handle: tokio::runtime::Handle::current(),
+            decoded: std::sync::Mutex::new(None),
         });
-        let source: Arc<dyn RasterSource> = raster;
         let mut steps = BTreeMap::new();
         for (k, t) in times.iter().enumerate() {
             steps.insert(
