@@ -460,6 +460,14 @@ impl DatasetTemplate {
                     ),
                 ));
             }
+            if a.from == PeriodType::Weekly
+                && matches!(self.period_type, PeriodType::Monthly | PeriodType::Yearly)
+            {
+                return Err(err(
+                    "aggregate.from",
+                    "weeks do not fit inside months or years: aggregate from daily instead",
+                ));
+            }
             if self.transforms.iter().any(Transform::is_temporal) {
                 return Err(err(
                     "aggregate",
@@ -539,6 +547,10 @@ mod tests {
             coarse.validate().expect_err("coarser").field,
             "aggregate.from"
         );
+        t["period_type"] = serde_json::json!("monthly");
+        t["aggregate"]["from"] = serde_json::json!("weekly");
+        let weeks: DatasetTemplate = serde_json::from_value(t.clone()).expect("parses");
+        assert_eq!(weeks.validate().expect_err("weeks").field, "aggregate.from");
         t["aggregate"]["method"] = serde_json::json!("median");
         assert!(serde_json::from_value::<DatasetTemplate>(t).is_err());
     }
