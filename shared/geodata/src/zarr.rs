@@ -119,19 +119,24 @@ pub fn convention_declarations() -> Value {
     ])
 }
 
-/// Root attributes describing the grid (GeoZarr + CF).
-pub fn root_attributes(layout: &StoreLayout) -> Map<String, Value> {
-    let g = &layout.grid;
+/// GeoZarr and CF attributes of a group holding `grid` (the root, or a pyramid level).
+fn grid_attributes(layout: &StoreLayout, grid: &Grid) -> Map<String, Value> {
     let mut a = Map::new();
     a.insert("zarr_conventions".into(), convention_declarations());
     a.insert("spatial:dimensions".into(), json!(["y", "x"]));
-    a.insert("spatial:bbox".into(), json!(g.edge_bounds()));
-    a.insert("spatial:transform".into(), json!(g.transform()));
-    a.insert("spatial:shape".into(), json!(g.shape()));
+    a.insert("spatial:bbox".into(), json!(grid.edge_bounds()));
+    a.insert("spatial:transform".into(), json!(grid.transform()));
+    a.insert("spatial:shape".into(), json!(grid.shape()));
     a.insert("spatial:registration".into(), json!("pixel"));
-    a.insert("proj:code".into(), json!(g.crs));
+    a.insert("proj:code".into(), json!(grid.crs));
     a.insert("Conventions".into(), json!("CF-1.10"));
     a.insert("period_type".into(), json!(layout.period_type.as_str()));
+    a
+}
+
+/// Root attributes describing the grid (GeoZarr + CF).
+pub fn root_attributes(layout: &StoreLayout) -> Map<String, Value> {
+    let mut a = grid_attributes(layout, &layout.grid);
     a.insert(
         "time_coverage_start".into(),
         json!(layout.periods.start().canonical()),
@@ -162,16 +167,7 @@ fn multiscales_declaration() -> Value {
 /// Group attributes of a pyramid level (level 1 and up): its own grid, for GIS clients that
 /// open the level as a dataset of its own.
 fn level_attributes(layout: &StoreLayout, grid: &Grid, level: usize) -> Map<String, Value> {
-    let mut a = Map::new();
-    a.insert("zarr_conventions".into(), convention_declarations());
-    a.insert("spatial:dimensions".into(), json!(["y", "x"]));
-    a.insert("spatial:bbox".into(), json!(grid.edge_bounds()));
-    a.insert("spatial:transform".into(), json!(grid.transform()));
-    a.insert("spatial:shape".into(), json!(grid.shape()));
-    a.insert("spatial:registration".into(), json!("pixel"));
-    a.insert("proj:code".into(), json!(grid.crs));
-    a.insert("Conventions".into(), json!("CF-1.10"));
-    a.insert("period_type".into(), json!(layout.period_type.as_str()));
+    let mut a = grid_attributes(layout, grid);
     a.insert("pyramid_level".into(), json!(level));
     a
 }
