@@ -416,68 +416,116 @@ pub async fn write_segment(
         )),
         None => None,
     };
+    // A time chunk is read and written in bands of rows, so that a worker holds at most about
+    // `worker.band_memory_mib` of values per task whatever the grid's size. A reprojected run
+    // reads its whole source window (the target rows do not map to source rows).
+    let ny = writer.layout().grid.y.len;
+    let band = match plan.target {
+        Some(_) => ny,
+        None => writer.band_rows(ctx.platform.config.worker.band_memory_mib << 20),
+    };
     let mut written = 0;
     for ci in segment.chunk_start..segment.chunk_end {
-        if cancel.is_cancelled() {
-            return Err(TaskError::LeaseLost);
-        }
         let range = writer.layout().time_chunk_range(ci);
-        let jobs: Vec<_> = periods[range.start as usize..range.end as usize]
-            .iter()
-            .map(|p| {
-                // De-accumulation needs the previous hour, except for the hour ending 01:00.
-                let prev = deaccumulate
-                    .filter(|_| p.start().hour() != 1)
-                    .map(|_| sources.steps.get(&p.previous()).cloned());
-                (*p, sources.steps.get(p).cloned(), prev)
-            })
-            .collect();
-        let reads = jobs.into_iter().map(|(p, step, prev)| {
-            let (rows, cols, transforms) = (rows.clone(), cols.clone(), transforms.clone());
-            let resampler = resampler.clone();
-            async move {
-                let step = step.ok_or_else(|| invalid(format!("no source data for {p}")))?;
-                let prev = match prev {
-                    None => None,
-                    Some(Some(s)) => Some(s),
-                    Some(None) => {
-                        return Err(invalid(format!(
-                            "de-accumulating {p} needs the accumulation of the hour before ({}), which the source does not have: start at an hour ending 01:00 or include the previous hour",
-                            p.previous()
-                        )));
-                    }
-                };
-                // Decoding is blocking work: it runs on the blocking pool.
-                tokio::task::spawn_blocking(move || {
-                    let mut values = step.source.read_window(step.time_index, rows.clone(), cols.clone())?;
-                    if let Some(clip) = deaccumulate {
-                        let previous = prev
-                            .map(|s| s.source.read_window(s.time_index, rows, cols))
-                            .transpose()?;
-                        Transform::deaccumulate(&mut values, previous.as_deref(), clip);
-                    }
-                    for t in transforms.iter() {
-                        t.apply(&mut values);
-                    }
-                    // Transforms see source values; reprojection comes after them.
-                    if let Some(r) = &resampler {
-                        values = r.apply(&values);
-                    }
-                    Ok::<_, TaskError>(values)
-                })
-                .await
-                .map_err(|e| invalid(format!("reader task failed: {e}")))?
+        let chunk_periods = &periods[range.start as usize..range.end as usize];
+        for b0 in (0..ny.max(1)).step_by(band.max(1)) {
+            if cancel.is_cancelled() {
+                return Err(TaskError::LeaseLost);
             }
-        });
-        let fields: Vec<Vec<f32>> = futures::stream::iter(reads)
-            .buffered(4)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        written += writer.write_time_chunk(ci, &fields.concat()).await?;
+            let b1 = (b0 + band).min(ny);
+            let rows = match plan.target {
+                Some(_) => rows.clone(),
+                None => rows.start + b0..rows.start + b1,
+            };
+            let slab = read_band(
+                chunk_periods,
+                &sources,
+                &BandRead {
+                    rows,
+                    cols: cols.clone(),
+                    transforms: transforms.clone(),
+                    deaccumulate,
+                    resampler: resampler.clone(),
+                },
+            )
+            .await?;
+            written += writer.write_band(ci, b0..b1, &slab).await?;
+        }
     }
     Ok(written)
+}
+
+/// What every field of a band is read with.
+struct BandRead {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    transforms: Arc<Vec<Transform>>,
+    deaccumulate: Option<bool>,
+    resampler: Option<Arc<reproject::Resampler>>,
+}
+
+/// Reads, transforms (and reprojects) one band of `periods`' fields, in order, into one slab
+/// `[periods, rows, cols]`; up to four fields are decoded at once.
+async fn read_band(
+    periods: &[Period],
+    sources: &SourceSet,
+    band: &BandRead,
+) -> Result<Vec<f32>, TaskError> {
+    let deaccumulate = band.deaccumulate;
+    // The futures own what they read: collected first, no borrow is held across an await.
+    let reads: Vec<_> = periods.iter().map(|p| {
+        let p = *p;
+        let step = sources.steps.get(&p).cloned();
+        // De-accumulation needs the previous hour, except for the hour ending 01:00.
+        let prev = deaccumulate
+            .filter(|_| p.start().hour() != 1)
+            .map(|_| sources.steps.get(&p.previous()).cloned());
+        let (rows, cols, transforms) = (band.rows.clone(), band.cols.clone(), band.transforms.clone());
+        let resampler = band.resampler.clone();
+        async move {
+            let step = step.ok_or_else(|| invalid(format!("no source data for {p}")))?;
+            let prev = match prev {
+                None => None,
+                Some(Some(s)) => Some(s),
+                Some(None) => {
+                    return Err(invalid(format!(
+                        "de-accumulating {p} needs the accumulation of the hour before ({}), which the source does not have: start at an hour ending 01:00 or include the previous hour",
+                        p.previous()
+                    )));
+                }
+            };
+            // Decoding is blocking work: it runs on the blocking pool.
+            tokio::task::spawn_blocking(move || {
+                let mut values = step.source.read_window(step.time_index, rows.clone(), cols.clone())?;
+                if let Some(clip) = deaccumulate {
+                    let previous = prev
+                        .map(|s| s.source.read_window(s.time_index, rows, cols))
+                        .transpose()?;
+                    Transform::deaccumulate(&mut values, previous.as_deref(), clip);
+                }
+                for t in transforms.iter() {
+                    t.apply(&mut values);
+                }
+                // Transforms see source values; reprojection comes after them.
+                if let Some(r) = &resampler {
+                    values = r.apply(&values);
+                }
+                Ok::<_, TaskError>(values)
+            })
+            .await
+            .map_err(|e| invalid(format!("reader task failed: {e}")))?
+        }
+    }).collect();
+    let mut slab = Vec::new();
+    let mut fields = futures::stream::iter(reads).buffered(4);
+    while let Some(field) = fields.next().await {
+        let field = field?;
+        if slab.is_empty() {
+            slab.reserve_exact(field.len() * periods.len());
+        }
+        slab.extend_from_slice(&field);
+    }
+    Ok(slab)
 }
 
 /// Consolidates the store's metadata and publishes the version (one transaction with the

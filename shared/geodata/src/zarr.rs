@@ -22,7 +22,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Map, Value, json};
 use zarrs::array::codec::bytes_to_bytes::zstd::ZstdCodec;
-use zarrs::array::{Array, ArrayBuilder, data_type};
+use zarrs::array::{Array, ArrayBuilder, ArraySubset, data_type};
 use zarrs::storage::AsyncReadableWritableListableStorageTraits;
 
 /// zstd level: a good ratio at a speed well above download rates.
@@ -201,6 +201,10 @@ fn multiscales_attribute(layout: &StoreLayout, levels: &[Grid]) -> Value {
     json!({"layout": entries, "resampling_method": "average"})
 }
 
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
 fn zstd() -> Vec<Arc<dyn zarrs::array::BytesToBytesCodecTraits>> {
     vec![Arc::new(ZstdCodec::new(ZSTD_LEVEL, false))]
 }
@@ -267,14 +271,17 @@ async fn create_coordinates(
     Ok(())
 }
 
-/// Stores the chunks of one time chunk of `array` (chunk index `index` along `t`) from `slab`,
-/// `[n_t, ny, nx]` row-major. Returns the number of chunks holding at least one value.
-async fn store_slab(
+/// Stores rows `y0 .. y0 + by` of time chunk `index` of `array` from `slab`, `[n_t, by, nx]`
+/// row-major. Chunks the band covers whole are encoded straight from the slab; a chunk it
+/// covers in part (a pyramid level whose chunks straddle two bands) is updated in place, read
+/// and rewritten. Returns the number of chunks written holding at least one value.
+async fn store_band(
     array: &Arc<Array<DynStorage>>,
     index: u64,
     slab: &[f32],
     n_t: usize,
-    ny: usize,
+    y0: usize,
+    by: usize,
     nx: usize,
 ) -> Result<u64, ZarrError> {
     let shape = array.chunk_shape(&[index, 0, 0]).map_err(zerr)?;
@@ -283,8 +290,9 @@ async fn store_slab(
         shape[1].get() as usize,
         shape[2].get() as usize,
     );
+    let ny = usize::try_from(array.shape()[1]).unwrap_or(usize::MAX);
     let mut jobs = Vec::new();
-    for yi in 0..ny.div_ceil(cy) {
+    for yi in y0 / cy..(y0 + by).div_ceil(cy) {
         for xi in 0..nx.div_ceil(cx) {
             jobs.push((yi, xi));
         }
@@ -294,23 +302,39 @@ async fn store_slab(
     futures::stream::iter(jobs)
         .map(|(yi, xi)| {
             let array = array.clone();
-            // Full-size chunk buffers, padded with the fill value at the array's edges.
-            let mut buf = vec![f32::NAN; ct * cy * cx];
+            // Rows of this chunk inside the array, and the part of them the band holds.
+            let (c0, c1) = (yi * cy, ((yi + 1) * cy).min(ny));
+            let (r0, r1) = (c0.max(y0), c1.min(y0 + by));
+            let w = cx.min(nx - xi * cx);
+            let whole = (r0, r1) == (c0, c1);
+            // A whole chunk is a full-size buffer padded with the fill value at the array's
+            // edges; a partial one holds just the band's rows.
+            let (rows_in_buf, width) = if whole { (cy, cx) } else { (r1 - r0, w) };
+            let mut buf = vec![f32::NAN; if whole { ct } else { n_t } * rows_in_buf * width];
             let mut any = false;
             for t in 0..n_t {
-                for r in 0..cy.min(ny - yi * cy) {
-                    let src = t * ny * nx + (yi * cy + r) * nx + xi * cx;
-                    let w = cx.min(nx - xi * cx);
-                    let dst = t * cy * cx + r * cx;
+                for r in r0..r1 {
+                    let src = t * by * nx + (r - y0) * nx + xi * cx;
+                    let dst = t * rows_in_buf * width + (r - if whole { c0 } else { r0 }) * width;
                     buf[dst..dst + w].copy_from_slice(&slab[src..src + w]);
                     any |= slab[src..src + w].iter().any(|v| !v.is_nan());
                 }
             }
             async move {
-                array
-                    .async_store_chunk(&[index, yi as u64, xi as u64], buf)
-                    .await
-                    .map_err(zerr)?;
+                let indices = [index, yi as u64, xi as u64];
+                if whole {
+                    array.async_store_chunk(&indices, buf).await.map_err(zerr)?;
+                } else {
+                    let subset = ArraySubset::new_with_ranges(&[
+                        0..n_t as u64,
+                        (r0 - c0) as u64..(r1 - c0) as u64,
+                        0..w as u64,
+                    ]);
+                    array
+                        .async_store_chunk_subset(&indices, &subset, buf)
+                        .await
+                        .map_err(zerr)?;
+                }
                 Ok::<u64, ZarrError>(u64::from(any))
             }
         })
@@ -462,31 +486,77 @@ impl ZarrWriter {
         self.levels.len()
     }
 
-    /// Writes time chunk `index`: `slab` holds its periods' fields, `[n_t, ny, nx]` row-major
-    /// (`n_t` = periods in that chunk), then the same time chunk of every pyramid level, each
-    /// computed from the one before. Returns the number of level-0 chunk objects holding data.
+    /// The row multiple a band of [`Self::write_band`] starts at: whole level-0 chunks (or
+    /// shards), and whole 2×2 blocks at every pyramid level.
+    pub fn band_unit(&self) -> usize {
+        let cy = self
+            .data
+            .chunk_shape(&[0, 0, 0])
+            .map_or(1, |s| s[1].get() as usize);
+        let blocks = 1usize << self.levels.len();
+        cy / gcd(cy, blocks) * blocks
+    }
+
+    /// Rows per band so that one band of a time chunk holds at most `budget_bytes` of values
+    /// (never less than one [`Self::band_unit`], never more than the grid).
+    pub fn band_rows(&self, budget_bytes: u64) -> usize {
+        let l = &self.layout;
+        let row_bytes = (l.time_step() as usize * l.grid.x.len * 4).max(1);
+        let unit = self.band_unit();
+        let fit = usize::try_from(budget_bytes).unwrap_or(usize::MAX) / row_bytes / unit * unit;
+        fit.max(unit).min(l.grid.y.len.max(1))
+    }
+
+    /// Writes time chunk `index` whole: `slab` holds its periods' fields, `[n_t, ny, nx]`
+    /// row-major (`n_t` = periods in that chunk). See [`Self::write_band`].
     ///
     /// # Errors
-    /// [`ZarrError::Shape`] for a slab of the wrong size, or the store's error.
+    /// As [`Self::write_band`].
     pub async fn write_time_chunk(&self, index: u64, slab: &[f32]) -> Result<u64, ZarrError> {
+        self.write_band(index, 0..self.layout.grid.y.len, slab)
+            .await
+    }
+
+    /// Writes rows `rows` of time chunk `index`: `slab` holds those rows of its periods'
+    /// fields, `[n_t, rows.len(), nx]` row-major; then the same rows of every pyramid level,
+    /// each computed from the one before. A band starts at a multiple of
+    /// [`Self::band_unit`] so that its level-0 chunks are whole and its 2×2 blocks never
+    /// straddle two bands. Returns the number of level-0 chunk objects holding data.
+    ///
+    /// # Errors
+    /// [`ZarrError::Shape`] for a misaligned band or a slab of the wrong size, or the store's
+    /// error.
+    pub async fn write_band(
+        &self,
+        index: u64,
+        rows: std::ops::Range<usize>,
+        slab: &[f32],
+    ) -> Result<u64, ZarrError> {
         let l = &self.layout;
         let range = l.time_chunk_range(index);
         let n_t = (range.end - range.start) as usize;
         let (ny, nx) = (l.grid.y.len, l.grid.x.len);
-        if slab.len() != n_t * ny * nx {
+        let unit = self.band_unit();
+        if !rows.start.is_multiple_of(unit) || rows.end > ny || rows.is_empty() {
             return Err(ZarrError::Shape(format!(
-                "time chunk {index}: expected {} values, got {}",
-                n_t * ny * nx,
+                "time chunk {index}: band {rows:?} of {ny} rows must be non-empty and start at a multiple of {unit}"
+            )));
+        }
+        let by = rows.len();
+        if slab.len() != n_t * by * nx {
+            return Err(ZarrError::Shape(format!(
+                "time chunk {index}, rows {rows:?}: expected {} values, got {}",
+                n_t * by * nx,
                 slab.len()
             )));
         }
-        let written = store_slab(&self.data, index, slab, n_t, ny, nx).await?;
+        let written = store_band(&self.data, index, slab, n_t, rows.start, by, nx).await?;
         let mut coarser: Option<Vec<f32>> = None;
-        let (mut py, mut px) = (ny, nx);
+        let (mut y0, mut py, mut px) = (rows.start, by, nx);
         for (grid, array) in &self.levels {
             let level = downsample_mean(coarser.as_deref().unwrap_or(slab), n_t, py, px);
-            (py, px) = (grid.y.len, grid.x.len);
-            store_slab(array, index, &level, n_t, py, px).await?;
+            (y0, py, px) = (y0 / 2, py.div_ceil(2), grid.x.len);
+            store_band(array, index, &level, n_t, y0, py, px).await?;
             coarser = Some(level);
         }
         Ok(written)
@@ -826,5 +896,119 @@ mod tests {
             json!([3, 515, 515])
         );
         assert_eq!(level["attributes"]["spatial:shape"], json!([515, 515]));
+    }
+
+    /// Writing a time chunk in bands of rows gives the same objects, byte for byte, as
+    /// writing it whole, pyramid levels included (whose chunks straddle bands).
+    #[tokio::test]
+    async fn banded_writes_store_the_same_bytes_as_whole_time_chunks() {
+        let mut l = layout();
+        let n = 1030usize;
+        l.grid.x = Axis {
+            first: 0.025,
+            step: 0.05,
+            len: n,
+        };
+        l.grid.y = Axis {
+            first: 51.475,
+            step: -0.05,
+            len: n,
+        };
+        l.chunks = ChunkShape {
+            t: 2,
+            y: 256,
+            x: 256,
+        };
+        let value = |t: usize, y: usize, x: usize| {
+            if (y * 3 + x).is_multiple_of(11) {
+                f32::NAN
+            } else {
+                (t * 5 + y * 2 + x) as f32 * 0.5
+            }
+        };
+        let slab = |ci: u64, rows: std::ops::Range<usize>| {
+            let r = l.time_chunk_range(ci);
+            let mut v = Vec::new();
+            for t in r.start as usize..r.end as usize {
+                for y in rows.clone() {
+                    for x in 0..n {
+                        v.push(value(t, y, x));
+                    }
+                }
+            }
+            v
+        };
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let whole = ZarrWriter::create(store.clone(), "whole", l.clone())
+            .await
+            .expect("create");
+        let banded = ZarrWriter::create(store.clone(), "banded", l.clone())
+            .await
+            .expect("create");
+        // 3 levels and 256-row chunks: bands start at multiples of 256.
+        assert_eq!(banded.band_unit(), 256);
+        let band = banded.band_rows(1);
+        assert_eq!(band, 256, "a tiny budget still gets one chunk row");
+        assert_eq!(
+            banded.band_rows(u64::MAX),
+            n,
+            "a large budget gets the grid"
+        );
+        for ci in 0..l.time_chunks() {
+            whole
+                .write_time_chunk(ci, &slab(ci, 0..n))
+                .await
+                .expect("whole");
+            for b0 in (0..n).step_by(band) {
+                let rows = b0..(b0 + band).min(n);
+                banded
+                    .write_band(ci, rows.clone(), &slab(ci, rows))
+                    .await
+                    .expect("band");
+            }
+        }
+        assert!(
+            banded
+                .write_band(0, 100..356, &slab(0, 100..356))
+                .await
+                .is_err(),
+            "a band off the unit is refused"
+        );
+        whole.finish().await.expect("finish");
+        banded.finish().await.expect("finish");
+
+        let objects = |prefix: &'static str| {
+            let store = store.clone();
+            async move {
+                let listed: Vec<_> = store
+                    .list(Some(&Path::from(prefix)))
+                    .try_collect()
+                    .await
+                    .expect("list");
+                let mut out = std::collections::BTreeMap::new();
+                for meta in listed {
+                    let key = meta.location.as_ref()[prefix.len() + 1..].to_owned();
+                    let bytes = store
+                        .get(&meta.location)
+                        .await
+                        .expect("get")
+                        .bytes()
+                        .await
+                        .expect("bytes");
+                    out.insert(key, bytes);
+                }
+                out
+            }
+        };
+        let (a, b) = (objects("whole").await, objects("banded").await);
+        assert!(a.keys().any(|k| k.starts_with("3/v/c/")), "{:?}", a.keys());
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "same objects"
+        );
+        for (key, bytes) in &a {
+            assert!(b[key] == *bytes, "{key} differs");
+        }
     }
 }

@@ -209,6 +209,10 @@ pub struct WorkerConfig {
     /// Time chunks per segment: the unit of parallel work and of resumption after a crash.
     #[serde(default = "default_segment_chunks")]
     pub segment_chunks: u64,
+    /// Values a task holds at once, in MiB: a time chunk of a large grid is read and written
+    /// in bands of whole chunk rows that fit (at least one chunk row).
+    #[serde(default = "default_band_memory_mib")]
+    pub band_memory_mib: u64,
 }
 
 impl Default for WorkerConfig {
@@ -218,6 +222,7 @@ impl Default for WorkerConfig {
             lease_seconds: default_lease_seconds(),
             max_attempts: default_max_attempts(),
             segment_chunks: default_segment_chunks(),
+            band_memory_mib: default_band_memory_mib(),
         }
     }
 }
@@ -324,6 +329,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_segment_chunks() -> u64 {
     1
+}
+fn default_band_memory_mib() -> u64 {
+    256
 }
 fn default_true() -> bool {
     true
