@@ -121,24 +121,35 @@ impl AggregateMethod {
         };
         let mut out = first.clone();
         for field in &fields[1..] {
-            for (o, v) in out.iter_mut().zip(field) {
-                // f32::min/max skip NaN; missing must stay missing.
-                *o = if o.is_nan() || v.is_nan() {
-                    f32::NAN
-                } else {
-                    match self {
-                        Self::Mean | Self::Sum => *o + *v,
-                        Self::Min => o.min(*v),
-                        Self::Max => o.max(*v),
-                    }
-                };
-            }
+            self.accumulate(&mut out, field);
         }
-        if self == Self::Mean {
-            let n = fields.len() as f32;
-            out.iter_mut().for_each(|o| *o /= n);
-        }
+        self.finish(&mut out, fields.len());
         out
+    }
+
+    /// Folds `field` into the running combination `acc` (which started as the first field),
+    /// so that only one field besides the result is held at a time.
+    pub fn accumulate(self, acc: &mut [f32], field: &[f32]) {
+        for (o, v) in acc.iter_mut().zip(field) {
+            // f32::min/max skip NaN; missing must stay missing.
+            *o = if o.is_nan() || v.is_nan() {
+                f32::NAN
+            } else {
+                match self {
+                    Self::Mean | Self::Sum => *o + *v,
+                    Self::Min => o.min(*v),
+                    Self::Max => o.max(*v),
+                }
+            };
+        }
+    }
+
+    /// Completes a combination of `n` fields built with [`Self::accumulate`].
+    pub fn finish(self, acc: &mut [f32], n: usize) {
+        if self == Self::Mean && n > 0 {
+            let n = n as f32;
+            acc.iter_mut().for_each(|o| *o /= n);
+        }
     }
 }
 

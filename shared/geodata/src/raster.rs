@@ -825,11 +825,17 @@ impl RasterSource for AggregatedSource {
                 "no fields to combine",
             ));
         }
-        let fields = self
-            .parts
-            .iter()
-            .map(|(s, t)| s.read_window(*t, rows.clone(), cols.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.method.combine(&fields))
+        // One part at a time: a daily mean of 24 hourly fields holds two fields, not 25.
+        let mut parts = self.parts.iter();
+        let mut acc = match parts.next() {
+            Some((s, t)) => s.read_window(*t, rows.clone(), cols.clone())?,
+            None => Vec::new(),
+        };
+        for (s, t) in parts {
+            let field = s.read_window(*t, rows.clone(), cols.clone())?;
+            self.method.accumulate(&mut acc, &field);
+        }
+        self.method.finish(&mut acc, self.parts.len());
+        Ok(acc)
     }
 }
