@@ -7,6 +7,8 @@ Greenwich meridian read both ends), `t2m` float32 in kelvin with NaN over a stre
 the scalar coordinates `number` and `surface`, chunks that split every axis. Zarr v2 is written
 consolidated (`.zmetadata`, keys `t2m/0.1.2`); v3 without consolidated metadata (one `zarr.json`
 per node, keys `t2m/c/0/1/2`), so the provider's per-array metadata path is exercised too.
+The v3 store also marks missing data the way NetCDF-derived stores do, with the float32
+default fill value 9.96921e36 instead of NaN, so readers must mask it before any conversion.
 
 Usage: make_remote_zarr.py --out DIR --format 2|3
 """
@@ -59,6 +61,8 @@ def main():
         "t2m": {"chunks": (24, 32, 256)},
         "valid_time": {"units": "hours since 1950-01-01", "dtype": "int64", "calendar": "proleptic_gregorian"},
     }
+    if a.format == 3:
+        encoding["t2m"]["_FillValue"] = np.float32(9.969209968386869e36)
     ds.to_zarr(a.out, mode="w", zarr_format=a.format, consolidated=(a.format == 2),
                encoding=encoding)
 

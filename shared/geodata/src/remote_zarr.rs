@@ -502,26 +502,63 @@ fn read_f64(array: &Array<MemoryStore>, subset: &ArraySubset) -> Result<Vec<f64>
 }
 
 /// Reads a data subset as f32 (f32 or f64 stores), with `missing` values turned into NaN.
+/// Values are compared with `missing` in the store's own type, before any conversion: an
+/// f64 fill value may not survive the cast to f32, and an f32 one may not survive JSON.
 fn read_f32(
     array: &Array<MemoryStore>,
     subset: &ArraySubset,
     missing: &[f64],
 ) -> Result<Vec<f32>, String> {
-    let mut v = match array.retrieve_array_subset::<Vec<f32>>(subset) {
-        Ok(v) => v,
-        Err(_) => array
-            .retrieve_array_subset::<Vec<f64>>(subset)
-            .map(|v| v.into_iter().map(|x| x as f32).collect())
-            .map_err(|e| format!("data must be float32 or float64: {e}"))?,
-    };
-    if !missing.is_empty() {
+    if let Ok(mut v) = array.retrieve_array_subset::<Vec<f32>>(subset) {
+        let missing: Vec<f32> = missing.iter().map(|m| *m as f32).collect();
         for x in &mut v {
-            if missing.iter().any(|m| f64::from(*x) == *m) {
+            if missing.contains(x) {
                 *x = f32::NAN;
             }
         }
+        return Ok(v);
     }
-    Ok(v)
+    let v = array
+        .retrieve_array_subset::<Vec<f64>>(subset)
+        .map_err(|e| format!("data must be float32 or float64: {e}"))?;
+    Ok(v.into_iter()
+        .map(|x| {
+            if missing.contains(&x) {
+                f32::NAN
+            } else {
+                x as f32
+            }
+        })
+        .collect())
+}
+
+/// A numeric attribute: a JSON number, or (as xarray writes `_FillValue` into Zarr v3 stores)
+/// the base64 of its little-endian float32 or float64 bytes.
+fn attribute_number(v: &Value) -> Option<f64> {
+    use base64::Engine as _;
+    if let Some(x) = v.as_f64() {
+        return Some(x);
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str()?)
+        .ok()?;
+    match bytes.len() {
+        4 => Some(f64::from(f32::from_le_bytes(bytes.try_into().ok()?))),
+        8 => Some(f64::from_le_bytes(bytes.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// The array's own fill value when it is a number (a chunk the store lacks reads as it), as
+/// f64; NaN and non-float types give `None`.
+fn array_fill_value(array: &Array<MemoryStore>) -> Option<f64> {
+    let bytes = array.fill_value().as_ne_bytes();
+    let v = match bytes.len() {
+        4 => f64::from(f32::from_ne_bytes(bytes.try_into().ok()?)),
+        8 => f64::from_ne_bytes(bytes.try_into().ok()?),
+        _ => return None,
+    };
+    v.is_finite().then_some(v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -663,9 +700,12 @@ impl Provider for RemoteZarrProvider {
             .chunk_shape(&[0, 0, 0])
             .map_err(|e| perm(format!("{shown}: {e}")))?[0]
             .get() as usize;
+        // CF's markers and the array's own fill value (which absent chunks read as) are all
+        // missing data.
         let missing: Vec<f64> = ["_FillValue", "missing_value"]
             .iter()
-            .filter_map(|k| info.attrs.get(*k).and_then(Value::as_f64))
+            .filter_map(|k| info.attrs.get(*k).and_then(attribute_number))
+            .chain(array_fill_value(&array))
             .filter(|v| v.is_finite())
             .collect();
         let times: Vec<NaiveDateTime> = instants[t0..=t1].to_vec();
@@ -705,6 +745,24 @@ impl Provider for RemoteZarrProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fill_value_attributes_are_read_as_numbers_or_xarray_base64() {
+        assert_eq!(attribute_number(&json!(-9999)), Some(-9999.0));
+        // What xarray writes for a float32 variable's NetCDF default fill in a v3 store.
+        assert_eq!(
+            attribute_number(&json!("AAAAAAAAnkc=")),
+            Some(9.969_209_968_386_869e36)
+        );
+        assert_eq!(
+            attribute_number(&json!("AAAgQQ==")),
+            Some(10.0),
+            "float32 bytes"
+        );
+        assert_eq!(attribute_number(&json!("NaN")), None);
+        assert_eq!(attribute_number(&json!(null)), None);
+    }
 
     #[test]
     fn a_global_0_360_axis_is_rolled_onto_minus_180_180() {
