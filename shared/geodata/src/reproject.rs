@@ -34,6 +34,41 @@ fn two_digits(v: f64) -> f64 {
     (v / scale).round() * scale
 }
 
+/// Projects `points` in place; a point PROJ cannot project (outside the CRS's area of use,
+/// say) becomes `(NaN, NaN)` instead of failing the others, and reads as missing.
+fn convert_lenient(proj: &Proj, points: &mut [(f64, f64)]) {
+    let original = points.to_vec();
+    if proj.convert_array(points).is_ok() {
+        return;
+    }
+    for (p, o) in points.iter_mut().zip(original) {
+        *p = proj.convert(o).unwrap_or((f64::NAN, f64::NAN));
+        if !(p.0.is_finite() && p.1.is_finite()) {
+            *p = (f64::NAN, f64::NAN);
+        }
+    }
+}
+
+/// The source pixel size at the bbox centre, measured in the target CRS's own units (PROJ
+/// projects the pixel's sides), rounded to two significant digits; the spherical estimate in
+/// metres when PROJ cannot project the centre.
+fn default_resolution(forward: &Proj, source: &Grid, bbox: &Bbox) -> f64 {
+    let (lon, lat) = (
+        (bbox.west() + bbox.east()) / 2.0,
+        (bbox.south() + bbox.north()) / 2.0,
+    );
+    let (dx, dy) = (source.x.step.abs(), source.y.step.abs());
+    let mut pts = [(lon, lat), (lon + dx, lat), (lon, lat + dy)];
+    convert_lenient(forward, &mut pts);
+    let dist = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).hypot(a.1 - b.1);
+    let projected = dist(pts[0], pts[1]).min(dist(pts[0], pts[2]));
+    if projected.is_finite() && projected > 0.0 {
+        return two_digits(projected);
+    }
+    let lat = lat.to_radians();
+    two_digits((dx.to_radians() * EARTH_RADIUS_M * lat.cos()).min(dy.to_radians() * EARTH_RADIUS_M))
+}
+
 /// The plan of a reprojection: the target grid and the source window it reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetPlan {
@@ -68,9 +103,7 @@ pub fn target_grid(
         outline.push((w, s + f * (n - s)));
         outline.push((e, s + f * (n - s)));
     }
-    forward
-        .convert_array(&mut outline)
-        .map_err(|e| format!("projecting the extent into {crs}: {e}"))?;
+    convert_lenient(&forward, &mut outline);
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in &outline {
         if x.is_finite() && y.is_finite() {
@@ -82,12 +115,7 @@ pub fn target_grid(
     }
     let res = match resolution {
         Some(r) => r,
-        None => {
-            let lat = ((s + n) / 2.0).to_radians();
-            let dx = source.x.step.abs().to_radians() * EARTH_RADIUS_M * lat.cos();
-            let dy = source.y.step.abs().to_radians() * EARTH_RADIUS_M;
-            two_digits(dx.min(dy))
-        }
+        None => default_resolution(&forward, source, bbox),
     };
     let (gx0, gx1) = ((x0 / res).floor() * res, (x1 / res).ceil() * res);
     let (gy0, gy1) = ((y0 / res).floor() * res, (y1 / res).ceil() * res);
@@ -138,9 +166,7 @@ fn source_positions(source: &Grid, target: &Grid) -> Result<Vec<(f64, f64)>, Str
             points.push((target.x.centre(c), y));
         }
     }
-    inverse
-        .convert_array(&mut points)
-        .map_err(|e| format!("projecting target pixels back to {}: {e}", source.crs))?;
+    convert_lenient(&inverse, &mut points);
     Ok(points
         .into_iter()
         .map(|(lon, lat)| {
@@ -284,6 +310,29 @@ mod tests {
         // The window is within the source grid and covers the extent's columns.
         assert!(plan.cols.end <= 41 && plan.rows.end <= 41);
         assert!(plan.cols.start <= 5 && plan.cols.end >= 39, "{plan:?}");
+    }
+
+    #[test]
+    fn the_default_resolution_is_in_the_target_crs_units() {
+        let bbox = Bbox::new(-13.5, 6.9, -10.1, 10.0).expect("bbox");
+        // NAD83 is geographic: its resolution is in degrees, like the source's 0.1°.
+        let plan = target_grid(&era5_sle(), &bbox, "EPSG:4269", None).expect("plan");
+        assert!(
+            (plan.grid.x.step - 0.1).abs() < 1e-9,
+            "{}",
+            plan.grid.x.step
+        );
+    }
+
+    #[test]
+    fn points_proj_cannot_project_become_nan_alone() {
+        // An orthographic view centred on 0°/0° cannot show the far side of the globe.
+        let proj =
+            transformer("EPSG:4326", "+proj=ortho +lat_0=0 +lon_0=0 +type=crs").expect("ortho");
+        let mut pts = [(10.0, 5.0), (170.0, 5.0), (-20.0, -5.0)];
+        convert_lenient(&proj, &mut pts);
+        assert!(pts[0].0.is_finite() && pts[2].1.is_finite(), "{pts:?}");
+        assert!(pts[1].0.is_nan() && pts[1].1.is_nan(), "{pts:?}");
     }
 
     #[test]
