@@ -290,6 +290,61 @@ async fn chirps_reads_only_the_tiles_covering_the_extent() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chirps_files_in_the_real_chc_variant_lzw_512_tiles_no_nodata_tag() -> anyhow::Result<()> {
+    // CHC's own files are reported to use 512² LZW tiles and to store −9999 as a plain value
+    // with no nodata tag (PROTOCOLS.md §4): the kit's COGs are rewritten that way and served.
+    let dir = tempfile::tempdir()?;
+    let mock = MockUpstream::start().await?;
+    mock.honour_ranges();
+    let mut variants = Vec::new();
+    for d in 1..=3u32 {
+        let out = dir.path().join(format!("variant-{d}.tif"));
+        python(
+            "make_chirps_variant.py",
+            &[
+                "--src",
+                &chirps_fixture(d).to_string_lossy(),
+                "--out",
+                &out.to_string_lossy(),
+            ],
+        )?;
+        mock.serve_file(&chirps_path(d), std::fs::read(&out)?);
+        variants.push(out);
+    }
+    let app = chirps_app(&mock, Shape::Standalone).await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "chirps_test", "start": "2024-01-01", "end": "2024-01-03"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    for (i, file) in variants.iter().enumerate() {
+        let size = std::fs::metadata(file)?.len();
+        let served = mock.bytes_served(&chirps_path(i as u32 + 1));
+        assert!(
+            served > 0 && served * 4 < size,
+            "day {}: {served} of {size} bytes fetched; only the extent's tiles should be",
+            i + 1
+        );
+        // The values equal the file's window with −9999 masked although nothing tags it.
+        python(
+            "check_zarr.py",
+            &[
+                "--url",
+                &app.url("/zarr/chirps_test_sle"),
+                "--source",
+                &file.to_string_lossy(),
+                "--var",
+                "precip",
+                "--bbox=-13.5,6.9,-10.1,10.0",
+                "--nodata=-9999",
+                "--time-index",
+                &i.to_string(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> anyhow::Result<()> {
     // The whole CHIRPS grid (7200 × 2400 pixels) is far over a megapixel: the store carries
     // pyramid levels 1..5 next to the full-resolution arrays.
@@ -938,6 +993,18 @@ async fn era5_land_zarr_reads_v2_and_v3_stores_with_netrc_credentials() -> anyho
     for path in &expected {
         assert_eq!(mock.hits(path), 1, "{path} fetched once");
     }
+    // A rebuild while the store has not grown reads every data chunk from the cache.
+    let again = app
+        .ingest(&json!({"dataset_id": "edh_v3", "extent_id": "gha", "start": "2024-01-01T00", "end": "2024-01-01T23", "overwrite": true}))
+        .await?;
+    assert_eq!(again["status"], "succeeded", "{again}\n{}", app.logs());
+    for path in &expected {
+        assert_eq!(
+            mock.hits(path),
+            1,
+            "{path} served from the cache on a rebuild"
+        );
+    }
 
     // v2 (consolidated .zmetadata, dot-separated keys), the second day over Sierra Leone.
     let run = app
@@ -981,8 +1048,10 @@ async fn era5_land_zarr_reads_v2_and_v3_stores_with_netrc_credentials() -> anyho
             && msg.contains("401"),
         "{msg}"
     );
+    let logs = app.full_logs();
+    assert!(logs.contains("era5_land_zarr"), "the logs are read");
     assert!(
-        !app.logs().contains("pat-0123456789"),
+        !logs.contains("pat-0123456789"),
         "the token leaked into the logs"
     );
 

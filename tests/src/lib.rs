@@ -277,7 +277,20 @@ impl TestApp {
         Ok(())
     }
 
-    /// Everything the processes logged, for failure messages.
+    /// Every line the processes logged, whole (for assertions on what must never be logged).
+    pub fn full_logs(&self) -> String {
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        entries
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .map(|p| std::fs::read_to_string(&p).unwrap_or_default())
+            .collect()
+    }
+
+    /// The last lines each process logged, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
