@@ -50,15 +50,19 @@ wait_for() {
     done
 }
 
-# Runs a command as root: directly, through sudo, or not at all.
+# Runs a command as root: directly, through passwordless sudo, or not at all.
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
         "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
     else
-        die "need root (or sudo) to run: $*"
+        die "need root (or passwordless sudo) to run: $*"
     fi
+}
+
+can_be_root() {
+    [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
 }
 
 show_log() {
@@ -231,19 +235,22 @@ restart_rabbitmq() {
     ctl="$(rabbitmqctl_cmd)"
     server="$(command -v rabbitmq-server || echo /usr/sbin/rabbitmq-server)"
     log "RabbitMQ: restarting"
-    as_root "$ctl" -q stop >/dev/null 2>&1 || true
+    as_root timeout 60 "$ctl" -q stop >/dev/null 2>&1 || true
     wait_for 30 bash -c '! timeout 1 bash -c "</dev/tcp/127.0.0.1/5672"' 2>/dev/null || true
     as_root "$server" -detached || true
     wait_for 90 amqp_answers || die "RabbitMQ: no AMQP handshake within 90 s of a restart"
     log "RabbitMQ: restarted"
 }
 
-# Replaces the vhost the tests use with an empty one.
+# Replaces the vhost the tests use (climate-test, or $CLIMATE_TEST_VHOST) with an empty one.
+# Without root or rabbitmqctl the vhost cannot be managed: the tests then need
+# CLIMATE_TEST_AMQP_URL pointing at a vhost they may use (e.g. .../%2f, the default one).
 reset_rabbitmq_vhost() {
-    local vhost=climate-test ctl
+    local vhost="${CLIMATE_TEST_VHOST:-climate-test}" ctl
     ctl="$(rabbitmqctl_cmd)"
-    if ! as_root test -x "$ctl"; then
-        log "RabbitMQ: no rabbitmqctl here; set CLIMATE_TEST_AMQP_URL to a vhost the tests may use"
+    if ! can_be_root || [ ! -x "$ctl" ]; then
+        log "RabbitMQ: cannot manage vhosts here (needs root or passwordless sudo, and rabbitmqctl);"
+        log "  export CLIMATE_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f to use the default vhost"
         return 0
     fi
     if ! amqp_answers; then
