@@ -245,6 +245,38 @@ def main() -> None:
         md.append("")
 
     # --------------------------------------------------------------------------------------
+    wb = by(scenario="world_bands")
+    if wb:
+        md += [
+            "## world_bands",
+            "",
+            "30 CHIRPS-layout days over the whole grid (7200 × 2400, one 30-day time chunk, "
+            "pyramid levels 1..5), standalone. A time chunk is read and written in bands of "
+            "chunk rows that fit `worker.band_memory_mib`; 100000 MiB means one band, the "
+            "whole time chunk at once (the behaviour before bands).",
+            "",
+        ]
+        rows = []
+        for budget in dict.fromkeys(r["band_mib"] for r in wb):
+            runs = by(scenario="world_bands", band_mib=budget)
+            r_s = med([run_seconds(r["run"]) for r in runs])
+            rss = med([r["peak_rss_bytes"] for r in runs])
+            rows.append(
+                [
+                    budget,
+                    runs[0]["days"],
+                    r_s,
+                    runs[0]["days"] / r_s if r_s else None,
+                    rss / MIB if rss else None,
+                    runs[0]["output_bytes"] / MIB,
+                ]
+            )
+        md.append(
+            table(["band MiB", "days", "run s", "days/s", "peak RSS MiB", "store MiB"], rows)
+        )
+        md.append("")
+
+    # --------------------------------------------------------------------------------------
     ws = by(scenario="worker_scaling")
     if ws:
         reps = max(r["rep"] for r in ws)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark harness: `make bench`, or `bash bench/run.sh [scenario...]` for a subset.
 #
-# Scenarios: netcdf_to_geozarr memory_vs_length cog_ingest worker_scaling (default: all).
+# Scenarios: netcdf_to_geozarr memory_vs_length cog_ingest world_bands worker_scaling (default: all).
 # memory_vs_length is computed from the netcdf_to_geozarr runs (asking for it alone runs them).
 #
 # Every measurement runs in a fresh process (a fresh data directory, database, queue and cache
@@ -37,7 +37,7 @@ declare -A BBOX=(
 )
 SCALING_EXTENTS=(sle lbr gin civ gha tgo ben bfa)
 
-ALL_SCENARIOS=(netcdf_to_geozarr memory_vs_length cog_ingest worker_scaling)
+ALL_SCENARIOS=(netcdf_to_geozarr memory_vs_length cog_ingest world_bands worker_scaling)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() {
@@ -60,7 +60,7 @@ for arg in "$@"; do
         usage
         exit 0
         ;;
-    netcdf_to_geozarr | memory_vs_length | cog_ingest | worker_scaling) SCENARIOS+=("$arg") ;;
+    netcdf_to_geozarr | memory_vs_length | cog_ingest | world_bands | worker_scaling) SCENARIOS+=("$arg") ;;
     *)
         usage >&2
         die "unknown scenario '$arg'"
@@ -240,6 +240,7 @@ warm_cache() { cat "$@" >/dev/null; }
 # rust_standalone LABEL TEMPLATE EXTENT START [END]: one run in a fresh standalone process.
 # Sets R to a JSON record: run JSON, wall seconds, VmHWM, rchar delta, output bytes, store path.
 # (Not called in $(...), so the process id reaches PIDS and the EXIT trap.)
+RUST_ENV=()
 rust_standalone() {
     local label="$1" template="$2" extent="$3" start="$4" end="${5:-}"
     local dir="$WORK/$label" port base pid id t0 t1 run hwm r0 r1 store bytes
@@ -247,8 +248,9 @@ rust_standalone() {
     mkdir -p "$dir"
     port="$(free_port)"
     base="http://127.0.0.1:$port"
+    # RUST_ENV: extra VAR=value settings for this run (a scenario's configuration overrides).
     env -u CLIMATE_API_CONFIG BENCH_DATA_DIR="$dir/data" BENCH_BIND="127.0.0.1:$port" \
-        BENCH_WORKER_CONCURRENCY=2 CLIMATE_API_LOG_FORMAT=text \
+        BENCH_WORKER_CONCURRENCY=2 CLIMATE_API_LOG_FORMAT=text "${RUST_ENV[@]}" \
         "$API_BIN" --config "$CONFIG" >"$dir/climate-api.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -351,6 +353,26 @@ if wants cog_ingest; then
             rust_standalone "cog-$extent-$rep" bench_chirps_daily "$extent" 2024-01-01 2024-01-30
             record "$(jq -c --arg x "$extent" --arg rep "$rep" --arg n "${#cogs[@]}" \
                 '{scenario: "cog_ingest", extent: $x, days: ($n | tonumber), rep: ($rep | tonumber)} + .' <<<"$R")"
+        done
+    done
+fi
+
+# ------------------------------------------------------------------------------------------------
+# world_bands: the whole CHIRPS grid (7200 × 2400, pyramid levels 1..5), 30 days in one time
+# chunk, written in bands of chunk rows (worker.band_memory_mib, default 256) versus whole time
+# chunks (a budget larger than the grid, as before bands existed).
+
+if wants world_bands; then
+    cogs=("$DATA"/chirps/2024/chirps-v3.0.rnl.2024.01.*.cog)
+    warm_cache "${cogs[@]}"
+    for budget in 256 100000; do
+        for rep in $(seq 1 "$REPS"); do
+            log "world_bands: 30 CHIRPS days over the world, band budget ${budget} MiB, repetition $rep/$REPS"
+            RUST_ENV=("CLIMATE_API__WORKER__BAND_MEMORY_MIB=$budget")
+            rust_standalone "world-$budget-$rep" bench_chirps_daily world 2024-01-01 2024-01-30
+            RUST_ENV=()
+            record "$(jq -c --arg b "$budget" --arg rep "$rep" --arg n "${#cogs[@]}" \
+                '{scenario: "world_bands", band_mib: ($b | tonumber), days: ($n | tonumber), rep: ($rep | tonumber)} + .' <<<"$R")"
         done
     done
 fi
