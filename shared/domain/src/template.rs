@@ -64,9 +64,9 @@ pub struct DatasetTemplate {
     /// Chunk policy overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<ChunkOverride>,
-    /// Display hints (colormap, range) for maps and STAC render extension.
+    /// Display hints (colormap, range) for map tiles and the STAC render extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display: Option<serde_json::Value>,
+    pub display: Option<Display>,
     /// How values are resampled when an extent asks for another CRS (default bilinear; use
     /// nearest for counts and classes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +76,154 @@ pub struct DatasetTemplate {
     /// are UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<Aggregate>,
+}
+
+/// How a dataset is drawn on maps: values over `range` spread along `colormap`; values
+/// outside are clamped, missing ones transparent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Display {
+    /// A colormap name of [`COLORMAPS`] (matplotlib names, any case; `_r` reverses).
+    #[serde(default = "default_colormap")]
+    pub colormap: String,
+    /// Values mapped onto the first and the last colour.
+    pub range: [f64; 2],
+}
+
+fn default_colormap() -> String {
+    "viridis".to_owned()
+}
+
+/// The colormaps the platform draws with, as evenly spaced RGB stops (matplotlib's, sampled).
+pub const COLORMAPS: &[(&str, &[[u8; 3]])] = &[
+    (
+        "viridis",
+        &[
+            [68, 1, 84],
+            [72, 40, 120],
+            [62, 73, 137],
+            [49, 104, 142],
+            [38, 130, 142],
+            [31, 158, 137],
+            [53, 183, 121],
+            [109, 205, 89],
+            [180, 222, 44],
+            [253, 231, 37],
+        ],
+    ),
+    (
+        "rdylbu",
+        &[
+            [165, 0, 38],
+            [215, 48, 39],
+            [244, 109, 67],
+            [253, 174, 97],
+            [254, 224, 144],
+            [224, 243, 248],
+            [171, 217, 233],
+            [116, 173, 209],
+            [69, 117, 180],
+            [49, 54, 149],
+        ],
+    ),
+    (
+        "blues",
+        &[
+            [247, 251, 255],
+            [222, 235, 247],
+            [198, 219, 239],
+            [158, 202, 225],
+            [107, 174, 214],
+            [66, 146, 198],
+            [33, 113, 181],
+            [8, 81, 156],
+            [8, 48, 107],
+        ],
+    ),
+    (
+        "ylgnbu",
+        &[
+            [255, 255, 217],
+            [237, 248, 177],
+            [199, 233, 180],
+            [127, 205, 187],
+            [65, 182, 196],
+            [29, 145, 192],
+            [34, 94, 168],
+            [37, 52, 148],
+            [8, 29, 88],
+        ],
+    ),
+    (
+        "ylorrd",
+        &[
+            [255, 255, 204],
+            [255, 237, 160],
+            [254, 217, 118],
+            [254, 178, 76],
+            [253, 141, 60],
+            [252, 78, 42],
+            [227, 26, 28],
+            [189, 0, 38],
+            [128, 0, 38],
+        ],
+    ),
+    (
+        "greys",
+        &[
+            [255, 255, 255],
+            [240, 240, 240],
+            [217, 217, 217],
+            [189, 189, 189],
+            [150, 150, 150],
+            [115, 115, 115],
+            [82, 82, 82],
+            [37, 37, 37],
+            [0, 0, 0],
+        ],
+    ),
+];
+
+impl Display {
+    /// The colormap's stops, reversed for a `_r` name; `None` for an unknown name.
+    pub fn stops(&self) -> Option<Vec<[u8; 3]>> {
+        let name = self.colormap.to_ascii_lowercase();
+        let (base, reversed) = match name.strip_suffix("_r") {
+            Some(b) => (b.to_owned(), true),
+            None => (name, false),
+        };
+        let (_, stops) = COLORMAPS.iter().find(|(n, _)| *n == base)?;
+        let mut v = stops.to_vec();
+        if reversed {
+            v.reverse();
+        }
+        Some(v)
+    }
+
+    /// The colour of `value`: linear between the stops over `range`, clamped at its ends;
+    /// `None` for a missing value (drawn transparent).
+    pub fn colour(&self, stops: &[[u8; 3]], value: f32) -> Option<[u8; 3]> {
+        if value.is_nan() || stops.is_empty() {
+            return None;
+        }
+        let [lo, hi] = self.range;
+        let f = if hi > lo {
+            ((f64::from(value) - lo) / (hi - lo)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let pos = f * (stops.len() - 1) as f64;
+        let i = (pos.floor() as usize).min(stops.len() - 1);
+        let j = (i + 1).min(stops.len() - 1);
+        let w = pos - i as f64;
+        let mut out = [0u8; 3];
+        for (k, o) in out.iter_mut().enumerate() {
+            let a = f64::from(stops[i][k]);
+            let b = f64::from(stops[j][k]);
+            *o = (a + (b - a) * w).round() as u8;
+        }
+        Some(out)
+    }
 }
 
 /// Temporal aggregation of finer source periods.
@@ -440,6 +588,25 @@ impl DatasetTemplate {
         }
         if self.ingestion.provider.trim().is_empty() {
             return Err(err("ingestion.provider", "must name a provider"));
+        }
+        if let Some(d) = &self.display {
+            if d.stops().is_none() {
+                let names: Vec<&str> = COLORMAPS.iter().map(|(n, _)| *n).collect();
+                return Err(err(
+                    "display.colormap",
+                    &format!(
+                        "unknown colormap '{}': use one of {} (append _r to reverse)",
+                        d.colormap,
+                        names.join(", ")
+                    ),
+                ));
+            }
+            if !(d.range[0].is_finite() && d.range[1].is_finite() && d.range[0] < d.range[1]) {
+                return Err(err(
+                    "display.range",
+                    "must be [min, max] with finite min < max",
+                ));
+            }
         }
         if self.sync.execution.is_some() && self.sync.kind != SyncKind::Temporal {
             return Err(err(
