@@ -12,9 +12,11 @@
 //!   the caller's business (the publish transaction).
 
 pub mod cftime;
+pub mod encode;
 pub mod http;
 pub mod providers;
 pub mod raster;
 pub mod remote_zarr;
 pub mod reproject;
 pub mod zarr;
+pub mod zarr_read;

@@ -34,6 +34,28 @@ fn two_digits(v: f64) -> f64 {
     (v / scale).round() * scale
 }
 
+/// Projects `points` from `crs` to WGS84 longitude/latitude in place (points PROJ cannot
+/// project become NaN).
+///
+/// # Errors
+/// A message when PROJ does not know `crs`.
+pub fn to_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), String> {
+    let proj = transformer(crs, "EPSG:4326")?;
+    convert_lenient(&proj, points);
+    Ok(())
+}
+
+/// Projects WGS84 longitude/latitude `points` into `crs` in place (points PROJ cannot project
+/// become NaN).
+///
+/// # Errors
+/// A message when PROJ does not know `crs`.
+pub fn from_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), String> {
+    let proj = transformer("EPSG:4326", crs)?;
+    convert_lenient(&proj, points);
+    Ok(())
+}
+
 /// Projects `points` in place; a point PROJ cannot project (outside the CRS's area of use,
 /// say) becomes `(NaN, NaN)` instead of failing the others, and reads as missing.
 fn convert_lenient(proj: &Proj, points: &mut [(f64, f64)]) {
