@@ -33,7 +33,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = router::router(AppState(Arc::new(App { platform })));
+    let app = router::router(AppState(Arc::new(App::new(platform))));
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 
 use crate::error;
 use crate::openapi::ApiDoc;
-use crate::routes::{datasets, ingestions, meta, templates, zarr};
+use crate::routes::{datasets, ingestions, meta, ogc, stac, templates, zarr};
 use crate::state::AppState;
 
 /// Request bodies are small JSON documents.
@@ -54,6 +54,38 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/datasets", get(datasets::list_datasets))
         .route("/datasets/{id}", get(datasets::get_dataset))
+        .route("/ogcapi", get(ogc::landing))
+        .route("/ogcapi/conformance", get(ogc::conformance))
+        .route("/ogcapi/collections", get(ogc::collections))
+        .route("/ogcapi/collections/{id}", get(ogc::collection))
+        .route("/ogcapi/collections/{id}/coverage", get(ogc::coverage))
+        .route(
+            "/ogcapi/collections/{id}/coverage/domainset",
+            get(ogc::domainset),
+        )
+        .route(
+            "/ogcapi/collections/{id}/coverage/rangetype",
+            get(ogc::rangetype),
+        )
+        .route("/ogcapi/collections/{id}/position", get(ogc::position))
+        .route("/ogcapi/collections/{id}/area", get(ogc::area))
+        .route("/ogcapi/collections/{id}/map/tiles", get(ogc::tilesets))
+        .route(
+            "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
+            get(ogc::tile),
+        )
+        .route("/stac", get(stac::get_catalog))
+        .route("/stac/catalog.json", get(stac::get_catalog))
+        .route("/stac/collections", get(stac::list_collections))
+        .route("/stac/collections/{id}", get(stac::get_collection))
+        .route(
+            "/datasets/{id}/versions/{n}/zarr",
+            get(zarr::list_version_zarr),
+        )
+        .route(
+            "/datasets/{id}/versions/{n}/zarr/{*path}",
+            get(zarr::get_version_zarr_object),
+        )
         .route("/zarr/{id}", get(zarr::list_zarr))
         .route("/zarr/{id}/{*path}", get(zarr::get_zarr_object))
         .route(

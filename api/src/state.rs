@@ -1,9 +1,11 @@
 //! The API's state: one struct handed to every handler.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use climate_geodata::zarr_read::ZarrReader;
 use climate_infra::Platform;
 
 /// Shared state of the API process.
@@ -11,6 +13,45 @@ use climate_infra::Platform;
 pub struct App {
     /// Backends, configuration and templates.
     pub platform: Platform,
+    /// Open readers of version stores, by artifact id. Versions never change, so a reader
+    /// stays valid; the map is emptied when it reaches [`READER_CACHE`] entries.
+    pub readers: Mutex<HashMap<String, Arc<ZarrReader>>>,
+}
+
+/// Most store readers kept open.
+pub const READER_CACHE: usize = 64;
+
+impl App {
+    /// The state of a process serving `platform`.
+    pub fn new(platform: Platform) -> Self {
+        Self {
+            platform,
+            readers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached reader of an artifact.
+    pub fn reader(&self, artifact: &str) -> Option<Arc<ZarrReader>> {
+        self.readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(artifact)
+            .cloned()
+    }
+
+    /// Caches a reader and hands it back shared.
+    pub fn keep_reader(&self, artifact: &str, reader: ZarrReader) -> Arc<ZarrReader> {
+        let reader = Arc::new(reader);
+        let mut map = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= READER_CACHE {
+            map.clear();
+        }
+        map.insert(artifact.to_owned(), reader.clone());
+        reader
+    }
 }
 
 /// Cheap handle on [`App`].

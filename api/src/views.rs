@@ -286,7 +286,17 @@ impl DatasetSummary {
                     base.join(&format!("/zarr/{id}")),
                     "application/vnd+zarr",
                 ),
-            ],
+            ]
+            .into_iter()
+            // Only published datasets are in the STAC catalog.
+            .chain(ds.published.then(|| {
+                Link::typed(
+                    "stac",
+                    base.join(&format!("/stac/collections/{id}")),
+                    "application/json",
+                )
+            }))
+            .collect(),
             publication: PublicationView {
                 status: if ds.published {
                     "published"
@@ -329,11 +339,21 @@ impl VersionView {
                 end: v.coverage_end.clone(),
             },
             ingestion_id: v.run_id.clone(),
-            links: vec![Link::typed(
-                "ingestion",
-                base.join(&format!("/ingestions/{}", v.run_id)),
-                "application/json",
-            )],
+            links: vec![
+                Link::typed(
+                    "ingestion",
+                    base.join(&format!("/ingestions/{}", v.run_id)),
+                    "application/json",
+                ),
+                Link::typed(
+                    "zarr",
+                    base.join(&format!(
+                        "/datasets/{}/versions/{}/zarr",
+                        v.dataset_id, v.version
+                    )),
+                    "application/vnd+zarr",
+                ),
+            ],
         }
     }
 }

@@ -6,5 +6,6 @@ mod api_errors;
 mod architecture;
 mod distributed;
 mod providers;
+mod read;
 mod resume;
 mod standalone;

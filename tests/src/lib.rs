@@ -587,6 +587,13 @@ pub fn python(script: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(stdout)
 }
 
+/// The kit beside the project (`../shared`, or `$CLIMATE_SHARED_DIR`).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("CLIMATE_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"))
+}
+
 /// The bundled ERA5-Land sample (daily t2m, July 2025, Sierra Leone).
 pub fn era5_sample() -> PathBuf {
     repo_root().join("config/samples/era5land_t2m_daily_2025-07_sle.nc")

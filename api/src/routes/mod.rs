@@ -3,5 +3,7 @@
 pub mod datasets;
 pub mod ingestions;
 pub mod meta;
+pub mod ogc;
+pub mod stac;
 pub mod templates;
 pub mod zarr;

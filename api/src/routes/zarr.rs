@@ -61,6 +61,16 @@ pub async fn list_zarr(
     Path(id): Path<String>,
 ) -> Result<Json<ZarrListing>, ApiError> {
     let v = current(&state, &id).await?;
+    listing(&state, &base, &v, &format!("/zarr/{id}")).await
+}
+
+/// The root entries of a version's store, with links under `route`.
+async fn listing(
+    state: &AppState,
+    base: &BaseUrl,
+    v: &VersionRecord,
+    route: &str,
+) -> Result<Json<ZarrListing>, ApiError> {
     let os = state.platform.store.object_store();
     let prefix = StorePath::from(v.storage_prefix.as_str());
     let listing = os
@@ -72,7 +82,7 @@ pub async fn list_zarr(
         .iter()
         .filter_map(|p| p.filename().map(str::to_owned))
         .map(|name| ZarrEntry {
-            href: base.join(&format!("/zarr/{id}/{name}")),
+            href: base.join(&format!("{route}/{name}")),
             name,
             kind: "directory",
             size: None,
@@ -80,7 +90,7 @@ pub async fn list_zarr(
         .chain(listing.objects.iter().filter_map(|o| {
             let name = o.location.filename()?.to_owned();
             Some(ZarrEntry {
-                href: base.join(&format!("/zarr/{id}/{name}")),
+                href: base.join(&format!("{route}/{name}")),
                 name,
                 kind: "file",
                 size: Some(o.size),
@@ -90,7 +100,7 @@ pub async fn list_zarr(
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(ZarrListing {
         kind: "ZarrListing",
-        dataset_id: id,
+        dataset_id: v.dataset_id.clone(),
         path: String::new(),
         entries,
     }))
@@ -298,6 +308,68 @@ pub async fn get_zarr_object(
 ) -> Result<Response, ApiError> {
     let v = current(&state, &id).await?;
     serve_object(&state, &v, &key, &method, &headers, "no-cache").await
+}
+
+/// A pinned version of a dataset.
+async fn pinned(state: &AppState, id: &str, n: i64) -> Result<VersionRecord, ApiError> {
+    let db = &state.platform.db;
+    if db.get_dataset(id).await?.is_none() {
+        return Err(crate::views::unknown_dataset(id));
+    }
+    db.get_version(id, n).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_version",
+            format!("dataset '{id}' has no version {n}; GET /datasets/{id} lists its versions"),
+        )
+    })
+}
+
+/// `GET /datasets/{id}/versions/{n}/zarr`: the entries at the root of a pinned version.
+#[utoipa::path(get, path = "/datasets/{id}/versions/{n}/zarr", tag = "zarr",
+    params(("id" = String, Path, description = "dataset id"),
+           ("n" = i64, Path, description = "version number")),
+    responses((status = 200, body = ZarrListing), (status = 404, body = ErrorBody)))]
+pub async fn list_version_zarr(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    Path((id, n)): Path<(String, i64)>,
+) -> Result<Json<ZarrListing>, ApiError> {
+    let v = pinned(&state, &id, n).await?;
+    listing(
+        &state,
+        &base,
+        &v,
+        &format!("/datasets/{id}/versions/{n}/zarr"),
+    )
+    .await
+}
+
+/// `GET|HEAD /datasets/{id}/versions/{n}/zarr/{path}`: one object of a pinned version. A
+/// version never changes, so every object is served `immutable` (cacheable for a year).
+#[utoipa::path(get, path = "/datasets/{id}/versions/{n}/zarr/{path}", tag = "zarr",
+    params(("id" = String, Path, description = "dataset id"),
+           ("n" = i64, Path, description = "version number"),
+           ("path" = String, Path, description = "store key")),
+    responses((status = 200, description = "the object's bytes"),
+              (status = 206, description = "the requested byte range"),
+              (status = 304, description = "not modified"),
+              (status = 404, body = ErrorBody)))]
+pub async fn get_version_zarr_object(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path((id, n, key)): Path<(String, i64, String)>,
+) -> Result<Response, ApiError> {
+    let v = pinned(&state, &id, n).await?;
+    serve_object(
+        &state,
+        &v,
+        &key,
+        &method,
+        &headers,
+        "public, max-age=31536000, immutable",
+    )
+    .await
 }
 
 #[cfg(test)]
