@@ -392,6 +392,34 @@ async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> any
         &["--url", &url, "--var", "precip", "--levels", "5"],
     )?;
     assert!(out.contains("[3, 75, 225]"), "{out}");
+
+    // A coverage of the whole world is too large to answer synchronously: 413, pointing to
+    // the routes that can serve it; a thinned one is answered.
+    let (status, err) = app
+        .get_json("/ogcapi/collections/chirps_test_world/coverage")
+        .await?;
+    assert_eq!(status, 413, "{err}");
+    let msg = err["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("/zarr/chirps_test_world") && msg.contains("scale-factor"),
+        "{msg}"
+    );
+    let (status, cov) = app
+        .get_json(
+            "/ogcapi/collections/chirps_test_world/coverage?datetime=2024-01-02&scale-factor=8",
+        )
+        .await?;
+    assert_eq!(status, 200, "{cov}");
+    assert_eq!(cov["ranges"]["precip"]["shape"], json!([1, 300, 900]));
+    // A world map tile is drawn from a pyramid level: answered, a PNG.
+    let tile = app
+        .client
+        .get(app.url("/ogcapi/collections/chirps_test_world/map/tiles/WebMercatorQuad/1/0/0?datetime=2024-01-02"))
+        .send()
+        .await?;
+    assert_eq!(tile.status(), 200);
+    assert_eq!(tile.headers()["content-type"], "image/png");
+    assert!(tile.bytes().await?.starts_with(b"\x89PNG"));
     Ok(())
 }
 
