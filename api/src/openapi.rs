@@ -26,6 +26,7 @@ use crate::routes;
         routes::ingestions::cancel_ingestion,
         routes::datasets::list_datasets,
         routes::datasets::get_dataset,
+        routes::download::download,
         routes::ogc::landing,
         routes::ogc::conformance,
         routes::ogc::collections,

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 
 use crate::error;
 use crate::openapi::ApiDoc;
-use crate::routes::{datasets, ingestions, meta, ogc, stac, templates, zarr};
+use crate::routes::{datasets, download, ingestions, meta, ogc, stac, templates, zarr};
 use crate::state::AppState;
 
 /// Request bodies are small JSON documents.
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/datasets", get(datasets::list_datasets))
         .route("/datasets/{id}", get(datasets::get_dataset))
+        .route("/datasets/{id}/download", get(download::download))
         .route("/ogcapi", get(ogc::landing))
         .route("/ogcapi/conformance", get(ogc::conformance))
         .route("/ogcapi/collections", get(ogc::collections))

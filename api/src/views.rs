@@ -288,14 +288,29 @@ impl DatasetSummary {
                 ),
             ]
             .into_iter()
-            // Only published datasets are in the STAC catalog.
-            .chain(ds.published.then(|| {
-                Link::typed(
-                    "stac",
-                    base.join(&format!("/stac/collections/{id}")),
-                    "application/json",
-                )
-            }))
+            // Only published datasets are in the STAC catalog, OGC API and downloads.
+            .chain(
+                [
+                    (
+                        "stac",
+                        format!("/stac/collections/{id}"),
+                        "application/json",
+                    ),
+                    (
+                        "ogc-collection",
+                        format!("/ogcapi/collections/{id}"),
+                        "application/json",
+                    ),
+                    (
+                        "download",
+                        format!("/datasets/{id}/download?format=netcdf"),
+                        "application/x-netcdf",
+                    ),
+                ]
+                .into_iter()
+                .filter(|_| ds.published)
+                .map(|(rel, path, ty)| Link::typed(rel, base.join(&path), ty)),
+            )
             .collect(),
             publication: PublicationView {
                 status: if ds.published {

@@ -205,5 +205,25 @@ async fn ogc_coverages_and_edr_answer_the_stored_values_in_every_format() -> any
         .get_json("/ogcapi/collections/no_such_dataset/coverage")
         .await?;
     assert_eq!(status, 404);
+    for (query, names) in [
+        ("format=csv", "format"),
+        ("bbox=1,2", "bbox"),
+        ("datetime=2030-01-01/..", "datetime"),
+    ] {
+        let (status, err) = app
+            .get_json(&format!("/datasets/{id}/download?{query}"))
+            .await?;
+        assert_eq!(status, 400, "{query}: {err}");
+        assert!(
+            err["message"].as_str().unwrap_or_default().contains(names),
+            "{err}"
+        );
+    }
+    let (_, ds) = app.get_json(&format!("/datasets/{id}")).await?;
+    let rels: Vec<&str> = ds["links"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["rel"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(rels, ["self", "zarr", "stac", "ogc-collection", "download"]);
     Ok(())
 }

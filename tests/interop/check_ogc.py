@@ -206,6 +206,23 @@ def main():
     if opaque == 0:
         fail("the tile shows no data")
     summary["tile_opaque_pixels"] = opaque
+
+    # Downloads: the whole current version, then a bbox + datetime cut, as CF NetCDF.
+    for query, want_da in [
+        ("", ref),
+        (f"&bbox={','.join(map(str, bbox))}&datetime={t0:%Y-%m-%d}/{t1:%Y-%m-%d}", want),
+    ]:
+        data = get(f"{base}/datasets/{a.id}/download?format=netcdf{query}", "application/x-netcdf")
+        with tempfile.NamedTemporaryFile(suffix=".nc") as f:
+            f.write(data)
+            f.flush()
+            got = xr.open_dataset(f.name).load()
+        same(f"download{query or ' (whole)'}", got[var].values, want_da.values)
+        if list(pd.to_datetime(got.time.values)) != list(pd.to_datetime(want_da.t.values)):
+            fail(f"download{query}: times differ")
+        if got.attrs.get("Conventions") != "CF-1.10":
+            fail(f"download: Conventions {got.attrs.get('Conventions')}")
+    summary["download_bytes"] = len(data)
     print(json.dumps(summary))
 
 

@@ -1,6 +1,7 @@
 //! Handlers, grouped by resource.
 
 pub mod datasets;
+pub mod download;
 pub mod ingestions;
 pub mod meta;
 pub mod ogc;

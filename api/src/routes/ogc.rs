@@ -154,10 +154,10 @@ pub async fn open(state: &AppState, id: &str) -> Result<Opened, ApiError> {
 // Query parameters
 
 /// The query string as (name, value) pairs, checked against the names a route accepts.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<String>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn parse(raw: Option<String>, allowed: &[&str]) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> =
             url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -173,7 +173,7 @@ impl Query {
         Ok(Self(pairs))
     }
 
-    fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    pub(crate) fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
         let mut it = self.0.iter().filter(|(k, _)| k == name);
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
@@ -201,7 +201,7 @@ fn parse_f64(param: &str, s: &str) -> Result<f64, ApiError> {
 }
 
 /// `bbox=minx,miny,maxx,maxy` in CRS84.
-fn parse_bbox(s: &str) -> Result<[f64; 4], ApiError> {
+pub(crate) fn parse_bbox(s: &str) -> Result<[f64; 4], ApiError> {
     let parts: Vec<&str> = s.split(',').collect();
     if parts.len() != 4 {
         return Err(ApiError::bad_request(format!(
@@ -242,12 +242,12 @@ fn parse_instant(param: &str, s: &str) -> Result<NaiveDateTime, ApiError> {
 /// A time selection: an instant (the period containing it) or a closed/open interval of
 /// period starts.
 #[derive(Debug, Clone, Copy)]
-enum TimeSel {
+pub(crate) enum TimeSel {
     Instant(NaiveDateTime),
     Interval(Option<NaiveDateTime>, Option<NaiveDateTime>),
 }
 
-fn parse_datetime(param: &str, s: &str) -> Result<TimeSel, ApiError> {
+pub(crate) fn parse_datetime(param: &str, s: &str) -> Result<TimeSel, ApiError> {
     let open = |p: &str| -> Result<Option<NaiveDateTime>, ApiError> {
         let p = p.trim();
         if p.is_empty() || p == ".." {
@@ -273,7 +273,7 @@ fn parse_datetime(param: &str, s: &str) -> Result<TimeSel, ApiError> {
 }
 
 /// The time indices a selection picks out of `times` (period starts of `kind`).
-fn select_times(
+pub(crate) fn select_times(
     opened: &Opened,
     sel: Option<TimeSel>,
     param: &str,
@@ -462,7 +462,10 @@ fn intersect(a: Range<usize>, b: Range<usize>, what: &str) -> Result<Range<usize
 
 /// A CRS84 bbox as a window of the storage grid (projected grids: the envelope of the bbox's
 /// projected outline).
-fn bbox_window(grid: &Grid, bbox: [f64; 4]) -> Result<(Range<usize>, Range<usize>), ApiError> {
+pub(crate) fn bbox_window(
+    grid: &Grid,
+    bbox: [f64; 4],
+) -> Result<(Range<usize>, Range<usize>), ApiError> {
     let [w, s, e, n] = if grid.crs == "EPSG:4326" {
         bbox
     } else {

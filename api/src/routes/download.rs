@@ -1,0 +1,137 @@
+//! `GET /datasets/{id}/download?format=netcdf`: the current version as one CF NetCDF file,
+//! optionally cut to a `bbox` and a `datetime` interval.
+//!
+//! NetCDF-4 (HDF5) cannot be produced as a forward-only stream, so the file is written to a
+//! temporary file a slab of periods at a time (at most [`SLAB_BYTES`] of values in memory,
+//! whatever the dataset's size) and then streamed from disk; the file is deleted once the
+//! response has been sent or abandoned.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use climate_geodata::encode::{Cube, NetcdfWriter};
+use tokio_util::io::ReaderStream;
+
+use crate::error::ApiError;
+use crate::routes::ogc::{self, Query};
+use crate::state::AppState;
+
+/// Values held in memory at once while writing a download.
+pub const SLAB_BYTES: usize = 64 << 20;
+
+/// `GET /datasets/{id}/download`
+#[utoipa::path(get, path = "/datasets/{id}/download", tag = "datasets",
+    params(("id" = String, Path, description = "dataset id"),
+           ("format" = Option<String>, Query, description = "netcdf (the default and only format)"),
+           ("bbox" = Option<String>, Query, description = "minLon,minLat,maxLon,maxLat (CRS84)"),
+           ("datetime" = Option<String>, Query, description = "instant, or interval a/b with open ends ..")),
+    responses((status = 200, description = "CF-1.10 NetCDF-4", content_type = "application/x-netcdf"),
+              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw, &["format", "bbox", "datetime"])?;
+    if let Some(f) = q.one("format")?
+        && !matches!(f.to_ascii_lowercase().as_str(), "netcdf" | "nc")
+    {
+        return Err(ApiError::bad_request(format!(
+            "format: '{f}' is not offered; use format=netcdf (or read the Zarr store at /zarr/{id})"
+        )));
+    }
+    let o = ogc::open(&state, &id).await?;
+    let (rows, cols) = match q.one("bbox")? {
+        Some(b) => ogc::bbox_window(&o.grid, ogc::parse_bbox(b)?)?,
+        None => (0..o.grid.y.len, 0..o.grid.x.len),
+    };
+    let sel = q
+        .one("datetime")?
+        .map(|s| ogc::parse_datetime("datetime", s))
+        .transpose()?;
+    let t = ogc::select_times(&o, sel, "datetime")?;
+    let grid = climate_domain::grid::Grid {
+        crs: o.grid.crs.clone(),
+        x: o.grid.x.slice(cols.clone()),
+        y: o.grid.y.slice(rows.clone()),
+    };
+    let times = o.times[t.clone()].to_vec();
+    let first = times.first().map(|t| t.format("%Y%m%d%H").to_string());
+    let last = times.last().map(|t| t.format("%Y%m%d%H").to_string());
+    let filename = format!(
+        "{id}_{}_{}.nc",
+        first.unwrap_or_default(),
+        last.unwrap_or_default()
+    );
+    let plane = rows.len() * cols.len();
+    let per_slab = (SLAB_BYTES / (plane * 4).max(1)).max(1);
+    let tmp = tempfile::Builder::new()
+        .prefix("climate-download-")
+        .suffix(".nc")
+        .tempfile()
+        .map_err(ApiError::internal)?;
+    let path = tmp.path().to_owned();
+    let handle = tokio::runtime::Handle::current();
+    let reader = o.reader.clone();
+    let (variable, units, long_name, kind) = (
+        o.cube.variable.clone(),
+        o.cube.units.clone(),
+        o.long_name.clone(),
+        o.cube.period_type,
+    );
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        let cube = Cube {
+            variable: &variable,
+            units: &units,
+            long_name: &long_name,
+            period_type: kind,
+            times: &times,
+            grid: &grid,
+            values: &[],
+        };
+        let mut w = NetcdfWriter::create(&cube, &path).map_err(ApiError::internal)?;
+        let mut done = 0;
+        while done < times.len() {
+            let n = per_slab.min(times.len() - done);
+            let t0 = (t.start + done) as u64;
+            let values = handle
+                .block_on(reader.read(
+                    0,
+                    t0..t0 + n as u64,
+                    rows.start as u64..rows.end as u64,
+                    cols.start as u64..cols.end as u64,
+                ))
+                .map_err(|e| ApiError::unavailable("object store", e))?;
+            w.put_times(done, &values, n).map_err(ApiError::internal)?;
+            done += n;
+        }
+        w.close().map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+
+    let file = tokio::fs::File::open(tmp.path())
+        .await
+        .map_err(ApiError::internal)?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    // The temporary file lives as long as the body stream: deleted after the last byte, or
+    // when the client goes away.
+    let stream = ReaderStream::with_capacity(file, 256 << 10);
+    let body = Body::from_stream(futures::StreamExt::map(stream, move |chunk| {
+        let _keep = &tmp;
+        chunk
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-netcdf".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
