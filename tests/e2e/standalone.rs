@@ -125,6 +125,22 @@ async fn ingests_the_era5_sample_and_serves_it_as_zarr() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(r.status(), 304);
+    let r = app.client.get(&chunk).send().await?;
+    let modified = r.headers()["last-modified"].to_str()?.to_owned();
+    let r = app
+        .client
+        .get(&chunk)
+        .header("If-Modified-Since", &modified)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 304, "not modified since its Last-Modified");
+    let r = app
+        .client
+        .get(&chunk)
+        .header("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "modified since 2001");
 
     // Probes of Zarr v2 keys get a fast 404; traversal is rejected before touching the store.
     for probe in [".zmetadata", ".zgroup", ".zattrs", "t2m/.zarray"] {

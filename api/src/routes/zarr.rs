@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::Timelike;
 use climate_infra::db::VersionRecord;
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
@@ -235,10 +236,28 @@ pub async fn serve_object(
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
 
-    let matches = headers
+    // Objects are written once, so their store time is their last modification.
+    let modified = meta
+        .last_modified
+        .with_nanosecond(0)
+        .unwrap_or(meta.last_modified);
+    out.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+            .map_err(ApiError::internal)?,
+    );
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .and_then(|v| v.to_str().ok());
+    let matches = match if_none_match {
+        Some(v) => v.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
+        // If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3).
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .is_some_and(|since| modified <= since),
+    };
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
