@@ -8,7 +8,7 @@ SHELL := /bin/bash
 ARGS ?=
 NEXTEST_ARGS ?=
 
-.PHONY: help run test check fmt bench clean-data setup services
+.PHONY: help run test check fmt bench bench-read clean-data setup services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ fmt: ## Format the whole workspace
 bench: ## Run the benchmark harness (bench/run.sh)
 	@test -f bench/run.sh || { echo "bench/run.sh does not exist yet" >&2; exit 1; }
 	bash bench/run.sh
+
+bench-read: ## Run the read-surface benchmarks (bench/read.sh: /zarr vs nginx, EDR, tiles)
+	bash bench/read.sh
 
 clean-data: ## Remove the local data directory (./data)
 	rm -rf ./data

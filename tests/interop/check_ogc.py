@@ -24,6 +24,7 @@ import urllib.request
 import imagecodecs
 import numpy as np
 import pandas as pd
+import rasterio
 import tifffile
 import xarray as xr
 
@@ -130,6 +131,20 @@ def main():
     if not (np.isclose(scale[0], abs(dx)) and np.isclose(tie[3], float(ref.x[0]) - dx / 2)
             and np.isclose(tie[4], float(ref.y[0]) + abs(float(ref.y[1] - ref.y[0])) / 2)):
         fail(f"geotiff georeferencing scale={scale} tiepoint={tie}")
+    # ...and GDAL (through rasterio) reads it as georeferenced, with NaN as nodata.
+    with rasterio.MemoryFile(tif) as mem, mem.open() as src:
+        if src.crs.to_epsg() != 4326 or src.count != 1:
+            fail(f"rasterio: crs {src.crs}, {src.count} bands")
+        same("coverage geotiff via rasterio", src.read(1), ref.sel(t=t).values)
+        bounds = src.bounds
+        west = float(ref.x[0]) - dx / 2
+        if not np.isclose(bounds.left, west) or not np.isnan(src.nodata):
+            fail(f"rasterio: bounds {bounds}, nodata {src.nodata}")
+    # A multi-period GeoTIFF has one band per period.
+    tif3 = get(f"{col}/coverage?datetime={t0:%Y-%m-%d}/{t1:%Y-%m-%d}&f=geotiff", "image/tiff")
+    with rasterio.MemoryFile(tif3) as mem, mem.open() as src:
+        bands = src.read()
+    same("coverage geotiff bands", bands, ref.sel(t=slice(t0, t1)).values)
     summary["geotiff"] = list(img.shape)
 
     # Coverage, PNG: transparent exactly where the data is missing.
