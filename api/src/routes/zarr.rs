@@ -196,7 +196,16 @@ fn fnv1a(parts: &[&str]) -> u64 {
     h
 }
 
+/// Objects up to this size are read in one piece (one blocking read on a local store) rather
+/// than streamed in small chunks.
+const READ_WHOLE: u64 = 16 << 20;
+
 /// Serves one object of a version with conditional and range support.
+///
+/// The common case, a plain GET of a chunk, costs one store request: the ETag is computed from
+/// the artifact and key (objects never change), so `If-None-Match` is answered without touching
+/// the store, and the object's metadata comes with its bytes. HEAD and ranged GETs look the
+/// object's size up first.
 pub async fn serve_object(
     state: &AppState,
     version: &VersionRecord,
@@ -206,18 +215,14 @@ pub async fn serve_object(
     cache_control: &'static str,
 ) -> Result<Response, ApiError> {
     validate_key(key)?;
+    let not_found = || {
+        ApiError::not_found(
+            "not_found",
+            format!("no object '{key}' in dataset '{}'", version.dataset_id),
+        )
+    };
     let os = state.platform.store.object_store();
     let location = StorePath::from(format!("{}/{key}", version.storage_prefix));
-    let meta = match os.head(&location).await {
-        Ok(m) => m,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(ApiError::not_found(
-                "not_found",
-                format!("no object '{key}' in dataset '{}'", version.dataset_id),
-            ));
-        }
-        Err(e) => return Err(ApiError::unavailable("object store", e)),
-    };
     let etag = format!("\"{:016x}\"", fnv1a(&[&version.artifact_id, key]));
     let content_type = if key == "zarr.json" || key.ends_with("/zarr.json") {
         "application/json"
@@ -236,6 +241,30 @@ pub async fn serve_object(
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
 
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if let Some(v) = if_none_match {
+        // Only this object ever had this ETag, so a match needs no store access.
+        if v.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+            return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+        }
+    }
+    let ranged = headers.contains_key(header::RANGE);
+    let (meta, result) = if *method == Method::HEAD || ranged {
+        match os.head(&location).await {
+            Ok(m) => (m, None),
+            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+            Err(e) => return Err(ApiError::unavailable("object store", e)),
+        }
+    } else {
+        match os.get_opts(&location, GetOptions::default()).await {
+            Ok(r) => (r.meta.clone(), Some(r)),
+            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+            Err(e) => return Err(ApiError::unavailable("object store", e)),
+        }
+    };
+
     // Objects are written once, so their store time is their last modification.
     let modified = meta
         .last_modified
@@ -246,19 +275,14 @@ pub async fn serve_object(
         HeaderValue::from_str(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
             .map_err(ApiError::internal)?,
     );
-    let if_none_match = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    let matches = match if_none_match {
-        Some(v) => v.split(',').any(|t| t.trim() == etag || t.trim() == "*"),
-        // If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3).
-        None => headers
+    // If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3).
+    let unmodified = if_none_match.is_none()
+        && headers
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-            .is_some_and(|since| modified <= since),
-    };
-    if matches {
+            .is_some_and(|since| modified <= since);
+    if unmodified {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
 
@@ -299,15 +323,29 @@ pub async fn serve_object(
     if method == Method::HEAD {
         return Ok((status, out).into_response());
     }
-    let opts = GetOptions {
-        range: range.map(GetRange::Bounded),
-        ..GetOptions::default()
+    let result = match result {
+        // A ranged GET (or a plain Range header we chose to ignore) fetches now.
+        Some(r) if range.is_none() => r,
+        _ => {
+            let opts = GetOptions {
+                range: range.map(GetRange::Bounded),
+                ..GetOptions::default()
+            };
+            os.get_opts(&location, opts)
+                .await
+                .map_err(|e| ApiError::unavailable("object store", e))?
+        }
     };
-    let result = os
-        .get_opts(&location, opts)
-        .await
-        .map_err(|e| ApiError::unavailable("object store", e))?;
-    let body = Body::from_stream(result.into_stream());
+    let body = if len <= READ_WHOLE {
+        Body::from(
+            result
+                .bytes()
+                .await
+                .map_err(|e| ApiError::unavailable("object store", e))?,
+        )
+    } else {
+        Body::from_stream(result.into_stream())
+    };
     Ok((status, out, body).into_response())
 }
 
