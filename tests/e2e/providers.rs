@@ -354,7 +354,7 @@ async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> any
         Shape::Standalone,
         Options {
             templates: vec![format!(
-                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n",
+                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n  display: {{colormap: greys, range: [0, 20]}}\n",
                 mock.base
             )],
             extents_yaml: Some(
@@ -411,15 +411,36 @@ async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> any
         .await?;
     assert_eq!(status, 200, "{cov}");
     assert_eq!(cov["ranges"]["precip"]["shape"], json!([1, 300, 900]));
-    // A world map tile is drawn from a pyramid level: answered, a PNG.
-    let tile = app
-        .client
-        .get(app.url("/ogcapi/collections/chirps_test_world/map/tiles/WebMercatorQuad/1/0/0?datetime=2024-01-02"))
-        .send()
-        .await?;
-    assert_eq!(tile.status(), 200);
-    assert_eq!(tile.headers()["content-type"], "image/png");
-    assert!(tile.bytes().await?.starts_with(b"\x89PNG"));
+    // Map tiles are drawn from the pyramid level that fits their zoom.
+    for (z, row, col, level) in [("1", "0", "0", "3"), ("3", "3", "3", "1")] {
+        let out = python(
+            "check_tile_levels.py",
+            &[
+                "--url",
+                &app.url(""),
+                "--id",
+                "chirps_test_world",
+                "--var",
+                "precip",
+                "--z",
+                z,
+                "--row",
+                row,
+                "--col",
+                col,
+                "--datetime",
+                "2024-01-02",
+                "--range",
+                "0,20",
+                "--levels",
+                "5",
+            ],
+        )?;
+        assert!(
+            out.contains(&format!("\"level\": {level}")),
+            "zoom {z}: {out}"
+        );
+    }
     Ok(())
 }
 
