@@ -114,6 +114,13 @@ def main():
     lat = got["lat"].values if "lat" in got else got["y"].values
     if not np.allclose(lat, want.y.values):
         fail("coverage netcdf latitudes differ")
+    # GDAL-order GeoTransform: origin x, pixel width, 0, origin y, 0, pixel height.
+    gt = [float(v) for v in got["crs"].attrs["GeoTransform"].split()]
+    step_x = float(want.x[1] - want.x[0])
+    step_y = float(want.y[1] - want.y[0])
+    if not np.allclose(gt, [float(want.x[0]) - step_x / 2, step_x, 0.0,
+                            float(want.y[0]) - step_y / 2, 0.0, step_y]):
+        fail(f"netcdf GeoTransform {gt}")
     if got[var].attrs.get("units") != ref.attrs.get("units"):
         fail(f"netcdf units {got[var].attrs.get('units')} vs {ref.attrs.get('units')}")
     summary["netcdf"] = True

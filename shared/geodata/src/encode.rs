@@ -270,6 +270,47 @@ pub fn netcdf(c: &Cube, path: &std::path::Path) -> Result<(), String> {
     w.close()
 }
 
+enum CfValue {
+    Text(&'static str),
+    Number(f64),
+}
+
+/// CF grid-mapping attributes of a CRS: WGS84 geographic, and the WGS84 UTM zones
+/// (EPSG:326zz north, 327zz south). Other CRSs carry only `crs_wkt`/`spatial_ref`.
+fn cf_grid_mapping(crs: &str) -> Vec<(&'static str, CfValue)> {
+    use CfValue::{Number, Text};
+    let ellipsoid = [
+        ("semi_major_axis", Number(6_378_137.0)),
+        ("inverse_flattening", Number(298.257_223_563)),
+    ];
+    let code: Option<u32> = crs.strip_prefix("EPSG:").and_then(|c| c.parse().ok());
+    match code {
+        Some(4326) => {
+            let mut v = vec![("grid_mapping_name", Text("latitude_longitude"))];
+            v.extend(ellipsoid);
+            v
+        }
+        Some(c @ (32601..=32660 | 32701..=32760)) => {
+            let zone = f64::from(c % 100);
+            let south = c > 32700;
+            let mut v = vec![
+                ("grid_mapping_name", Text("transverse_mercator")),
+                ("longitude_of_central_meridian", Number(-183.0 + 6.0 * zone)),
+                ("latitude_of_projection_origin", Number(0.0)),
+                ("scale_factor_at_central_meridian", Number(0.9996)),
+                ("false_easting", Number(500_000.0)),
+                (
+                    "false_northing",
+                    Number(if south { 10_000_000.0 } else { 0.0 }),
+                ),
+            ];
+            v.extend(ellipsoid);
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// A CF NetCDF file written time slab by time slab, for downloads larger than memory.
 pub struct NetcdfWriter {
     file: netcdf::FileMut,
@@ -365,11 +406,17 @@ impl NetcdfWriter {
                 crs.put_attribute("spatial_ref", wkt.as_str())
                     .map_err(err)?;
             }
-            if geographic {
-                crs.put_attribute("grid_mapping_name", "latitude_longitude")
-                    .map_err(err)?;
+            for (name, value) in cf_grid_mapping(&g.crs) {
+                match value {
+                    CfValue::Text(t) => crs.put_attribute(name, t).map(|_| ()),
+                    CfValue::Number(n) => crs.put_attribute(name, n).map(|_| ()),
+                }
+                .map_err(err)?;
             }
-            let tr = g.transform().map(|v| v.to_string()).join(" ");
+            // GDAL's order: origin x, pixel width, row rotation, origin y, column rotation,
+            // pixel height.
+            let [a, b, c, d, e, f] = g.transform();
+            let tr = [c, a, b, f, d, e].map(|v| v.to_string()).join(" ");
             crs.put_attribute("GeoTransform", tr.as_str())
                 .map_err(err)?;
         }
@@ -480,6 +527,36 @@ mod tests {
             csv.lines().nth(1),
             Some("2025-07-01T00:00:00Z,-13.45,9.95,1.5")
         );
+    }
+
+    #[test]
+    fn utm_zones_get_cf_transverse_mercator_parameters() {
+        let get = |crs: &str, key: &str| {
+            cf_grid_mapping(crs)
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| match v {
+                    CfValue::Number(n) => n.to_string(),
+                    CfValue::Text(t) => t.to_owned(),
+                })
+        };
+        assert_eq!(
+            get("EPSG:32629", "grid_mapping_name").as_deref(),
+            Some("transverse_mercator")
+        );
+        assert_eq!(
+            get("EPSG:32629", "longitude_of_central_meridian").as_deref(),
+            Some("-9")
+        );
+        assert_eq!(
+            get("EPSG:32733", "false_northing").as_deref(),
+            Some("10000000")
+        );
+        assert_eq!(
+            get("EPSG:4326", "grid_mapping_name").as_deref(),
+            Some("latitude_longitude")
+        );
+        assert!(cf_grid_mapping("EPSG:3857").is_empty());
     }
 
     #[test]
