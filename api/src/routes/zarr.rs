@@ -215,6 +215,7 @@ pub async fn serve_object(
     cache_control: &'static str,
 ) -> Result<Response, ApiError> {
     validate_key(key)?;
+    let immutable = cache_control.contains("immutable");
     let not_found = || {
         ApiError::not_found(
             "not_found",
@@ -241,16 +242,24 @@ pub async fn serve_object(
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
 
+    // Weak comparison (RFC 9110 §13.1.2): a `W/` prefix added on the way still matches.
+    let same_etag = |t: &str| t.trim().trim_start_matches("W/") == etag;
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     if let Some(v) = if_none_match {
         // Only this object ever had this ETag, so a match needs no store access.
-        if v.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+        if v.split(',').any(same_etag) {
             return Ok((StatusCode::NOT_MODIFIED, out).into_response());
         }
     }
-    let ranged = headers.contains_key(header::RANGE);
+    // Range applies to GET only; with If-Range, only while the client's copy is this object.
+    let ranged = *method == Method::GET
+        && headers.contains_key(header::RANGE)
+        && headers
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == etag);
     let (meta, result) = if *method == Method::HEAD || ranged {
         match os.head(&location).await {
             Ok(m) => (m, None),
@@ -275,8 +284,15 @@ pub async fn serve_object(
         HeaderValue::from_str(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
             .map_err(ApiError::internal)?,
     );
-    // If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3).
-    let unmodified = if_none_match.is_none()
+    // `If-None-Match: *` matches any existing object.
+    if if_none_match.is_some_and(|v| v.trim() == "*") {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    // If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3), and only for a
+    // pinned version: under /zarr/{id} the current version can move back to older objects
+    // (a rollback), so a date comparison could keep a stale copy.
+    let unmodified = immutable
+        && if_none_match.is_none()
         && headers
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
@@ -287,7 +303,12 @@ pub async fn serve_object(
     }
 
     let size = meta.size;
-    let range = match parse_range(headers.get(header::RANGE)) {
+    let range_header = if ranged {
+        headers.get(header::RANGE)
+    } else {
+        None
+    };
+    let range = match parse_range(range_header) {
         Ok(None) => None,
         Ok(Some(r)) => match resolve(r, size) {
             Some(r) => Some(r),
@@ -301,11 +322,17 @@ pub async fn serve_object(
             }
         },
         Err(()) => {
-            return Err(ApiError::new(
+            let mut e = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "invalid_range",
                 "Range must be 'bytes=START-END', 'bytes=START-' or 'bytes=-SUFFIX'",
-            ));
+            )
+            .into_response();
+            e.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).map_err(ApiError::internal)?,
+            );
+            return Ok(e);
         }
     };
     let (status, len) = match &range {
