@@ -16,7 +16,12 @@ pub struct App {
     /// Open readers of version stores, by artifact id. Versions never change, so a reader
     /// stays valid; the map is emptied when it reaches [`READER_CACHE`] entries.
     pub readers: Mutex<HashMap<String, Arc<ZarrReader>>>,
+    /// Downloads being written at once (each holds a slab in memory and a temporary file).
+    pub downloads: tokio::sync::Semaphore,
 }
+
+/// Downloads written at once.
+pub const CONCURRENT_DOWNLOADS: usize = 2;
 
 /// Most store readers kept open.
 pub const READER_CACHE: usize = 64;
@@ -27,6 +32,7 @@ impl App {
         Self {
             platform,
             readers: Mutex::new(HashMap::new()),
+            downloads: tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS),
         }
     }
 

@@ -6,11 +6,15 @@
 //! whatever the dataset's size) and then streamed from disk; the file is deleted once the
 //! response has been sent or abandoned.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use climate_geodata::encode::{Cube, NetcdfWriter};
+use climate_geodata::encode::NetcdfWriter;
 use tokio_util::io::ReaderStream;
 
 use crate::error::ApiError;
@@ -19,6 +23,18 @@ use crate::state::AppState;
 
 /// Values held in memory at once while writing a download.
 pub const SLAB_BYTES: usize = 64 << 20;
+/// Most values one download holds (4 GB of float32); larger ones are cut by bbox/datetime.
+pub const MAX_DOWNLOAD_VALUES: u64 = 1_000_000_000;
+
+/// Set when the request is dropped (the client went away), so the writer stops at the next
+/// slab instead of finishing a file nobody will read.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// `GET /datasets/{id}/download`
 #[utoipa::path(get, path = "/datasets/{id}/download", tag = "datasets",
@@ -65,35 +81,64 @@ pub async fn download(
         last.unwrap_or_default()
     );
     let plane = rows.len() * cols.len();
-    let per_slab = (SLAB_BYTES / (plane * 4).max(1)).max(1);
+    let values = (plane * times.len()) as u64;
+    if values > MAX_DOWNLOAD_VALUES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the download holds {values} values, more than {MAX_DOWNLOAD_VALUES}: cut it with bbox or datetime, or read the Zarr store at /zarr/{id}"
+            ),
+        ));
+    }
+    let Ok(_permit) = state.downloads.try_acquire() else {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "all download slots are in use; retry in a few seconds",
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return Ok(busy);
+    };
+    // Whole stored time chunks per slab (each chunk decoded once), as many as fit the budget.
+    let chunk_t = usize::try_from(o.reader.time_chunk()).unwrap_or(1).max(1);
+    let fit = SLAB_BYTES / (plane * 4).max(1);
+    let per_slab = if fit >= chunk_t {
+        fit / chunk_t * chunk_t
+    } else {
+        fit.max(1)
+    };
+    // On the data volume rather than /tmp, which may be memory.
+    let tmp_dir = state.platform.config.data_dir.join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(ApiError::internal)?;
     let tmp = tempfile::Builder::new()
         .prefix("climate-download-")
         .suffix(".nc")
-        .tempfile()
+        .tempfile_in(&tmp_dir)
         .map_err(ApiError::internal)?;
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
     let path = tmp.path().to_owned();
     let handle = tokio::runtime::Handle::current();
     let reader = o.reader.clone();
-    let (variable, units, long_name, kind) = (
-        o.cube.variable.clone(),
-        o.cube.units.clone(),
-        o.long_name.clone(),
-        o.cube.period_type,
-    );
+    let labels = o.labels();
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        let cube = Cube {
-            variable: &variable,
-            units: &units,
-            long_name: &long_name,
-            period_type: kind,
-            times: &times,
-            grid: &grid,
-            values: &[],
-        };
+        let cube = labels.cube(&times, &grid, &[]);
         let mut w = NetcdfWriter::create(&cube, &path).map_err(ApiError::internal)?;
         let mut done = 0;
         while done < times.len() {
-            let n = per_slab.min(times.len() - done);
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "cancelled",
+                    "the client went away",
+                ));
+            }
+            // Slabs end on stored chunk boundaries.
+            let at = t.start + done;
+            let n = (per_slab - at % chunk_t.min(per_slab)).min(times.len() - done);
             let t0 = (t.start + done) as u64;
             let values = handle
                 .block_on(reader.read(

@@ -92,6 +92,15 @@ impl ZarrReader {
         Ok(Self { levels, nt })
     }
 
+    /// Periods per stored chunk (or shard) of level 0: reads aligned to it decode each chunk
+    /// once.
+    pub fn time_chunk(&self) -> u64 {
+        self.levels[0]
+            .1
+            .chunk_shape(&[0, 0, 0])
+            .map_or(1, |s| s[0].get())
+    }
+
     /// Level 0's grid.
     pub fn grid(&self) -> &Grid {
         &self.levels[0].0
