@@ -39,6 +39,7 @@ use crate::routes;
         routes::ogc::tilesets,
         routes::ogc::tile,
         routes::stac::get_catalog,
+        routes::stac::conformance,
         routes::stac::list_collections,
         routes::stac::get_collection,
         routes::zarr::list_zarr,

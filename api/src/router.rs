@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/stac", get(stac::get_catalog))
         .route("/stac/catalog.json", get(stac::get_catalog))
+        .route("/stac/conformance", get(stac::conformance))
         .route("/stac/collections", get(stac::list_collections))
         .route("/stac/collections/{id}", get(stac::get_collection))
         .route(

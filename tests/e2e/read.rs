@@ -52,6 +52,20 @@ async fn stac_documents_validate_and_real_clients_walk_the_catalog() -> anyhow::
         b[0] <= -13.5 && b[1] <= 6.9 && b[2] >= -10.1 && b[3] >= 10.0 && b[0] > -14.5,
         "{b:?}"
     );
+    // Geographic axis names do not apply to a projected coverage.
+    let (status, err) = app
+        .get_json(
+            "/ogcapi/collections/sample_era5land_t2m_daily_sle_utm/coverage?subset=Lon(-12:-11)",
+        )
+        .await?;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("EPSG:32629"),
+        "{err}"
+    );
     let (status, body) = app
         .get_json("/stac/collections/sample_worldpop_population_yearly_sle")
         .await?;
@@ -111,6 +125,57 @@ async fn pinned_versions_are_served_immutable_while_zarr_follows_the_current() -
     assert_eq!(r.headers()["cache-control"], "no-cache");
     let current: serde_json::Value = r.json().await?;
     assert_eq!(shape(&current), 10, "/zarr follows the current version");
+
+    // A pinned object never changes: dates validate too, and ranges follow If-Range.
+    let url = format!("{v1_zarr}/t2m/c/0/0/0");
+    let r = get(url.clone()).await?;
+    let (etag, modified) = (
+        r.headers()["etag"].to_str()?.to_owned(),
+        r.headers()["last-modified"].to_str()?.to_owned(),
+    );
+    let size = r.bytes().await?.len();
+    let r = app
+        .client
+        .get(&url)
+        .header("If-Modified-Since", &modified)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 304);
+    let r = app
+        .client
+        .get(&url)
+        .header("Range", "bytes=0-9")
+        .header("If-Range", "\"some-other-etag\"")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "a stale If-Range gets the whole object");
+    assert_eq!(r.bytes().await?.len(), size);
+    let r = app
+        .client
+        .get(&url)
+        .header("Range", "bytes=0-9")
+        .header("If-Range", &etag)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 206);
+    let r = app
+        .client
+        .head(&url)
+        .header("Range", "bytes=0-9")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "Range applies to GET only");
+    let r = app
+        .client
+        .get(&url)
+        .header("Range", "bytes=9-1")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
 
     // The same key in two versions: different objects, different ETags.
     let a = get(format!("{v1_zarr}/t2m/c/0/0/0")).await?;
@@ -192,6 +257,11 @@ async fn ogc_coverages_and_edr_answer_the_stored_values_in_every_format() -> any
         ("position?coords=POINT(40%2010)", "coords"),
         ("position?coords=LINESTRING(1%202)", "coords"),
         ("area?coords=POLYGON((0%200,%201%200,%200%200))", "coords"),
+        (
+            "area?coords=POLYGON((-12%208,-11%208,-11%209,-12%208))&crs=EPSG:3857",
+            "crs",
+        ),
+        ("coverage?datetime=20000-01-01", "datetime"),
     ] {
         let (status, err) = app
             .get_json(&format!("/ogcapi/collections/{id}/{query}"))
@@ -201,6 +271,26 @@ async fn ogc_coverages_and_edr_answer_the_stored_values_in_every_format() -> any
         let msg = err["message"].as_str().unwrap_or_default();
         assert!(msg.contains(names), "{query}: {msg}");
     }
+    // An interval selects the periods it intersects; `*` leaves a subset end open.
+    let (status, cov) = app
+        .get_json(&format!(
+            "/ogcapi/collections/{id}/coverage?datetime=2025-07-03T12:00:00Z/2025-07-05T00:00:00Z&subset=x(*:-13.2)"
+        ))
+        .await?;
+    assert_eq!(status, 200, "{cov}");
+    assert_eq!(
+        cov["domain"]["axes"]["t"]["values"],
+        json!([
+            "2025-07-03T00:00:00Z",
+            "2025-07-04T00:00:00Z",
+            "2025-07-05T00:00:00Z"
+        ])
+    );
+    assert_eq!(
+        cov["domain"]["axes"]["x"]["num"], 4,
+        "{}",
+        cov["domain"]["axes"]["x"]
+    );
     let (status, _) = app
         .get_json("/ogcapi/collections/no_such_dataset/coverage")
         .await?;

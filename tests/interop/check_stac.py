@@ -139,6 +139,9 @@ def main():
     # 1-2: the raw documents, validated.
     root = get(f"{base}/stac")
     validate(root, registry, "/stac")
+    conformance = get(f"{base}/stac/conformance")["conformsTo"]
+    if conformance != root["conformsTo"]:
+        fail(f"/stac/conformance {conformance} differs from the landing page's conformsTo")
     if get(f"{base}/stac/catalog.json") != root:
         fail("/stac/catalog.json differs from /stac")
     children = [l["href"] for l in root["links"] if l["rel"] == "child"]

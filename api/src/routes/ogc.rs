@@ -44,7 +44,6 @@ pub const CONFORMANCE: &[&str] = &[
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/bbox",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/datetime",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/fieldselection",
-    "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/scaling",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/coveragejson",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/geotiff",
     "http://www.opengis.net/spec/ogcapi-coverages-1/1.0/conf/netcdf",
@@ -54,7 +53,6 @@ pub const CONFORMANCE: &[&str] = &[
     "http://www.opengis.net/spec/ogcapi-edr-1/1.0/conf/covjson",
     "http://www.opengis.net/spec/ogcapi-edr-1/1.0/conf/csv",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
-    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/png",
 ];
 
@@ -84,6 +82,51 @@ pub struct Opened {
     pub long_name: String,
     /// Map styling, if the template has one.
     pub display: Option<Display>,
+}
+
+/// The names a window is encoded with, owned so that blocking encoders can take them along.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// Data variable.
+    pub variable: String,
+    /// Units.
+    pub units: String,
+    /// Long name.
+    pub long_name: String,
+    /// Period type.
+    pub period_type: climate_domain::PeriodType,
+}
+
+impl Labels {
+    /// A window of `values` over `times × grid`, labelled.
+    pub fn cube<'a>(
+        &'a self,
+        times: &'a [NaiveDateTime],
+        grid: &'a Grid,
+        values: &'a [f32],
+    ) -> Cube<'a> {
+        Cube {
+            variable: &self.variable,
+            units: &self.units,
+            long_name: &self.long_name,
+            period_type: self.period_type,
+            times,
+            grid,
+            values,
+        }
+    }
+}
+
+impl Opened {
+    /// The dataset's labels.
+    pub fn labels(&self) -> Labels {
+        Labels {
+            variable: self.cube.variable.clone(),
+            units: self.cube.units.clone(),
+            long_name: self.long_name.clone(),
+            period_type: self.cube.period_type,
+        }
+    }
 }
 
 /// Opens a published dataset for reading (readers are cached per version artifact).
@@ -222,6 +265,17 @@ pub(crate) fn parse_bbox(s: &str) -> Result<[f64; 4], ApiError> {
 
 /// An instant: `YYYY-MM-DD`, or an RFC 3339 / ISO date-time (a `Z` or offset is read as UTC).
 fn parse_instant(param: &str, s: &str) -> Result<NaiveDateTime, ApiError> {
+    use chrono::Datelike;
+    let t = parse_instant_any(param, s)?;
+    if !(1..=9999).contains(&t.year()) {
+        return Err(ApiError::bad_request(format!(
+            "{param}: '{s}' is outside the years 1 to 9999"
+        )));
+    }
+    Ok(t)
+}
+
+fn parse_instant_any(param: &str, s: &str) -> Result<NaiveDateTime, ApiError> {
     let s = s.trim().trim_matches('"');
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.naive_utc());
@@ -249,8 +303,8 @@ pub(crate) enum TimeSel {
 
 pub(crate) fn parse_datetime(param: &str, s: &str) -> Result<TimeSel, ApiError> {
     let open = |p: &str| -> Result<Option<NaiveDateTime>, ApiError> {
-        let p = p.trim();
-        if p.is_empty() || p == ".." {
+        let p = p.trim().trim_matches('"');
+        if p.is_empty() || p == ".." || p == "*" {
             Ok(None)
         } else {
             parse_instant(param, p).map(Some)
@@ -302,8 +356,13 @@ pub(crate) fn select_times(
                 }
             }
         }
+        // An interval selects the periods it intersects: from the one containing its start
+        // to the last one starting at or before its end.
         Some(TimeSel::Interval(a, b)) => {
-            let lo = a.map_or(0, |a| times.partition_point(|t| *t < a));
+            let kind = opened.cube.period_type;
+            let lo = a.map_or(0, |a| {
+                times.partition_point(|t| Period::containing(kind, *t).end() <= a)
+            });
             let hi = b.map_or(n, |b| times.partition_point(|t| *t <= b));
             lo..hi.max(lo)
         }
@@ -323,6 +382,8 @@ struct Subset {
     axis: char,
     lo: String,
     hi: Option<String>,
+    /// Named `Lon`/`Lat`/`E`/`N`: geographic axes, meaningful only on geographic data.
+    geographic_name: bool,
 }
 
 /// Parses `subset=t("a":"b"),x(lo:hi),y(v)` (terms may also come in several `subset`
@@ -348,6 +409,10 @@ fn parse_subsets<'a>(values: impl Iterator<Item = &'a str>) -> Result<Vec<Subset
                     )));
                 }
             };
+            let geographic_name = matches!(
+                name.to_ascii_lowercase().as_str(),
+                "lon" | "long" | "e" | "lat" | "n"
+            );
             if out.iter().any(|s: &Subset| s.axis == axis) {
                 return Err(ApiError::bad_request(format!(
                     "subset: axis '{name}' is subset twice"
@@ -371,7 +436,12 @@ fn parse_subsets<'a>(values: impl Iterator<Item = &'a str>) -> Result<Vec<Subset
                 Some(i) => (inner[..i].to_owned(), Some(inner[i + 1..].to_owned())),
                 None => (inner.to_owned(), None),
             };
-            out.push(Subset { axis, lo, hi });
+            out.push(Subset {
+                axis,
+                lo,
+                hi,
+                geographic_name,
+            });
             rest = rest[close + 1..].trim_start_matches(',').trim();
         }
     }
@@ -404,8 +474,10 @@ impl Window {
         (self.t.len() * Self::out_len(&self.rows, self.step) * Self::out_len(&self.cols, self.step))
             as u64
     }
+    /// Values held by one read: thinned windows are read a period at a time.
     fn read_cells(&self) -> u64 {
-        (self.t.len() * self.rows.len() * self.cols.len()) as u64
+        let periods = if self.step > 1 { 1 } else { self.t.len() };
+        (periods * self.rows.len() * self.cols.len()) as u64
     }
     /// The output grid (pixel centres of the kept rows and columns).
     fn grid(&self, g: &Grid) -> Grid {
@@ -502,37 +574,38 @@ pub(crate) fn bbox_window(
 
 /// Reads a window (thinning by `step`) as `[t, y, x]`.
 async fn read_window(o: &Opened, w: &Window) -> Result<Vec<f32>, ApiError> {
-    let values = o
-        .reader
-        .read(
+    let read = |t: Range<usize>| {
+        o.reader.read(
             0,
-            w.t.start as u64..w.t.end as u64,
+            t.start as u64..t.end as u64,
             w.rows.start as u64..w.rows.end as u64,
             w.cols.start as u64..w.cols.end as u64,
         )
-        .await
-        .map_err(|e| ApiError::unavailable("object store", e))?;
+    };
+    let store = |e| ApiError::unavailable("object store", e);
     if w.step == 1 {
-        return Ok(values);
+        return read(w.t.clone()).await.map_err(store);
     }
+    // Thinned: one period at a time, so only one full-resolution field is held.
     let (ny, nx) = (w.rows.len(), w.cols.len());
     let mut out = Vec::with_capacity(w.cells() as usize);
-    for t in 0..w.t.len() {
+    for t in w.t.clone() {
+        let field = read(t..t + 1).await.map_err(store)?;
         for y in (0..ny).step_by(w.step) {
             for x in (0..nx).step_by(w.step) {
-                out.push(values[t * ny * nx + y * nx + x]);
+                out.push(field[y * nx + x]);
             }
         }
     }
     Ok(out)
 }
 
-fn too_large(cells: u64, limit: u64, id: &str) -> ApiError {
+fn too_large(cells: u64, limit: u64, id: &str, narrow: &str) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
         format!(
-            "the request selects {cells} values, more than the {limit} answered synchronously: narrow bbox, datetime or subset, thin it with scale-factor, or read the whole cube from /zarr/{id} (or stream it as NetCDF from /datasets/{id}/download?format=netcdf)"
+            "the request selects {cells} values, more than the {limit} answered synchronously: {narrow}, or read the whole cube from /zarr/{id} (or stream it as NetCDF from /datasets/{id}/download?format=netcdf)"
         ),
     )
 }
@@ -561,15 +634,20 @@ pub async fn conformance() -> Response {
     json_response(&json!({"conformsTo": CONFORMANCE}))
 }
 
-fn collection_doc(o: &Opened, template_name: &str, base: &BaseUrl) -> Value {
-    let id = &o.ds.dataset_id;
-    let c = &o.cube;
+/// What a collection document is built from (no store access).
+struct Described<'a> {
+    id: &'a str,
+    cube: &'a CubeMeta,
+    long_name: &'a str,
+}
+
+fn collection_doc(o: &Described<'_>, template_name: &str, base: &BaseUrl) -> Value {
+    let id = o.id;
+    let c = o.cube;
     let link = |rel: &str, path: &str, ty: &str| json!({"rel": rel, "href": base.join(&format!("/ogcapi/collections/{id}{path}")), "type": ty});
+    // Coverages are answered in the storage CRS only (bbox and coords are read as CRS84).
     let storage_crs = encode::crs_uri(&c.crs);
-    let mut crs = vec![CRS84.to_owned()];
-    if storage_crs != CRS84 {
-        crs.push(storage_crs.clone());
-    }
+    let crs = vec![storage_crs.clone()];
     json!({
         "id": id,
         "title": template_name,
@@ -626,20 +704,43 @@ pub async fn collections(
     State(state): State<AppState>,
     base: BaseUrl,
 ) -> Result<Response, ApiError> {
-    let mut docs = Vec::new();
-    let mut ids: Vec<String> = state
-        .platform
-        .db
+    // Built from the versions' metadata, without opening stores; a dataset whose metadata is
+    // unreadable is left out (and logged) rather than failing the list.
+    let db = &state.platform.db;
+    let mut datasets: Vec<DatasetRecord> = db
         .list_datasets()
         .await?
         .into_iter()
-        .filter(|d| d.published && d.current_version.is_some())
-        .map(|d| d.dataset_id)
+        .filter(|d| d.published)
         .collect();
-    ids.sort();
-    for id in ids {
-        let o = open(&state, &id).await?;
-        docs.push(collection_doc(&o, &template_name(&state, &o.ds), &base));
+    datasets.sort_by(|a, b| a.dataset_id.cmp(&b.dataset_id));
+    let mut docs = Vec::new();
+    for ds in datasets {
+        let Some(n) = ds.current_version else {
+            continue;
+        };
+        let Some(v) = db.get_version(&ds.dataset_id, n).await? else {
+            continue;
+        };
+        let Some(cube) = CubeMeta::of(&v) else {
+            tracing::warn!(dataset = %ds.dataset_id, version = n, "version without cube metadata left out of /ogcapi/collections");
+            continue;
+        };
+        let template = state.platform.catalog.get_str(&ds.template_id);
+        let long_name = template.map_or_else(
+            || cube.variable.clone(),
+            |t| t.template.long_name().to_owned(),
+        );
+        let described = Described {
+            id: &ds.dataset_id,
+            cube: &cube,
+            long_name: &long_name,
+        };
+        docs.push(collection_doc(
+            &described,
+            &template_name(&state, &ds),
+            &base,
+        ));
     }
     Ok(json_response(&json!({
         "collections": docs,
@@ -660,8 +761,13 @@ pub async fn collection(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let o = open(&state, &id).await?;
+    let described = Described {
+        id: &o.ds.dataset_id,
+        cube: &o.cube,
+        long_name: &o.long_name,
+    };
     Ok(json_response(&collection_doc(
-        &o,
+        &described,
         &template_name(&state, &o.ds),
         &base,
     )))
@@ -833,11 +939,28 @@ pub async fn coverage(
                 });
             }
             axis => {
-                let lo = parse_f64("subset", s.lo.trim_matches('"'))?;
-                let hi =
-                    s.hi.as_deref()
-                        .map(|h| parse_f64("subset", h.trim_matches('"')))
-                        .transpose()?;
+                if s.geographic_name && g.crs != "EPSG:4326" {
+                    return Err(ApiError::bad_request(format!(
+                        "subset: this coverage is stored in {}, so its axes are x and y (in that CRS), not Lon/Lat",
+                        g.crs
+                    )));
+                }
+                // `*` leaves that end open.
+                let bound = |v: &str, open: f64| {
+                    let v = v.trim().trim_matches('"');
+                    if v == "*" {
+                        Ok(open)
+                    } else {
+                        parse_f64("subset", v)
+                    }
+                };
+                let (lo, hi) = match s.hi.as_deref() {
+                    Some(h) => (
+                        bound(&s.lo, f64::NEG_INFINITY)?,
+                        Some(bound(h, f64::INFINITY)?),
+                    ),
+                    None => (parse_f64("subset", s.lo.trim_matches('"'))?, None),
+                };
                 if axis == 'x' {
                     cols = intersect(cols, axis_range(&g.x, lo, hi, "subset x")?, "subset x")?;
                 } else {
@@ -854,10 +977,20 @@ pub async fn coverage(
         step,
     };
     if w.cells() > MAX_CELLS {
-        return Err(too_large(w.cells(), MAX_CELLS, &id));
+        return Err(too_large(
+            w.cells(),
+            MAX_CELLS,
+            &id,
+            "narrow bbox, datetime or subset, thin it with scale-factor",
+        ));
     }
     if w.read_cells() > MAX_READ_CELLS {
-        return Err(too_large(w.read_cells(), MAX_READ_CELLS, &id));
+        return Err(too_large(
+            w.read_cells(),
+            MAX_READ_CELLS,
+            &id,
+            "narrow bbox or subset (a thinned request still reads whole periods)",
+        ));
     }
     if format == Format::Png && w.t.len() != 1 {
         return Err(ApiError::bad_request(format!(
@@ -868,15 +1001,8 @@ pub async fn coverage(
     let values = read_window(&o, &w).await?;
     let grid = w.grid(g);
     let times = &o.times[w.t.clone()];
-    let cube = Cube {
-        variable: &o.cube.variable,
-        units: &o.cube.units,
-        long_name: &o.long_name,
-        period_type: o.cube.period_type,
-        times,
-        grid: &grid,
-        values: &values,
-    };
+    let labels = o.labels();
+    let cube = labels.cube(times, &grid, &values);
     let filename = |ext: &str| {
         format!(
             "attachment; filename=\"{id}_{}.{ext}\"",
@@ -914,25 +1040,11 @@ pub async fn coverage(
         }
         Format::NetCdf => {
             let bytes = tokio::task::spawn_blocking({
-                let (variable, units, long_name) = (
-                    o.cube.variable.clone(),
-                    o.cube.units.clone(),
-                    o.long_name.clone(),
-                );
-                let (times, kind) = (times.to_vec(), o.cube.period_type);
+                let times = times.to_vec();
                 move || -> Result<Vec<u8>, String> {
                     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                     let path = dir.path().join("coverage.nc");
-                    let cube = Cube {
-                        variable: &variable,
-                        units: &units,
-                        long_name: &long_name,
-                        period_type: kind,
-                        times: &times,
-                        grid: &grid,
-                        values: &values,
-                    };
-                    encode::netcdf(&cube, &path)?;
+                    encode::netcdf(&labels.cube(&times, &grid, &values), &path)?;
                     std::fs::read(&path).map_err(|e| e.to_string())
                 }
             })
@@ -1077,13 +1189,7 @@ pub async fn position(
             )));
         }
     };
-    if let Some(c) = q.one("crs")?
-        && !matches!(c, "CRS84" | CRS84 | "EPSG:4326")
-    {
-        return Err(ApiError::bad_request(format!(
-            "crs: '{c}' is not supported; coordinates are CRS84"
-        )));
-    }
+    check_crs(&q)?;
     let coords = q
         .one("coords")?
         .ok_or_else(|| ApiError::bad_request("coords: required, e.g. coords=POINT(-11.8 8.5)"))?;
@@ -1107,6 +1213,14 @@ pub async fn position(
         None => None,
     };
     let t = select_times(&o, sel, "datetime")?;
+    if t.len() > MAX_SERIES {
+        return Err(too_large(
+            t.len() as u64,
+            MAX_SERIES as u64,
+            &id,
+            "narrow datetime",
+        ));
+    }
     let values = read_window(
         &o,
         &Window {
@@ -1130,15 +1244,8 @@ pub async fn position(
             len: 1,
         },
     };
-    let cube = Cube {
-        variable: &o.cube.variable,
-        units: &o.cube.units,
-        long_name: &o.long_name,
-        period_type: o.cube.period_type,
-        times: &o.times[t],
-        grid: &grid,
-        values: &values,
-    };
+    let labels = o.labels();
+    let cube = labels.cube(&o.times[t], &grid, &values);
     let (cx, cy) = (grid.x.first, grid.y.first);
     Ok(if csv {
         (
@@ -1154,6 +1261,21 @@ pub async fn position(
             .into_response()
     })
 }
+
+/// EDR `crs`: coordinates are CRS84; anything else is refused rather than misread.
+fn check_crs(q: &Query) -> Result<(), ApiError> {
+    if let Some(c) = q.one("crs")?
+        && !matches!(c, "CRS84" | CRS84 | "EPSG:4326")
+    {
+        return Err(ApiError::bad_request(format!(
+            "crs: '{c}' is not supported; coordinates are CRS84 (longitude, latitude)"
+        )));
+    }
+    Ok(())
+}
+
+/// Most values of one EDR position series.
+pub const MAX_SERIES: usize = 200_000;
 
 fn check_parameter(q: &Query, o: &Opened) -> Result<(), ApiError> {
     if let Some(p) = q.one("parameter-name")? {
@@ -1203,6 +1325,7 @@ pub async fn area(
             "coords: required, e.g. coords=POLYGON((-12 8, -11 8, -11 9, -12 9, -12 8))",
         )
     })?;
+    check_crs(&q)?;
     let rings = parse_polygon(coords)?;
     let o = open(&state, &id).await?;
     check_parameter(&q, &o)?;
@@ -1210,7 +1333,12 @@ pub async fn area(
         (f64::MAX, f64::MAX, f64::MIN, f64::MIN),
         |(a, b, c, d), (x, y)| (a.min(*x), b.min(*y), c.max(*x), d.max(*y)),
     );
-    let (rows, cols) = bbox_window(&o.grid, [w, s, e, n])?;
+    let no_cell = || {
+        ApiError::bad_request(
+            "coords: the polygon holds no cell centre of the data; draw it larger or use position",
+        )
+    };
+    let (rows, cols) = bbox_window(&o.grid, [w, s, e, n]).map_err(|_| no_cell())?;
     let sel = match q.one("datetime")? {
         Some(s) => Some(parse_datetime("datetime", s)?),
         None => None,
@@ -1223,7 +1351,12 @@ pub async fn area(
         step: 1,
     };
     if win.cells() > MAX_CELLS {
-        return Err(too_large(win.cells(), MAX_CELLS, &id));
+        return Err(too_large(
+            win.cells(),
+            MAX_CELLS,
+            &id,
+            "draw a smaller polygon or narrow datetime",
+        ));
     }
     let mut values = read_window(&o, &win).await?;
     let grid = win.grid(&o.grid);
@@ -1243,9 +1376,7 @@ pub async fn area(
         .map(|(x, y)| inside(&rings, *x, *y))
         .collect();
     if !mask.iter().any(|m| *m) {
-        return Err(ApiError::bad_request(
-            "coords: the polygon holds no cell centre of the data; draw it larger or use position",
-        ));
+        return Err(no_cell());
     }
     let plane = mask.len();
     for (i, v) in values.iter_mut().enumerate() {
@@ -1253,15 +1384,8 @@ pub async fn area(
             *v = f32::NAN;
         }
     }
-    let cube = Cube {
-        variable: &o.cube.variable,
-        units: &o.cube.units,
-        long_name: &o.long_name,
-        period_type: o.cube.period_type,
-        times: &o.times[t],
-        grid: &grid,
-        values: &values,
-    };
+    let labels = o.labels();
+    let cube = labels.cube(&o.times[t], &grid, &values);
     Ok((
         [(header::CONTENT_TYPE, COVJSON)],
         encode::coverage_json(&cube),
@@ -1378,42 +1502,54 @@ pub async fn tile(
         climate_geodata::reproject::from_wgs84(&o.grid.crs, &mut pts)
             .map_err(ApiError::internal)?;
     }
-    // The coarsest level whose pixels are no larger than the tile's (measured at the centre).
-    let centre = pts[TILE * TILE / 2 + TILE / 2];
-    let right = pts[TILE * TILE / 2 + TILE / 2 + 1];
-    let below = pts[TILE * TILE / 2 + TILE + TILE / 2];
-    let tile_px = (right.0 - centre.0).abs().max((below.1 - centre.1).abs());
-    let level = o
-        .reader
-        .level_grids()
-        .enumerate()
-        .filter(|(_, g)| g.x.step.abs() <= tile_px * 1.000_001)
-        .map(|(i, _)| i)
-        .last()
-        .unwrap_or(0);
-    let grid = o
-        .reader
-        .level_grids()
-        .nth(level)
-        .cloned()
-        .unwrap_or_else(|| o.grid.clone());
-    let index: Vec<Option<(usize, usize)>> = pts
+    // The coarsest level whose pixels are no larger than the tile's, measured at the tile
+    // centre (or, where the centre cannot be projected, at the first pair of neighbours that
+    // can; none at all: the coarsest level).
+    let pixel_at = |i: usize| {
+        let (p, right, below) = (pts[i], pts[i + 1], pts[i + TILE]);
+        (right.0 - p.0).abs().max((below.1 - p.1).abs())
+    };
+    let centre = TILE * TILE / 2 + TILE / 2;
+    let tile_px = (centre..TILE * TILE - TILE - 1)
+        .chain(0..centre)
+        .filter(|i| i % TILE != TILE - 1)
+        .map(pixel_at)
+        .find(|v| v.is_finite())
+        .unwrap_or(f64::INFINITY);
+    let grids: Vec<Grid> = o.reader.level_grids().cloned().collect();
+    let fitting = grids
         .iter()
-        .map(|(x, y)| Some((nearest(&grid.y, *y)?, nearest(&grid.x, *x)?)))
-        .collect();
-    let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
-    for (r, c) in index.iter().flatten() {
-        (r0, r1, c0, c1) = (r0.min(*r), r1.max(*r + 1), c0.min(*c), c1.max(*c + 1));
-    }
+        .enumerate()
+        .rfind(|(_, g)| g.x.step.abs() <= tile_px * 1.000_001)
+        .map_or(0, |(i, _)| i);
+    // A finer level whose window would be too large to read gives way to a coarser one.
+    let mut level = fitting;
+    let (index, (r0, r1, c0, c1)) = loop {
+        let grid = &grids[level];
+        let index: Vec<Option<(usize, usize)>> = pts
+            .iter()
+            .map(|(x, y)| Some((nearest(&grid.y, *y)?, nearest(&grid.x, *x)?)))
+            .collect();
+        let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
+        for (r, c) in index.iter().flatten() {
+            (r0, r1, c0, c1) = (r0.min(*r), r1.max(*r + 1), c0.min(*c), c1.max(*c + 1));
+        }
+        let cells = if r0 < r1 {
+            ((r1 - r0) * (c1 - c0)) as u64
+        } else {
+            0
+        };
+        if cells <= MAX_READ_CELLS || level + 1 == grids.len() {
+            break (index, (r0, r1, c0, c1));
+        }
+        level += 1;
+    };
     let display = o.display.clone().unwrap_or_else(|| Display {
         colormap: "viridis".into(),
         range: [0.0, 1.0],
     });
     let mut field = vec![f32::NAN; TILE * TILE];
-    if r0 < r1 && c0 < c1 {
-        if ((r1 - r0) * (c1 - c0)) as u64 > MAX_READ_CELLS {
-            return Err(ApiError::internal("tile window unexpectedly large"));
-        }
+    if r0 < r1 && c0 < c1 && ((r1 - r0) * (c1 - c0)) as u64 <= MAX_READ_CELLS {
         let window = o
             .reader
             .read(

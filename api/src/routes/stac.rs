@@ -19,6 +19,19 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, BaseUrl};
 use crate::views::unknown_dataset;
 
+/// The STAC API conformance classes `/stac` implements.
+pub const STAC_API_CONFORMANCE: &[&str] = &[
+    "https://api.stacspec.org/v1.0.0/core",
+    "https://api.stacspec.org/v1.0.0/collections",
+];
+
+/// `GET /stac/conformance`: the STAC API classes `/stac` conforms to.
+#[utoipa::path(get, path = "/stac/conformance", tag = "stac",
+    responses((status = 200, description = "STAC API conformance classes")))]
+pub async fn conformance() -> Response {
+    stac_json(json!({"conformsTo": STAC_API_CONFORMANCE}))
+}
+
 /// STAC version of every document.
 pub const STAC_VERSION: &str = "1.1.0";
 const DATACUBE: &str = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json";
@@ -75,7 +88,7 @@ pub async fn get_catalog(
         json!({"rel": "self", "href": root, "type": JSON}),
         json!({"rel": "root", "href": root, "type": JSON, "title": state.platform.config.name}),
         json!({"rel": "data", "href": base.join("/stac/collections"), "type": JSON}),
-        json!({"rel": "conformance", "href": base.join("/ogcapi/conformance"), "type": JSON}),
+        json!({"rel": "conformance", "href": base.join("/stac/conformance"), "type": JSON}),
         json!({"rel": "service-desc", "href": base.join("/openapi.json"),
                "type": "application/vnd.oai.openapi+json;version=3.1"}),
     ];
@@ -94,10 +107,7 @@ pub async fn get_catalog(
         "id": catalog_id(&state),
         "title": state.platform.config.name,
         "description": "Climate and earth-observation datasets for health information systems, as analysis-ready GeoZarr cubes.",
-        "conformsTo": [
-            "https://api.stacspec.org/v1.0.0/core",
-            "https://api.stacspec.org/v1.0.0/collections",
-        ],
+        "conformsTo": STAC_API_CONFORMANCE,
         "links": links,
     })))
 }
