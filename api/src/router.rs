@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 
 use crate::error;
 use crate::openapi::ApiDoc;
-use crate::routes::{datasets, download, ingestions, meta, ogc, stac, templates, zarr};
+use crate::routes::{datasets, download, ingestions, meta, ogc, stac, sync, templates, zarr};
 use crate::state::AppState;
 
 /// Request bodies are small JSON documents.
@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
             get(ogc::tile),
         )
+        .route("/sync/{id}/plan", get(sync::plan))
         .route("/stac", get(stac::get_catalog))
         .route("/stac/catalog.json", get(stac::get_catalog))
         .route("/stac/conformance", get(stac::conformance))

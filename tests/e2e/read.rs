@@ -317,3 +317,57 @@ async fn ogc_coverages_and_edr_answer_the_stored_values_in_every_format() -> any
     assert_eq!(rels, ["self", "zarr", "stac", "ogc-collection", "download"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_plans_say_what_a_sync_would_do() -> anyhow::Result<()> {
+    let app = TestApp::standalone().await?;
+    for body in [
+        json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-10"}),
+        json!({"dataset_id": "sample_worldpop_population_yearly", "start": "2026", "end": "2026"}),
+    ] {
+        let run = app.ingest(&body).await?;
+        assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    }
+    let id = "sample_era5land_t2m_daily_sle";
+    // Today has not ended: the default target is clamped back to a published day.
+    let (status, plan) = app.get_json(&format!("/sync/{id}/plan")).await?;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["sync_kind"], "temporal");
+    assert_eq!(plan["action"], "append");
+    assert_eq!(plan["reason"], "new_periods");
+    assert_eq!(plan["current_end"], "2025-07-10");
+    assert_eq!(plan["delta_start"], "2025-07-11");
+    assert_eq!(
+        plan["target_end_source"], "default_today_clamped_by_availability",
+        "{plan}"
+    );
+    let (_, plan) = app
+        .get_json(&format!("/sync/{id}/plan?end=2025-07-20"))
+        .await?;
+    assert_eq!(plan["target_end_source"], "request");
+    assert_eq!(plan["delta_end"], "2025-07-20");
+    let (_, plan) = app
+        .get_json(&format!("/sync/{id}/plan?end=2025-07-05"))
+        .await?;
+    assert_eq!(plan["action"], "no_op", "{plan}");
+    assert_eq!(plan["reason"], "up_to_date");
+    let (status, err) = app
+        .get_json(&format!("/sync/{id}/plan?end=2024-01-01"))
+        .await?;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap_or_default().contains("end"),
+        "{err}"
+    );
+    let (status, err) = app.get_json(&format!("/sync/{id}/plan?end=July")).await?;
+    assert_eq!(status, 400, "{err}");
+    let (status, _) = app.get_json("/sync/no_such_dataset/plan").await?;
+    assert_eq!(status, 404);
+    // A release dataset without a release policy stays on the newest ended year.
+    let (_, plan) = app
+        .get_json("/sync/sample_worldpop_population_yearly_sle/plan")
+        .await?;
+    assert_eq!(plan["sync_kind"], "release");
+    assert_eq!(plan["action"], "no_op", "{plan}");
+    Ok(())
+}

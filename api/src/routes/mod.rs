@@ -6,5 +6,6 @@ pub mod ingestions;
 pub mod meta;
 pub mod ogc;
 pub mod stac;
+pub mod sync;
 pub mod templates;
 pub mod zarr;

@@ -19,6 +19,7 @@ pub mod grid;
 pub mod ids;
 pub mod period;
 pub mod run;
+pub mod sync;
 pub mod template;
 
 pub use extent::{Bbox, Extent};

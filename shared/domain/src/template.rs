@@ -343,9 +343,9 @@ pub struct SyncSpec {
     /// For temporal syncs: append new periods or rebuild.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<SyncExecution>,
-    /// Availability policy (lag, probe, …); interpreted by sync planning.
+    /// When the provider publishes a period ([`crate::sync::Availability`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub availability: Option<serde_json::Value>,
+    pub availability: Option<crate::sync::Availability>,
 }
 
 impl Default for SyncSpec {
@@ -607,6 +607,11 @@ impl DatasetTemplate {
                     "must be [min, max] with finite min < max",
                 ));
             }
+        }
+        if let Some(a) = &self.sync.availability
+            && let Err((field, message)) = a.validate()
+        {
+            return Err(err(&format!("sync.availability.{field}"), &message));
         }
         if self.sync.execution.is_some() && self.sync.kind != SyncKind::Temporal {
             return Err(err(
