@@ -39,6 +39,7 @@ use crate::routes;
         routes::ogc::tilesets,
         routes::ogc::tile,
         routes::sync::plan,
+        routes::sync::run_sync,
         routes::stac::get_catalog,
         routes::stac::conformance,
         routes::stac::list_collections,
@@ -54,7 +55,7 @@ use crate::routes;
         (name = "ingestions", description = "Ingestion runs"),
         (name = "datasets", description = "Managed datasets and versions"),
         (name = "ogcapi", description = "OGC API - Common, Coverages and EDR"),
-        (name = "sync", description = "Keeping datasets current (dry-run planning)"),
+        (name = "sync", description = "Keeping datasets current: plan and run syncs"),
         (name = "stac", description = "STAC 1.1.0 catalog of the published datasets"),
         (name = "zarr", description = "Raw Zarr v3 stores of the current versions"),
     )

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
             get(ogc::tile),
         )
+        .route("/sync/{id}", axum::routing::post(sync::run_sync))
         .route("/sync/{id}/plan", get(sync::plan))
         .route("/stac", get(stac::get_catalog))
         .route("/stac/catalog.json", get(stac::get_catalog))

@@ -371,3 +371,91 @@ async fn sync_plans_say_what_a_sync_would_do() -> anyhow::Result<()> {
     assert_eq!(plan["action"], "no_op", "{plan}");
     Ok(())
 }
+
+/// The time-chunk indices of the data objects a version directory holds itself.
+fn own_time_chunks(version_dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(version_dir.join("t2m/c"))
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_appends_only_the_new_time_chunks_and_reuses_the_rest() -> anyhow::Result<()> {
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec!["- id: t2m_5d\n  name: 2 m temperature in 5-day chunks\n  variable: t2m\n  period_type: daily\n  units: degC\n  ingestion:\n    provider: file\n    params: {path: \"era5.nc\", variable: t2m}\n  transforms: [kelvin_to_celsius]\n  chunks: {t: 5}\n  sync: {kind: temporal, execution: append}\n".into()],
+            files: vec![(climate_tests::era5_sample(), "era5.nc".into())],
+            ..Options::default()
+        },
+    )
+    .await?;
+    let id = "t2m_5d_sle";
+    let run = app
+        .ingest(&json!({"dataset_id": "t2m_5d", "start": "2025-07-01", "end": "2025-07-10"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+
+    // Nothing newer requested than what is there: no run.
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({"end": "2025-07-08"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["action"], "no_op", "{body}");
+
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({"end": "2025-07-20"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["sync"]["action"], "append", "{body}");
+    assert_eq!(body["sync"]["delta_start"], "2025-07-11");
+    assert_eq!(body["run"]["kind"], "sync");
+    let run_id = body["run"]["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = app
+        .wait_for_run(&run_id, std::time::Duration::from_secs(60))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let (_, ds) = app.get_json(&format!("/datasets/{id}")).await?;
+    assert_eq!(ds["version"], 2);
+    assert_eq!(
+        ds["extent"]["temporal"],
+        json!({"start": "2025-07-01", "end": "2025-07-20"})
+    );
+
+    // Version 2 wrote only time chunks 2 and 3 (11-15, 16-20); chunks 0 and 1 are version 1's.
+    let root = app.dir.path().join(format!("data/store/datasets/{id}"));
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir(&root)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    versions.sort(); // UUIDv7 artifact ids sort by creation
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(own_time_chunks(&versions[0]), ["0", "1"]);
+    assert_eq!(own_time_chunks(&versions[1]), ["2", "3"]);
+
+    // Every route reads the whole series: /zarr through the fallback, OGC through the reader.
+    climate_tests::check_era5(&app, id, "2025-07-01", "2025-07-20", "kelvin_to_celsius")?;
+    python("check_ogc.py", &["--url", &app.url(""), "--id", id])?;
+    let (_, plan) = app
+        .get_json(&format!("/sync/{id}/plan?end=2025-07-20"))
+        .await?;
+    assert_eq!(plan["action"], "no_op", "{plan}");
+    Ok(())
+}

@@ -70,6 +70,17 @@ pub struct Plan {
     /// it); `None` when the store keeps the source grid, clipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Grid>,
+    /// An append: the prefixes of earlier versions (newest first) whose objects this version
+    /// reuses; a key missing under `prefix` is read from the first of them that has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<String>,
+    /// An append: the first time chunk this version writes (earlier ones are the base's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_chunk: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Plan {
@@ -285,6 +296,12 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
     {
         return Ok(Planned::AlreadyCovered);
     }
+    if l.request.append
+        && let Some(end) = end
+        && let Some(planned) = plan_append(ctx, run, &l, start, end).await?
+    {
+        return Ok(planned);
+    }
     set_progress(ctx, run, 0, 0, "locating source data").await?;
     let sources = locate(ctx, &l, run, locate_start(l.template, start), end).await?;
     let range = check_scope(&sources, start, end)?;
@@ -323,6 +340,8 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
         cols: (cols.start, cols.end),
         chunks,
         target,
+        bases: Vec::new(),
+        first_chunk: 0,
     };
     let layout = plan.layout(l.template, &run.dataset_id)?;
     if let Err(e) = ZarrWriter::create(
@@ -335,11 +354,18 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
         collect_garbage(&ctx.platform.store, &plan.prefix).await;
         return Err(e.into());
     }
-    let per = ctx.platform.config.worker.segment_chunks;
+    let segments = segments(ctx, &layout, 0);
+    Ok(Planned::Segments(Box::new(plan), segments))
+}
+
+/// Segments of `worker.segment_chunks` time chunks each, from chunk `first` on.
+fn segments(ctx: &Context, layout: &StoreLayout, first: u64) -> Vec<NewSegment> {
+    let per = ctx.platform.config.worker.segment_chunks.max(1);
     let n_chunks = layout.time_chunks();
-    let segments = (0..n_chunks.div_ceil(per))
+    (0..n_chunks.saturating_sub(first).div_ceil(per))
         .map(|i| {
-            let (chunk_start, chunk_end) = (i * per, ((i + 1) * per).min(n_chunks));
+            let chunk_start = first + i * per;
+            let chunk_end = (chunk_start + per).min(n_chunks);
             let periods = layout.time_chunk_range(chunk_end - 1).end
                 - layout.time_chunk_range(chunk_start).start;
             NewSegment {
@@ -349,8 +375,98 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
                 periods,
             }
         })
-        .collect();
-    Ok(Planned::Segments(Box::new(plan), segments))
+        .collect()
+}
+
+/// Plans an append onto the current version: the same grid and chunking, a new store whose
+/// metadata and coordinates cover `start ..= end`, and segments only for the time chunks from
+/// the one holding the first period the base lacks (a partial last chunk of the base is
+/// rewritten whole). `None` when the current version cannot be extended (none, another start,
+/// another grid): the caller rebuilds the range instead.
+async fn plan_append(
+    ctx: &Context,
+    run: &RunRecord,
+    l: &Loaded<'_>,
+    start: Period,
+    end: Period,
+) -> Result<Option<Planned>, TaskError> {
+    let db = &ctx.platform.db;
+    let Some(ds) = db.get_dataset(&run.dataset_id).await? else {
+        return Ok(None);
+    };
+    let Some(n) = ds.current_version else {
+        return Ok(None);
+    };
+    let Some(base) = db.get_version(&run.dataset_id, n).await? else {
+        return Ok(None);
+    };
+    let kind = l.template.period_type;
+    let (Ok(bs), Ok(be)) = (
+        Period::parse(kind, &base.coverage_start),
+        Period::parse(kind, &base.coverage_end),
+    ) else {
+        return Ok(None);
+    };
+    if bs != start || end <= be {
+        return Ok(None);
+    }
+    let Some(base_plan) = db
+        .get_run(&base.run_id)
+        .await?
+        .and_then(|r| r.plan)
+        .and_then(|p| serde_json::from_value::<Plan>(p).ok())
+    else {
+        return Ok(None);
+    };
+    let base_len = base_plan.layout(l.template, &run.dataset_id)?.periods.len();
+    // Sources only for the periods this version writes.
+    let first_chunk = base_len / base_plan.chunks.t;
+    let first_period = start.offset(i64::try_from(first_chunk * base_plan.chunks.t).unwrap_or(0));
+    set_progress(ctx, run, 0, 0, "locating the new source data").await?;
+    let sources = locate(
+        ctx,
+        l,
+        run,
+        locate_start(l.template, first_period),
+        Some(end),
+    )
+    .await?;
+    check_scope(&sources, first_period, Some(end))?;
+    if !same_grid(&common_grid(&sources)?, &base_plan.source_grid) {
+        tracing::info!(run.id = %run.run_id, "the source grid changed: rebuilding instead of appending");
+        return Ok(None);
+    }
+    let mut bases = vec![base.storage_prefix.clone()];
+    bases.extend(base_plan.bases.iter().cloned());
+    let artifact_id = uuid::Uuid::now_v7().to_string();
+    let plan = Plan {
+        prefix: Store::version_prefix(&run.dataset_id, &artifact_id),
+        artifact_id,
+        start: start.canonical(),
+        end: end.canonical(),
+        bases,
+        first_chunk,
+        ..base_plan
+    };
+    let layout = plan.layout(l.template, &run.dataset_id)?;
+    if let Err(e) = ZarrWriter::create(
+        ctx.platform.store.object_store(),
+        &plan.prefix,
+        layout.clone(),
+    )
+    .await
+    {
+        collect_garbage(&ctx.platform.store, &plan.prefix).await;
+        return Err(e.into());
+    }
+    tracing::info!(
+        run.id = %run.run_id,
+        base.version = n,
+        first_chunk,
+        "appending: earlier time chunks are reused from the current version"
+    );
+    let segments = segments(ctx, &layout, first_chunk);
+    Ok(Some(Planned::Segments(Box::new(plan), segments)))
 }
 
 /// Reads a run's stored plan.
@@ -567,6 +683,8 @@ pub async fn finalize(
         "chunks": plan.chunks.to_array(),
         "transform": transform,
         "chunks_written": chunks_written,
+        "bases": plan.bases,
+        "first_chunk": plan.first_chunk,
         "provider": t.ingestion.provider,
         "request": run.request,
     });

@@ -47,7 +47,7 @@ pub struct IngestionBody {
     pub publish: bool,
 }
 
-fn location(base: &BaseUrl, run_id: &str) -> HeaderValue {
+pub(crate) fn location(base: &BaseUrl, run_id: &str) -> HeaderValue {
     HeaderValue::from_str(&base.join(&format!("/ingestions/{run_id}")))
         .unwrap_or_else(|_| HeaderValue::from_static("/ingestions"))
 }
@@ -132,6 +132,7 @@ pub async fn create_ingestion(
         overwrite: body.overwrite,
         prefer_zarr: body.prefer_zarr,
         publish: body.publish,
+        append: false,
     };
     let request_json = serde_json::to_value(&request).map_err(ApiError::internal)?;
 

@@ -129,6 +129,21 @@ impl Opened {
     }
 }
 
+/// The prefixes an appended version reads missing keys from, newest first (none for a
+/// version written whole).
+pub fn version_bases(v: &VersionRecord) -> Vec<String> {
+    v.metadata
+        .get("bases")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Opens a published dataset for reading (readers are cached per version artifact).
 ///
 /// # Errors
@@ -166,6 +181,7 @@ pub async fn open(state: &AppState, id: &str) -> Result<Opened, ApiError> {
             let r = ZarrReader::open(
                 state.platform.store.object_store(),
                 &version.storage_prefix,
+                &version_bases(&version),
                 &cube.variable,
                 grid.clone(),
                 cube.shape[0],
@@ -1033,7 +1049,7 @@ pub async fn coverage(
                 .into_response()
         }
         Format::Png => {
-            let display = o.display.clone().unwrap_or_else(|| auto_display(&values));
+            let display = display_for(&o, w.t.start).await?;
             let bytes = encode::png(&values, grid.y.len, grid.x.len, &display)
                 .map_err(ApiError::internal)?;
             ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()
@@ -1063,19 +1079,40 @@ pub async fn coverage(
     })
 }
 
-/// A display for datasets without one: viridis over the values' range.
-fn auto_display(values: &[f32]) -> Display {
+/// How period `t` of a dataset is drawn: the template's display, else viridis over the
+/// period's value range, taken from the coarsest pyramid level (the whole field, cheaply), so
+/// that coverage PNGs and every map tile of a period share one colour scale.
+async fn display_for(o: &Opened, t: usize) -> Result<Display, ApiError> {
+    if let Some(d) = &o.display {
+        return Ok(d.clone());
+    }
+    let (level, grid) = o
+        .reader
+        .level_grids()
+        .enumerate()
+        .last()
+        .map(|(i, g)| (i, g.clone()))
+        .unwrap_or_else(|| (0, o.grid.clone()));
+    let values = o
+        .reader
+        .read(
+            level,
+            t as u64..t as u64 + 1,
+            0..grid.y.len as u64,
+            0..grid.x.len as u64,
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("object store", e))?;
     let (lo, hi) = values
         .iter()
         .filter(|v| v.is_finite())
         .fold((f64::MAX, f64::MIN), |(a, b), v| {
             (a.min(f64::from(*v)), b.max(f64::from(*v)))
         });
-    let range = if lo < hi { [lo, hi] } else { [0.0, 1.0] };
-    Display {
+    Ok(Display {
         colormap: "viridis".into(),
-        range,
-    }
+        range: if lo < hi { [lo, hi] } else { [0.0, 1.0] },
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1544,10 +1581,7 @@ pub async fn tile(
         }
         level += 1;
     };
-    let display = o.display.clone().unwrap_or_else(|| Display {
-        colormap: "viridis".into(),
-        range: [0.0, 1.0],
-    });
+    let display = display_for(&o, t).await?;
     let mut field = vec![f32::NAN; TILE * TILE];
     if r0 < r1 && c0 < c1 && ((r1 - r0) * (c1 - c0)) as u64 <= MAX_READ_CELLS {
         let window = o

@@ -223,7 +223,11 @@ pub async fn serve_object(
         )
     };
     let os = state.platform.store.object_store();
-    let location = StorePath::from(format!("{}/{key}", version.storage_prefix));
+    // An appended version holds its new objects; the rest are its bases' (newest first).
+    let mut locations = std::iter::once(version.storage_prefix.clone())
+        .chain(crate::routes::ogc::version_bases(version))
+        .map(|p| StorePath::from(format!("{p}/{key}")))
+        .peekable();
     let etag = format!("\"{:016x}\"", fnv1a(&[&version.artifact_id, key]));
     let content_type = if key == "zarr.json" || key.ends_with("/zarr.json") {
         "application/json"
@@ -260,16 +264,20 @@ pub async fn serve_object(
             .get(header::IF_RANGE)
             .and_then(|v| v.to_str().ok())
             .is_none_or(|v| v.trim() == etag);
-    let (meta, result) = if *method == Method::HEAD || ranged {
-        match os.head(&location).await {
-            Ok(m) => (m, None),
-            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
-            Err(e) => return Err(ApiError::unavailable("object store", e)),
-        }
-    } else {
-        match os.get_opts(&location, GetOptions::default()).await {
-            Ok(r) => (r.meta.clone(), Some(r)),
-            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+    let (location, meta, result) = loop {
+        let Some(location) = locations.next() else {
+            return Err(not_found());
+        };
+        let found = if *method == Method::HEAD || ranged {
+            os.head(&location).await.map(|m| (m, None))
+        } else {
+            os.get_opts(&location, GetOptions::default())
+                .await
+                .map(|r| (r.meta.clone(), Some(r)))
+        };
+        match found {
+            Ok((m, r)) => break (location, m, r),
+            Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(ApiError::unavailable("object store", e)),
         }
     };

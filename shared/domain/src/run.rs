@@ -156,4 +156,9 @@ pub struct RunRequest {
     pub prefer_zarr: bool,
     /// Make the dataset visible on the public catalog.
     pub publish: bool,
+    /// A sync append: keep the current version's whole time chunks and write only the periods
+    /// after them (when the current version starts at `start` on the same grid; otherwise the
+    /// run rebuilds the range).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append: bool,
 }

@@ -11,11 +11,61 @@ use climate_domain::grid::{Axis, Grid, pyramid_levels};
 use object_store::ObjectStore;
 use object_store::prefix::PrefixStore;
 use zarrs::array::{Array, ArraySubset};
-use zarrs::storage::AsyncReadableWritableListableStorageTraits;
+use zarrs::storage::{
+    AsyncMaybeBytesIterator, AsyncReadableStorageTraits, MaybeBytes, StorageError, StoreKey,
+};
+
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 
 use crate::zarr::ZarrError;
 
-type DynStorage = dyn AsyncReadableWritableListableStorageTraits;
+type DynStorage = dyn AsyncReadableStorageTraits;
+
+/// A version's store over the stores of the versions it appends to: a key is read from the
+/// first layer that has it (the version's own objects first, then its bases, newest first).
+struct Overlay(Vec<Arc<DynStorage>>);
+
+#[async_trait::async_trait]
+impl AsyncReadableStorageTraits for Overlay {
+    async fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<AsyncMaybeBytesIterator<'a>, StorageError> {
+        let ranges: Vec<ByteRange> = byte_ranges.collect();
+        for layer in &self.0 {
+            let found = layer
+                .get_partial_many(key, Box::new(ranges.clone().into_iter()))
+                .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn get(&self, key: &StoreKey) -> Result<MaybeBytes, StorageError> {
+        for layer in &self.0 {
+            if let Some(bytes) = layer.get(key).await? {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        for layer in &self.0 {
+            if let Some(n) = layer.size_key(key).await? {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.0.iter().all(|l| l.supports_get_partial())
+    }
+}
 
 /// One stored version's data array and pyramid levels.
 pub struct ZarrReader {
@@ -54,20 +104,32 @@ pub fn grid_from_transform(crs: &str, transform: [f64; 6], shape: [usize; 2]) ->
 }
 
 impl ZarrReader {
-    /// Opens the data array `variable` of the store under `prefix`, whose level-0 grid is
-    /// `grid` and time axis `nt` periods long, with its pyramid levels (if the grid has them).
+    /// Opens the data array `variable` of the store under `prefix` (falling back to the
+    /// stores under `bases`, in order, for keys it does not hold: an appended version), whose
+    /// level-0 grid is `grid` and time axis `nt` periods long, with its pyramid levels (if the
+    /// grid has them).
     ///
     /// # Errors
     /// [`ZarrError`] when an array is missing or its shape disagrees.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
+        bases: &[String],
         variable: &str,
         grid: Grid,
         nt: u64,
     ) -> Result<Self, ZarrError> {
-        let raw: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store, prefix));
-        let storage: Arc<DynStorage> = Arc::new(zarrs_object_store::AsyncObjectStore::new(raw));
+        let layer = |p: &str| -> Arc<DynStorage> {
+            let raw: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store.clone(), p));
+            Arc::new(zarrs_object_store::AsyncObjectStore::new(raw))
+        };
+        let storage: Arc<DynStorage> = if bases.is_empty() {
+            layer(prefix)
+        } else {
+            let mut layers = vec![layer(prefix)];
+            layers.extend(bases.iter().map(|b| layer(b)));
+            Arc::new(Overlay(layers))
+        };
         let mut grids = vec![grid.clone()];
         grids.extend(pyramid_levels(&grid));
         let mut levels = Vec::with_capacity(grids.len());
