@@ -459,3 +459,71 @@ async fn a_sync_appends_only_the_new_time_chunks_and_reuses_the_rest() -> anyhow
     assert_eq!(plan["action"], "no_op", "{plan}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_sync_rebuilds_with_the_newer_release() -> anyhow::Result<()> {
+    let tif = climate_tests::shared_dir().join("data/worldpop_sle_2026_1km.tif");
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec!["- id: pop\n  name: Population (releases)\n  variable: pop_total\n  period_type: yearly\n  units: people\n  ingestion:\n    provider: file\n    params: {path: \"pop/worldpop_sle_{year}_1km.tif\"}\n  sync: {kind: release, availability: {latest_year: 2027, allow_future: true}}\n".into()],
+            // The 2027 "release" is the 2026 file under the next year's name.
+            files: vec![
+                (tif.clone(), "pop/worldpop_sle_2026_1km.tif".into()),
+                (tif, "pop/worldpop_sle_2027_1km.tif".into()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "pop", "start": "2026", "end": "2026"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let (_, plan) = app.get_json("/sync/pop_sle/plan").await?;
+    assert_eq!(plan["action"], "rematerialize", "{plan}");
+    assert_eq!(plan["reason"], "newer_release");
+    assert_eq!(plan["target_end_source"], "latest_release");
+    let r = app
+        .client
+        .post(app.url("/sync/pop_sle"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await?;
+    let run_id = body["run"]["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = app
+        .wait_for_run(&run_id, std::time::Duration::from_secs(60))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let (_, ds) = app.get_json("/datasets/pop_sle").await?;
+    assert_eq!(ds["version"], 2);
+    assert_eq!(
+        ds["extent"]["temporal"],
+        json!({"start": "2027", "end": "2027"})
+    );
+    // Now current: nothing to do, no run.
+    let r = app
+        .client
+        .post(app.url("/sync/pop_sle"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["action"], "no_op", "{body}");
+    // Unknown fields are refused by name.
+    let r = app
+        .client
+        .post(app.url("/sync/pop_sle"))
+        .json(&json!({"until": "2030"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await?.contains("until"));
+    Ok(())
+}
