@@ -149,6 +149,30 @@ pub struct DatasetRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A dataset's schedule override and pause flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// Dataset.
+    pub dataset_id: String,
+    /// Syncs are not emitted while paused.
+    pub paused: bool,
+    /// Overrides the template's schedule (`as_available` or a cron expression).
+    pub schedule: Option<String>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The newest due time the scheduler acted on for a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTick {
+    /// `available:<period>` or a cron occurrence (RFC 3339).
+    pub due_key: String,
+    /// The run it started.
+    pub run_id: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
 /// An immutable version (artifact) as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionRecord {
@@ -515,6 +539,21 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn list_versions(&self, dataset_id: &str) -> DbResult<Vec<VersionRecord>>;
     /// One version.
     async fn get_version(&self, dataset_id: &str, version: i64) -> DbResult<Option<VersionRecord>>;
+    /// Starts a scheduled sync: records due time `due_key` of the dataset together with the run
+    /// and its outbox message, in one transaction. `None` (and nothing written) when that due
+    /// time already has its run — another scheduler replica got there first.
+    async fn create_sync_run(
+        &self,
+        due_key: &str,
+        run: &NewRun,
+        outbox: &NewOutbox,
+    ) -> DbResult<Option<RunRecord>>;
+    /// The newest due time acted on for a dataset.
+    async fn last_sync_tick(&self, dataset_id: &str) -> DbResult<Option<SyncTick>>;
+    /// A dataset's schedule override and pause flag, if it has one.
+    async fn get_schedule(&self, dataset_id: &str) -> DbResult<Option<ScheduleRecord>>;
+    /// Sets (creates or replaces) a dataset's schedule override and pause flag.
+    async fn set_schedule(&self, schedule: &ScheduleRecord) -> DbResult<()>;
 }
 
 /// Connects to the database named by `url` and returns the matching implementation.
@@ -734,6 +773,33 @@ macro_rules! impl_database {
                 .await?;
                 Ok(())
             }
+
+            /// Inserts a queued run and its outbox message inside `tx`; returns the stored run.
+            async fn insert_run(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                run: &NewRun,
+                outbox: &NewOutbox,
+            ) -> DbResult<RunRecord> {
+                sqlx::query(
+                    "INSERT INTO ingestion_runs (run_id, kind, status, dataset_id, template_id, extent_id, \
+                     request, created_at, updated_at) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(&run.run_id)
+                .bind(run.kind.as_str())
+                .bind(&run.dataset_id)
+                .bind(&run.template_id)
+                .bind(&run.extent_id)
+                .bind(Json(&run.request))
+                .bind(ms(run.created_at))
+                .execute(&mut **tx)
+                .await?;
+                Self::insert_outbox(&mut **tx, outbox, run.created_at).await?;
+                let row = sqlx::query(run_select!("WHERE run_id = $1"))
+                    .bind(&run.run_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Self::run_from_row(&row)
+            }
         }
 
         #[async_trait]
@@ -756,37 +822,104 @@ macro_rules! impl_database {
                         "provider_state",
                         include_str!(concat!($migrations, "/0003_provider_state.sql")),
                     ),
+                    (
+                        4,
+                        "sync_schedules",
+                        include_str!(concat!($migrations, "/0004_sync_schedules.sql")),
+                    ),
                 ])
                 .run(&self.pool)
                 .await?;
                 Ok(())
             }
 
+            async fn create_sync_run(
+                &self,
+                due_key: &str,
+                run: &NewRun,
+                outbox: &NewOutbox,
+            ) -> DbResult<Option<RunRecord>> {
+                let mut tx = self.pool.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO sync_ticks (dataset_id, due_key, run_id, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(&run.dataset_id)
+                .bind(due_key)
+                .bind(&run.run_id)
+                .bind(ms(run.created_at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let record = Self::insert_run(&mut tx, run, outbox).await?;
+                tx.commit().await?;
+                Ok(Some(record))
+            }
+
+            async fn last_sync_tick(&self, dataset_id: &str) -> DbResult<Option<SyncTick>> {
+                let row = sqlx::query(
+                    "SELECT due_key, run_id, created_at FROM sync_ticks WHERE dataset_id = $1 \
+                     ORDER BY created_at DESC, due_key DESC LIMIT 1",
+                )
+                .bind(dataset_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| -> DbResult<SyncTick> {
+                    Ok(SyncTick {
+                        due_key: r.try_get("due_key")?,
+                        run_id: r.try_get("run_id")?,
+                        created_at: from_ms(r.try_get("created_at")?)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn get_schedule(&self, dataset_id: &str) -> DbResult<Option<ScheduleRecord>> {
+                let row = sqlx::query(
+                    "SELECT dataset_id, paused, schedule, updated_at FROM dataset_schedules \
+                     WHERE dataset_id = $1",
+                )
+                .bind(dataset_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| -> DbResult<ScheduleRecord> {
+                    Ok(ScheduleRecord {
+                        dataset_id: r.try_get("dataset_id")?,
+                        paused: r.try_get("paused")?,
+                        schedule: r.try_get("schedule")?,
+                        updated_at: from_ms(r.try_get("updated_at")?)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn set_schedule(&self, s: &ScheduleRecord) -> DbResult<()> {
+                sqlx::query(
+                    "INSERT INTO dataset_schedules (dataset_id, paused, schedule, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (dataset_id) DO UPDATE SET \
+                     paused = excluded.paused, schedule = excluded.schedule, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&s.dataset_id)
+                .bind(s.paused)
+                .bind(&s.schedule)
+                .bind(ms(s.updated_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> DbResult<RunRecord> {
                 let mut tx = self.pool.begin().await?;
-                let now = ms(run.created_at);
-                sqlx::query(
-                    "INSERT INTO ingestion_runs (run_id, kind, status, dataset_id, template_id, extent_id, \
-                     request, created_at, updated_at) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $7)",
-                )
-                .bind(&run.run_id)
-                .bind(run.kind.as_str())
-                .bind(&run.dataset_id)
-                .bind(&run.template_id)
-                .bind(&run.extent_id)
-                .bind(Json(&run.request))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                Self::insert_outbox(&mut *tx, outbox, run.created_at).await?;
-                let row = sqlx::query(run_select!("WHERE run_id = $1"))
-                    .bind(&run.run_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let record = Self::run_from_row(&row)?;
+                let record = Self::insert_run(&mut tx, run, outbox).await?;
                 tx.commit().await?;
                 Ok(record)
             }
+
 
             async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>> {
                 sqlx::query(run_select!("WHERE run_id = $1"))
