@@ -275,6 +275,49 @@ async fn locate(
     }
 }
 
+/// Asks the provider which periods of `template` over `extent` are published from `from` on,
+/// and returns the newest (`None`: nothing from `from` on). The `probe` availability policy.
+///
+/// # Errors
+/// A message when the template cannot be probed (unknown provider, aggregation) or the
+/// provider fails for another reason than the data being absent.
+pub async fn probe_latest(
+    ctx: &Context,
+    template: &DatasetTemplate,
+    base_dir: &std::path::Path,
+    extent: &climate_domain::Extent,
+    from: Period,
+) -> Result<Option<Period>, String> {
+    if template.aggregate.is_some() {
+        return Err("the probe policy does not support aggregated templates yet".into());
+    }
+    let provider = ctx
+        .providers
+        .get(&template.ingestion.provider)
+        .ok_or_else(|| format!("unknown provider '{}'", template.ingestion.provider))?;
+    let state = std::sync::Mutex::new(serde_json::Value::Null);
+    let located = provider
+        .locate(&LocateRequest {
+            template,
+            base_dir,
+            extent,
+            start: from,
+            end: None,
+            env: &ctx.provider_env,
+            state: &state,
+        })
+        .await;
+    match located {
+        Ok(sources) => Ok(sources.steps.keys().next_back().copied()),
+        // Nothing published from `from` on reads as an error naming the missing period.
+        Err(e) if e.retry == Retry::Permanent => {
+            tracing::debug!(error = %e, "probe: nothing published yet");
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Plans a claimed run and lays out its store.
 ///
 /// # Errors

@@ -13,7 +13,8 @@ use crate::template::{SyncExecution, SyncKind, SyncSpec};
 /// Without any field, a period is available once it has ended. `lag_hours`/`lag_days` add a
 /// delay after its end; `complete_month_after_day: D` publishes a whole month on day `D` of the
 /// next month; `latest_year` / `latest_year_offset` fix the newest (yearly) release;
-/// `allow_future` lets a sync reach periods after today (projections).
+/// `allow_future` lets a sync reach periods after today (projections); `probe` asks the
+/// provider which periods it has published (the planner is given its answer).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Availability {
@@ -35,6 +36,10 @@ pub struct Availability {
     /// Periods after today may be published (projections).
     #[serde(default)]
     pub allow_future: bool,
+    /// Ask the provider what it has published (e.g. which daily files exist) and never sync
+    /// past its newest period.
+    #[serde(default)]
+    pub probe: bool,
 }
 
 impl Availability {
@@ -177,13 +182,16 @@ pub struct SyncDetail {
 const LOOKBACK: u32 = 24 * 400;
 
 /// Plans a sync of a dataset built from template `template_id` with `spec`, whose current
-/// version covers `current`, towards `requested_end` (or today), at `now`.
+/// version covers `current`, towards `requested_end` (or today), at `now`. With a `probe`
+/// policy, `published` is the newest period the provider has (`None`: nothing after the
+/// current end); it is ignored otherwise.
 pub fn plan(
     template_id: &str,
     spec: &SyncSpec,
     kind: PeriodType,
     current: (Period, Period),
     requested_end: Option<Period>,
+    published: Option<Period>,
     now: NaiveDateTime,
 ) -> SyncDetail {
     let (cs, ce) = current;
@@ -252,7 +260,10 @@ pub fn plan(
             } else {
                 today
             };
-            let latest = policy.latest_available(capped, now, LOOKBACK);
+            let mut latest = policy.latest_available(capped, now, LOOKBACK);
+            if policy.probe {
+                latest = latest.zip(published).map(|(l, p)| l.min(p));
+            }
             let (target, source) = match latest {
                 Some(l) if l == wanted => (l, source),
                 Some(l) => (
@@ -309,6 +320,143 @@ pub fn plan(
     d
 }
 
+/// When the scheduler emits syncs of a dataset: as soon as new periods are published, or at
+/// the occurrences of a cron expression (5 fields, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every scheduler tick, whenever the plan finds new periods.
+    AsAvailable,
+    /// At these times.
+    Cron(Cron),
+}
+
+impl Schedule {
+    /// The name of [`Schedule::AsAvailable`] in templates and the API.
+    pub const AS_AVAILABLE: &'static str = "as_available";
+
+    /// Parses `as_available` or a cron expression.
+    ///
+    /// # Errors
+    /// A message naming the bad field.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim() == Self::AS_AVAILABLE {
+            Ok(Self::AsAvailable)
+        } else {
+            Cron::parse(s).map(Self::Cron)
+        }
+    }
+}
+
+/// A 5-field cron expression (`minute hour day-of-month month day-of-week`, UTC): each field
+/// `*`, a value, a range `a-b`, a step `*/n` or `a-b/n`, or a comma list of those; day of week
+/// 0–7 with 0 and 7 both Sunday. As in Vixie cron, when both day fields are restricted a day
+/// matching either is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    minutes: u64,
+    hours: u32,
+    days: u32,
+    months: u16,
+    weekdays: u8,
+    days_any: bool,
+    weekdays_any: bool,
+}
+
+fn cron_field(text: &str, name: &str, lo: u32, hi: u32) -> Result<(u64, bool), String> {
+    let bad = |why: &str| format!("cron {name} field '{text}': {why}");
+    let mut bits = 0u64;
+    for item in text.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, st)) => (
+                r,
+                st.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("the step must be a positive number"))?,
+            ),
+            None => (item, 1),
+        };
+        let (a, b) = if range == "*" {
+            (lo, hi)
+        } else if let Some((a, b)) = range.split_once('-') {
+            let a = a.parse::<u32>().map_err(|_| bad("not a number"))?;
+            let b = b.parse::<u32>().map_err(|_| bad("not a number"))?;
+            (a, b)
+        } else {
+            let v = range.parse::<u32>().map_err(|_| bad("not a number"))?;
+            (v, if step > 1 { hi } else { v })
+        };
+        if a < lo || b > hi || a > b {
+            return Err(bad(&format!("values must be within {lo}-{hi}")));
+        }
+        for v in (a..=b).step_by(step as usize) {
+            bits |= 1 << v;
+        }
+    }
+    Ok((bits, text == "*"))
+}
+
+impl Cron {
+    /// Parses a 5-field expression.
+    ///
+    /// # Errors
+    /// A message naming the bad field.
+    pub fn parse(expr: &str) -> Result<Self, String> {
+        let f: Vec<&str> = expr.split_whitespace().collect();
+        if f.len() != 5 {
+            return Err(format!(
+                "'{expr}' is neither '{}' nor a 5-field cron expression (minute hour day month weekday, e.g. '0 6 * * *')",
+                Schedule::AS_AVAILABLE
+            ));
+        }
+        let (minutes, _) = cron_field(f[0], "minute", 0, 59)?;
+        let (hours, _) = cron_field(f[1], "hour", 0, 23)?;
+        let (days, days_any) = cron_field(f[2], "day-of-month", 1, 31)?;
+        let (months, _) = cron_field(f[3], "month", 1, 12)?;
+        let (mut weekdays, weekdays_any) = cron_field(f[4], "day-of-week", 0, 7)?;
+        if weekdays & (1 << 7) != 0 {
+            weekdays = (weekdays | 1) & 0x7f;
+        }
+        Ok(Self {
+            minutes,
+            hours: u32::try_from(hours).unwrap_or(u32::MAX),
+            days: u32::try_from(days).unwrap_or(u32::MAX),
+            months: u16::try_from(months).unwrap_or(u16::MAX),
+            weekdays: u8::try_from(weekdays).unwrap_or(u8::MAX),
+            days_any,
+            weekdays_any,
+        })
+    }
+
+    /// Whether minute `t` (seconds ignored) is an occurrence.
+    pub fn matches(&self, t: NaiveDateTime) -> bool {
+        use chrono::Timelike;
+        let day = self.days & (1 << t.day()) != 0;
+        let weekday = self.weekdays & (1 << t.weekday().num_days_from_sunday()) != 0;
+        let day_ok = match (self.days_any, self.weekdays_any) {
+            (false, false) => day || weekday,
+            _ => day && weekday,
+        };
+        self.minutes & (1 << t.minute()) != 0
+            && self.hours & (1 << t.hour()) != 0
+            && self.months & (1 << t.month()) != 0
+            && day_ok
+    }
+
+    /// The newest occurrence at or before `t`, looking back at most a year and a day.
+    pub fn latest_at_or_before(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
+        use chrono::Timelike;
+        let mut m = t.with_second(0)?.with_nanosecond(0)?;
+        for _ in 0..(366 * 24 * 60) {
+            if self.matches(m) {
+                return Some(m);
+            }
+            m -= Duration::minutes(1);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +472,7 @@ mod tests {
             kind,
             execution: None,
             availability: Some(availability),
+            schedule: None,
         }
     }
 
@@ -376,7 +525,7 @@ mod tests {
         let s = spec(SyncKind::Temporal, policy);
         let current = (p(d, "2026-11-01"), p(d, "2026-11-10"));
         let now = at("2026-11-21T12:00");
-        let plan_default = plan("chirps", &s, d, current, None, now);
+        let plan_default = plan("chirps", &s, d, current, None, None, now);
         assert_eq!(plan_default.action, SyncAction::Append);
         assert_eq!(plan_default.delta_start.as_deref(), Some("2026-11-11"));
         assert_eq!(plan_default.delta_end.as_deref(), Some("2026-11-18"));
@@ -384,17 +533,33 @@ mod tests {
             plan_default.target_end_source,
             Some(TargetEndSource::DefaultTodayClampedByAvailability)
         );
-        let requested = plan("chirps", &s, d, current, Some(p(d, "2026-11-15")), now);
+        let requested = plan(
+            "chirps",
+            &s,
+            d,
+            current,
+            Some(p(d, "2026-11-15")),
+            None,
+            now,
+        );
         assert_eq!(requested.target_end_source, Some(TargetEndSource::Request));
         assert_eq!(requested.delta_end.as_deref(), Some("2026-11-15"));
-        let too_far = plan("chirps", &s, d, current, Some(p(d, "2026-12-31")), now);
+        let too_far = plan(
+            "chirps",
+            &s,
+            d,
+            current,
+            Some(p(d, "2026-12-31")),
+            None,
+            now,
+        );
         assert_eq!(
             too_far.target_end_source,
             Some(TargetEndSource::RequestClampedByAvailability)
         );
         assert_eq!(too_far.delta_end.as_deref(), Some("2026-11-18"));
         let current_now = (p(d, "2026-11-01"), p(d, "2026-11-18"));
-        let done = plan("chirps", &s, d, current_now, None, now);
+        let done = plan("chirps", &s, d, current_now, None, None, now);
         assert_eq!(done.action, SyncAction::NoOp);
         assert_eq!(done.reason, "up_to_date");
         assert_eq!(done.delta_start, None);
@@ -402,7 +567,7 @@ mod tests {
             execution: Some(SyncExecution::Rematerialize),
             ..s
         };
-        let r = plan("chirps", &rebuild, d, current, None, now);
+        let r = plan("chirps", &rebuild, d, current, None, None, now);
         assert_eq!(r.action, SyncAction::Rematerialize);
         assert_eq!(r.delta_start.as_deref(), Some("2026-11-01"));
     }
@@ -418,11 +583,27 @@ mod tests {
             },
         );
         let now = at("2026-11-21T00:00");
-        let r = plan("worldpop", &s, y, (p(y, "2024"), p(y, "2024")), None, now);
+        let r = plan(
+            "worldpop",
+            &s,
+            y,
+            (p(y, "2024"), p(y, "2024")),
+            None,
+            None,
+            now,
+        );
         assert_eq!(r.action, SyncAction::Rematerialize);
         assert_eq!(r.target_end.as_deref(), Some("2025"));
         assert_eq!(r.target_end_source, Some(TargetEndSource::LatestRelease));
-        let same = plan("worldpop", &s, y, (p(y, "2025"), p(y, "2025")), None, now);
+        let same = plan(
+            "worldpop",
+            &s,
+            y,
+            (p(y, "2025"), p(y, "2025")),
+            None,
+            None,
+            now,
+        );
         assert_eq!(same.action, SyncAction::NoOp);
         let fixed = spec(
             SyncKind::Release,
@@ -438,6 +619,7 @@ mod tests {
             y,
             (p(y, "2026"), p(y, "2026")),
             None,
+            None,
             now,
         );
         assert_eq!(f.target_end.as_deref(), Some("2030"));
@@ -446,6 +628,7 @@ mod tests {
             &SyncSpec::default(),
             y,
             (p(y, "2026"), p(y, "2026")),
+            None,
             None,
             now,
         );
@@ -463,6 +646,7 @@ mod tests {
             y,
             (p(y, "2020"), p(y, "2024")),
             Some(p(y, "2030")),
+            None,
             now,
         );
         assert_eq!(c.delta_end.as_deref(), Some("2025"), "{c:?}");
@@ -480,6 +664,7 @@ mod tests {
             y,
             (p(y, "2020"), p(y, "2024")),
             Some(p(y, "2030")),
+            None,
             now,
         );
         assert_eq!(o.delta_end.as_deref(), Some("2030"));
@@ -502,5 +687,81 @@ mod tests {
             day.validate().map_err(|e| e.0),
             Err("complete_month_after_day")
         );
+    }
+
+    #[test]
+    fn cron_expressions_parse_and_find_the_latest_occurrence() {
+        let daily = Cron::parse("0 6 * * *").expect("cron");
+        assert_eq!(
+            daily.latest_at_or_before(at("2026-11-21T05:59")),
+            Some(at("2026-11-20T06:00"))
+        );
+        assert_eq!(
+            daily.latest_at_or_before(at("2026-11-21T06:00")),
+            Some(at("2026-11-21T06:00"))
+        );
+        let quarter = Cron::parse("*/15 * * * *").expect("cron");
+        assert_eq!(
+            quarter.latest_at_or_before(at("2026-11-21T10:44")),
+            Some(at("2026-11-21T10:30"))
+        );
+        // Day of month OR Sunday (both restricted), at 00:00.
+        let either = Cron::parse("0 0 1 * 7").expect("cron");
+        assert_eq!(
+            either.latest_at_or_before(at("2026-11-21T12:00")),
+            Some(at("2026-11-15T00:00")),
+            "the latest Sunday beats the 1st"
+        );
+        let monthly = Cron::parse("30 2 5 1-12/3 *").expect("cron");
+        assert!(monthly.matches(at("2026-10-05T02:30")));
+        assert!(!monthly.matches(at("2026-11-05T02:30")));
+        for bad in [
+            "",
+            "0 6 * *",
+            "61 * * * *",
+            "* 24 * * *",
+            "*/0 * * * *",
+            "a * * * *",
+        ] {
+            assert!(Cron::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Cron::parse("0 25 * * *")
+                .err()
+                .is_some_and(|e| e.contains("hour"))
+        );
+        assert_eq!(Schedule::parse("as_available"), Ok(Schedule::AsAvailable));
+    }
+
+    #[test]
+    fn a_probe_stops_the_sync_at_what_the_provider_has() {
+        let d = PeriodType::Daily;
+        let s = spec(
+            SyncKind::Temporal,
+            Availability {
+                probe: true,
+                ..Availability::default()
+            },
+        );
+        let now = at("2026-11-21T12:00");
+        let current = (p(d, "2024-01-01"), p(d, "2024-01-03"));
+        let r = plan(
+            "chirps",
+            &s,
+            d,
+            current,
+            None,
+            Some(p(d, "2024-01-05")),
+            now,
+        );
+        assert_eq!(r.action, SyncAction::Append);
+        assert_eq!(r.delta_end.as_deref(), Some("2024-01-05"));
+        assert_eq!(
+            r.target_end_source,
+            Some(TargetEndSource::DefaultTodayClampedByAvailability)
+        );
+        let none = plan("chirps", &s, d, current, None, None, now);
+        assert_eq!(none.action, SyncAction::NoOp);
+        assert_eq!(none.reason, "up_to_date");
     }
 }

@@ -346,6 +346,11 @@ pub struct SyncSpec {
     /// When the provider publishes a period ([`crate::sync::Availability`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability: Option<crate::sync::Availability>,
+    /// When the scheduler syncs: `as_available` or a 5-field cron expression in UTC
+    /// ([`crate::sync::Schedule`]); absent, the dataset is synced only on request (a dataset
+    /// may override it through the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl Default for SyncSpec {
@@ -354,6 +359,7 @@ impl Default for SyncSpec {
             kind: SyncKind::Static,
             execution: None,
             availability: None,
+            schedule: None,
         }
     }
 }
@@ -612,6 +618,11 @@ impl DatasetTemplate {
             && let Err((field, message)) = a.validate()
         {
             return Err(err(&format!("sync.availability.{field}"), &message));
+        }
+        if let Some(sched) = &self.sync.schedule
+            && let Err(message) = crate::sync::Schedule::parse(sched)
+        {
+            return Err(err("sync.schedule", &message));
         }
         if self.sync.execution.is_some() && self.sync.kind != SyncKind::Temporal {
             return Err(err(
