@@ -33,7 +33,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = router::router(AppState(Arc::new(App::new(platform))));
+    let app = router::router(AppState(Arc::new(App::new(platform)?)));
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -86,10 +86,11 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         let ctx = climate_worker::Context::new(platform.clone())?
             .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default());
         let s = shutdown.clone();
-        tasks.spawn(async move { climate_worker::run(ctx, s).await });
-        let (p, s) = (platform.clone(), shutdown.clone());
+        let c = ctx.clone();
+        tasks.spawn(async move { climate_worker::run(c, s).await });
+        let (c, s) = (ctx.clone(), shutdown.clone());
         tasks.spawn(async move {
-            climate_scheduler::run(p, s).await;
+            climate_scheduler::run(c, s).await;
             Ok(())
         });
     } else {

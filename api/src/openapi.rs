@@ -40,6 +40,8 @@ use crate::routes;
         routes::ogc::tile,
         routes::sync::plan,
         routes::sync::run_sync,
+        routes::sync::get_schedule,
+        routes::sync::patch_schedule,
         routes::stac::get_catalog,
         routes::stac::conformance,
         routes::stac::list_collections,

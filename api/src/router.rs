@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
             get(ogc::tile),
         )
         .route("/sync/{id}", axum::routing::post(sync::run_sync))
+        .route(
+            "/datasets/{id}/schedule",
+            get(sync::get_schedule).patch(sync::patch_schedule),
+        )
         .route("/sync/{id}/plan", get(sync::plan))
         .route("/stac", get(stac::get_catalog))
         .route("/stac/catalog.json", get(stac::get_catalog))

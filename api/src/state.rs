@@ -18,6 +18,8 @@ pub struct App {
     pub readers: Mutex<HashMap<String, Arc<ZarrReader>>>,
     /// Downloads being written at once (each holds a slab in memory and a temporary file).
     pub downloads: tokio::sync::Semaphore,
+    /// Providers and HTTP settings, for syncs whose availability probes the provider.
+    pub providers: climate_worker::Context,
 }
 
 /// Downloads written at once.
@@ -28,12 +30,16 @@ pub const READER_CACHE: usize = 64;
 
 impl App {
     /// The state of a process serving `platform`.
-    pub fn new(platform: Platform) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// When the providers' HTTP clients cannot be built.
+    pub fn new(platform: Platform) -> anyhow::Result<Self> {
+        Ok(Self {
+            providers: climate_worker::Context::new(platform.clone())?,
             platform,
             readers: Mutex::new(HashMap::new()),
             downloads: tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS),
-        }
+        })
     }
 
     /// The cached reader of an artifact.

@@ -1,18 +1,39 @@
 //! # climate-scheduler
 //!
-//! The platform's clock. Today it runs the housekeeping loop — the outbox relay and the lease
-//! reaper, which re-announces runs whose worker died — so that a deployment with no API replica
-//! up still recovers stalled runs. Periodic sync emission (per-template schedules, availability
-//! lags, leader election) is built on this loop by the sync issue; until then the scheduler emits
-//! no syncs, and says so at start-up.
+//! The platform's clock. It runs the housekeeping loop — the outbox relay and the lease reaper,
+//! which re-announces runs whose worker died — and the sync loop: every `scheduler.tick_seconds`
+//! it starts the syncs that are due ([`sync::tick`]). Several replicas may run: each due time
+//! of a dataset gets exactly one run (see [`sync`]).
 
-use climate_infra::Platform;
+pub mod sync;
+
+use climate_worker::Context;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`.
-pub async fn run(platform: Platform, shutdown: CancellationToken) {
+pub async fn run(ctx: Context, shutdown: CancellationToken) {
+    let every = std::time::Duration::from_secs(ctx.platform.config.scheduler.tick_seconds.max(1));
     tracing::info!(
-        "scheduler started: housekeeping (outbox relay, lease recovery); periodic syncs are not scheduled yet"
+        tick_seconds = every.as_secs(),
+        "scheduler started: housekeeping and periodic syncs"
     );
-    climate_infra::housekeeping::run(platform, shutdown).await;
+    let housekeeping = climate_infra::housekeeping::run(ctx.platform.clone(), shutdown.clone());
+    let syncs = async {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            match sync::tick(&ctx, chrono::Utc::now()).await {
+                Ok(runs) if !runs.is_empty() => {
+                    tracing::info!(runs = runs.len(), "scheduled syncs started");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduler tick failed"),
+            }
+        }
+    };
+    tokio::join!(housekeeping, syncs);
 }

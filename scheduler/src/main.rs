@@ -25,8 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let platform = Platform::connect(config, &|_| Ok(()))
         .await
         .context("starting the scheduler")?;
+    // Providers are only probed (availability `probe`), never run to completion, here.
+    let ctx = climate_worker::Context::new(platform).context("starting the scheduler")?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(climate_scheduler::run(platform, shutdown.clone()));
+    let task = tokio::spawn(climate_scheduler::run(ctx, shutdown.clone()));
     climate_infra::shutdown::signal().await;
     shutdown.cancel();
     task.await?;

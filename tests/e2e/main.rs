@@ -8,4 +8,5 @@ mod distributed;
 mod providers;
 mod read;
 mod resume;
+mod scheduling;
 mod standalone;

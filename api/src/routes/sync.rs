@@ -1,6 +1,7 @@
 //! `/sync`: keeping managed datasets current (SPEC §7): `GET /sync/{id}/plan` is the dry run,
 //! `POST /sync/{id}` executes it as a run of kind `sync` (an append writes only the new time
-//! chunks and reuses the current version's others).
+//! chunks and reuses the current version's others); `GET|PATCH /datasets/{id}/schedule` show
+//! and change when the scheduler syncs a dataset. The logic is `climate_scheduler::sync`.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -8,18 +9,17 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use climate_domain::Period;
-use climate_domain::run::{RunKind, RunRequest};
-use climate_domain::sync::{self, SyncAction, SyncDetail};
-use climate_infra::db::{NewOutbox, NewRun};
-use climate_infra::messages::{TASK_TOPIC, TaskMessage};
+use climate_domain::sync::{Schedule, SyncDetail};
+use climate_domain::template::SyncKind;
+use climate_infra::db::ScheduleRecord;
+use climate_scheduler::sync::{self, Started, SyncError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::routes::ingestions::location;
 use crate::routes::ogc::Query;
 use crate::state::{AppState, BaseUrl};
-use crate::views::{RunView, current_version};
+use crate::views::{RunView, unknown_dataset};
 
 /// `GET /sync/{id}/plan?end=`: what a sync of the dataset would do now, without doing it.
 #[utoipa::path(get, path = "/sync/{id}/plan", tag = "sync",
@@ -33,49 +33,19 @@ pub async fn plan(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SyncDetail>, ApiError> {
     let q = Query::parse(raw, &["end"])?;
-    Ok(Json(detail(&state, &id, q.one("end")?).await?))
+    let (d, _) = sync::detail(&state.providers, &id, q.one("end")?, Utc::now())
+        .await
+        .map_err(api_error)?;
+    Ok(Json(d))
 }
 
-/// Plans a sync of dataset `id` to `end` (or today) now.
-async fn detail(state: &AppState, id: &str, end: Option<&str>) -> Result<SyncDetail, ApiError> {
-    let (ds, version) = current_version(state, id).await?;
-    let template = state
-        .platform
-        .catalog
-        .get_str(&ds.template_id)
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "template '{}' of dataset '{id}' is no longer configured",
-                ds.template_id
-            ))
-        })?;
-    let t = &template.template;
-    let kind = t.period_type;
-    let period = |s: &str, what: &str| {
-        Period::parse(kind, s).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
-    };
-    let current = (
-        period(&version.coverage_start, "stored coverage")?,
-        period(&version.coverage_end, "stored coverage")?,
-    );
-    let end = end.map(|e| period(e, "end")).transpose()?;
-    if let Some(e) = end
-        && e < current.0
-    {
-        return Err(ApiError::bad_request(format!(
-            "end: {} is before the dataset's first period {}",
-            e.canonical(),
-            current.0.canonical()
-        )));
+fn api_error(e: SyncError) -> ApiError {
+    match e {
+        SyncError::UnknownDataset(id) => unknown_dataset(&id),
+        SyncError::Invalid(m) => ApiError::bad_request(m),
+        SyncError::Db(e) => e.into(),
+        SyncError::Unavailable(m) => ApiError::unavailable("sync", m),
     }
-    Ok(sync::plan(
-        &ds.template_id,
-        &t.sync,
-        kind,
-        current,
-        end,
-        Utc::now().naive_utc(),
-    ))
 }
 
 /// Body of `POST /sync/{id}`.
@@ -96,7 +66,7 @@ fn yes() -> bool {
 
 /// A sync that started a run.
 #[derive(Debug, Serialize)]
-struct Started {
+struct StartedView {
     sync: SyncDetail,
     run: RunView,
 }
@@ -116,75 +86,156 @@ pub async fn run_sync(
     body: Result<Json<SyncBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let d = detail(&state, &id, body.end.as_deref()).await?;
-    let (start, append) = match d.action {
-        SyncAction::NoOp | SyncAction::NotSyncable => {
-            return Ok((StatusCode::OK, Json(d)).into_response());
-        }
-        SyncAction::Append => (d.current_start.clone(), true),
-        SyncAction::Rematerialize => (
-            d.delta_start
-                .clone()
-                .unwrap_or_else(|| d.current_start.clone()),
-            false,
-        ),
-    };
-    let p = &state.platform;
-    let (ds, _) = current_version(&state, &id).await?;
-    let request = RunRequest {
-        start,
-        end: d.delta_end.clone(),
-        overwrite: true,
-        prefer_zarr: true,
-        publish: body.publish,
-        append,
-    };
-    let request_json = serde_json::to_value(&request).map_err(ApiError::internal)?;
-    // An identical sync already queued or running is the answer. (A different run of the
-    // dataset does not block: the worker serialises runs per dataset.)
-    if let Some(active) = p.db.active_run(&id).await?
-        && active.request == request_json
-    {
-        let run_id = active.run_id.clone();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::LOCATION, location(&base, &run_id));
-        let run = RunView::new(active, None, &base);
-        return Ok((
-            StatusCode::ACCEPTED,
-            headers,
-            Json(Started { sync: d, run }),
-        )
-            .into_response());
-    }
-    let run_id = uuid::Uuid::now_v7().to_string();
     let now = Utc::now();
-    let run =
-        p.db.create_run(
-            &NewRun {
-                run_id: run_id.clone(),
-                kind: RunKind::Sync,
-                dataset_id: id.clone(),
-                template_id: ds.template_id.clone(),
-                extent_id: ds.extent_id.clone(),
-                request: request_json,
-                created_at: now,
-            },
-            &NewOutbox {
-                topic: TASK_TOPIC.into(),
-                payload: TaskMessage::new(&run_id).to_json(),
-                available_at: now,
-            },
-        )
-        .await?;
-    p.outbox_notify.notify_one();
-    tracing::info!(run.id = %run_id, dataset.id = %id, action = ?d.action, "sync accepted");
-    let mut headers = HeaderMap::new();
-    headers.insert(header::LOCATION, location(&base, &run_id));
-    let run = RunView::new(run, None, &base);
-    Ok((
-        StatusCode::ACCEPTED,
-        headers,
-        Json(Started { sync: d, run }),
-    )
-        .into_response())
+    let (d, ds) = sync::detail(&state.providers, &id, body.end.as_deref(), now)
+        .await
+        .map_err(api_error)?;
+    match sync::start(&state.providers, d, &ds, body.publish, None, now)
+        .await
+        .map_err(api_error)?
+    {
+        Started::Nothing(d) | Started::AlreadyStarted(d) => {
+            Ok((StatusCode::OK, Json(d)).into_response())
+        }
+        Started::Run(d, run) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::LOCATION, location(&base, &run.run_id));
+            let run = RunView::new(*run, None, &base);
+            Ok((
+                StatusCode::ACCEPTED,
+                headers,
+                Json(StartedView { sync: d, run }),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// A dataset's sync schedule, as `GET|PATCH /datasets/{id}/schedule` show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScheduleView {
+    /// Dataset id.
+    pub dataset_id: String,
+    /// `as_available`, a cron expression (UTC), or `null`: only explicit syncs.
+    pub schedule: Option<String>,
+    /// `dataset` (an override), `template` or `none`.
+    pub source: String,
+    /// No syncs are emitted while paused.
+    pub paused: bool,
+    /// The template never syncs (`static`).
+    pub syncable: bool,
+    /// The newest due time the scheduler acted on, and its run.
+    #[schema(value_type = Object)]
+    pub last_sync: Option<serde_json::Value>,
+}
+
+async fn schedule_view(
+    state: &AppState,
+    id: &str,
+    base: &BaseUrl,
+) -> Result<ScheduleView, ApiError> {
+    let ds = state
+        .platform
+        .db
+        .get_dataset(id)
+        .await?
+        .ok_or_else(|| unknown_dataset(id))?;
+    let (schedule, source, paused) = sync::schedule_of(&state.providers, &ds)
+        .await
+        .map_err(api_error)?;
+    let syncable = state
+        .platform
+        .catalog
+        .get_str(&ds.template_id)
+        .is_some_and(|t| t.template.sync.kind != SyncKind::Static);
+    let last_sync = match state.platform.db.last_sync_tick(id).await? {
+        Some(tick) => {
+            let run = state.platform.db.get_run(&tick.run_id).await?;
+            Some(serde_json::json!({
+                "due": tick.due_key,
+                "at": tick.created_at,
+                "run": run.map(|r| RunView::new(r, None, base)),
+            }))
+        }
+        None => None,
+    };
+    Ok(ScheduleView {
+        dataset_id: id.to_owned(),
+        schedule,
+        source: source.to_owned(),
+        paused,
+        syncable,
+        last_sync,
+    })
+}
+
+/// `GET /datasets/{id}/schedule`: when the dataset syncs, whether it is paused, and the last
+/// scheduled sync with its outcome.
+#[utoipa::path(get, path = "/datasets/{id}/schedule", tag = "sync",
+    params(("id" = String, Path, description = "dataset id")),
+    responses((status = 200, body = ScheduleView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_schedule(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(schedule_view(&state, &id, &base).await?))
+}
+
+/// Body of `PATCH /datasets/{id}/schedule`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePatch {
+    /// Pause (`true`) or resume (`false`) scheduled syncs.
+    #[serde(default)]
+    pub paused: Option<bool>,
+    /// Override the template's schedule (`as_available` or a cron expression); `null` goes
+    /// back to the template's.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub schedule: Option<Option<String>>,
+}
+
+/// A field that is present (possibly `null`) becomes `Some`; an absent one stays `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `PATCH /datasets/{id}/schedule`: pause, resume, or override the schedule.
+#[utoipa::path(patch, path = "/datasets/{id}/schedule", tag = "sync",
+    params(("id" = String, Path, description = "dataset id")),
+    request_body = SchedulePatch,
+    responses((status = 200, body = ScheduleView), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn patch_schedule(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    body: Result<Json<SchedulePatch>, JsonRejection>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    let Json(patch) = body?;
+    let db = &state.platform.db;
+    if db.get_dataset(&id).await?.is_none() {
+        return Err(unknown_dataset(&id));
+    }
+    let current = db.get_schedule(&id).await?;
+    let schedule = match patch.schedule {
+        Some(Some(s)) => {
+            Schedule::parse(&s).map_err(|e| ApiError::bad_request(format!("schedule: {e}")))?;
+            Some(s.trim().to_owned())
+        }
+        Some(None) => None,
+        None => current.as_ref().and_then(|c| c.schedule.clone()),
+    };
+    let paused = patch
+        .paused
+        .unwrap_or_else(|| current.as_ref().is_some_and(|c| c.paused));
+    db.set_schedule(&ScheduleRecord {
+        dataset_id: id.clone(),
+        paused,
+        schedule,
+        updated_at: Utc::now(),
+    })
+    .await?;
+    Ok(Json(schedule_view(&state, &id, &base).await?))
 }

@@ -1,0 +1,283 @@
+//! Syncs (SPEC §7): planning one (`detail`), starting one (`start`, used by `POST /sync/{id}`
+//! and by the scheduler), and the scheduler's tick (`tick`), which starts the syncs that are due.
+//!
+//! Exactly one run per dataset and due time: a scheduled sync is created together with its
+//! `sync_ticks` row in one transaction, keyed by the due time (a cron occurrence, or
+//! `available:<target period>` for as-soon-as-available schedules), so replicas racing on the
+//! same tick start it once; a tick missed during downtime is replayed once, as the newest due
+//! time.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use climate_domain::Period;
+use climate_domain::run::{RunKind, RunRequest};
+use climate_domain::sync::{self, Schedule, SyncAction, SyncDetail};
+use climate_domain::template::SyncKind;
+use climate_infra::db::{DatasetRecord, DbError, NewOutbox, NewRun, RunRecord};
+use climate_infra::messages::{TASK_TOPIC, TaskMessage};
+use climate_worker::Context;
+
+/// Why a sync could not be planned or started.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// No such managed dataset (or it has no version yet).
+    #[error("no dataset '{0}'; GET /datasets lists the managed ones")]
+    UnknownDataset(String),
+    /// The request is wrong (message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    /// The dataset's template or extent is gone, or the provider cannot be probed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// How a sync request ended.
+#[derive(Debug)]
+pub enum Started {
+    /// Nothing to do (`up_to_date`, `not_syncable`).
+    Nothing(SyncDetail),
+    /// A run was created (or an identical one was already queued or running).
+    Run(SyncDetail, Box<RunRecord>),
+    /// A scheduled sync whose due time another replica already started.
+    AlreadyStarted(SyncDetail),
+}
+
+/// Plans a sync of `dataset_id` towards `end` (or today) at `now`, probing the provider when
+/// the template's availability says so.
+///
+/// # Errors
+/// [`SyncError`].
+pub async fn detail(
+    ctx: &Context,
+    dataset_id: &str,
+    end: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(SyncDetail, DatasetRecord), SyncError> {
+    let p = &ctx.platform;
+    let unknown = || SyncError::UnknownDataset(dataset_id.to_owned());
+    let ds = p.db.get_dataset(dataset_id).await?.ok_or_else(unknown)?;
+    let n = ds.current_version.ok_or_else(unknown)?;
+    let version = p.db.get_version(dataset_id, n).await?.ok_or_else(unknown)?;
+    let loaded = p.catalog.get_str(&ds.template_id).ok_or_else(|| {
+        SyncError::Unavailable(format!(
+            "template '{}' of dataset '{dataset_id}' is no longer configured",
+            ds.template_id
+        ))
+    })?;
+    let t = &loaded.template;
+    let kind = t.period_type;
+    let period = |s: &str, what: &str| {
+        Period::parse(kind, s).map_err(|e| SyncError::Invalid(format!("{what}: {e}")))
+    };
+    let current = (
+        period(&version.coverage_start, "stored coverage")?,
+        period(&version.coverage_end, "stored coverage")?,
+    );
+    let end = end.map(|e| period(e, "end")).transpose()?;
+    if let Some(e) = end
+        && e < current.0
+    {
+        return Err(SyncError::Invalid(format!(
+            "end: {} is before the dataset's first period {}",
+            e.canonical(),
+            current.0.canonical()
+        )));
+    }
+    let probe = t.sync.kind == SyncKind::Temporal && t.sync.availability.is_some_and(|a| a.probe);
+    let published = if probe {
+        let extent = p
+            .config
+            .extents
+            .iter()
+            .find(|e| e.extent_id.as_str() == ds.extent_id)
+            .ok_or_else(|| {
+                SyncError::Unavailable(format!("extent '{}' is no longer configured", ds.extent_id))
+            })?;
+        climate_worker::pipeline::probe_latest(ctx, t, &loaded.base_dir, extent, current.1.next())
+            .await
+            .map_err(|e| {
+                SyncError::Unavailable(format!("probing provider {}: {e}", t.ingestion.provider))
+            })?
+    } else {
+        None
+    };
+    let d = sync::plan(
+        &ds.template_id,
+        &t.sync,
+        kind,
+        current,
+        end,
+        published,
+        now.naive_utc(),
+    );
+    Ok((d, ds))
+}
+
+/// Starts the sync `d` of dataset `ds` as a run. With `due_key` (the scheduler), the run is
+/// created only if that due time has none yet; without (an explicit request), an identical
+/// sync already queued or running is returned instead of a second one.
+///
+/// # Errors
+/// [`SyncError::Db`].
+pub async fn start(
+    ctx: &Context,
+    d: SyncDetail,
+    ds: &DatasetRecord,
+    publish: bool,
+    due_key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Started, SyncError> {
+    let (start, append) = match d.action {
+        SyncAction::NoOp | SyncAction::NotSyncable => return Ok(Started::Nothing(d)),
+        SyncAction::Append => (d.current_start.clone(), true),
+        SyncAction::Rematerialize => (
+            d.delta_start
+                .clone()
+                .unwrap_or_else(|| d.current_start.clone()),
+            false,
+        ),
+    };
+    let request = RunRequest {
+        start,
+        end: d.delta_end.clone(),
+        overwrite: true,
+        prefer_zarr: true,
+        publish,
+        append,
+    };
+    let request_json =
+        serde_json::to_value(&request).map_err(|e| SyncError::Unavailable(e.to_string()))?;
+    let db = &ctx.platform.db;
+    if due_key.is_none()
+        && let Some(active) = db.active_run(&ds.dataset_id).await?
+        && active.request == request_json
+    {
+        return Ok(Started::Run(d, Box::new(active)));
+    }
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let run = NewRun {
+        run_id: run_id.clone(),
+        kind: RunKind::Sync,
+        dataset_id: ds.dataset_id.clone(),
+        template_id: ds.template_id.clone(),
+        extent_id: ds.extent_id.clone(),
+        request: request_json,
+        created_at: now,
+    };
+    let outbox = NewOutbox {
+        topic: TASK_TOPIC.into(),
+        payload: TaskMessage::new(&run_id).to_json(),
+        available_at: now,
+    };
+    let record = match due_key {
+        Some(key) => match db.create_sync_run(key, &run, &outbox).await? {
+            Some(r) => r,
+            None => return Ok(Started::AlreadyStarted(d)),
+        },
+        None => db.create_run(&run, &outbox).await?,
+    };
+    ctx.platform.outbox_notify.notify_one();
+    tracing::info!(run.id = %run_id, dataset.id = %ds.dataset_id, action = ?d.action, due = ?due_key, "sync started");
+    Ok(Started::Run(d, Box::new(record)))
+}
+
+/// The schedule in force for a dataset — its override, else its template's, else none (only
+/// explicit syncs) — where it comes from, and whether it is paused.
+///
+/// # Errors
+/// [`SyncError::Db`].
+pub async fn schedule_of(
+    ctx: &Context,
+    ds: &DatasetRecord,
+) -> Result<(Option<String>, &'static str, bool), SyncError> {
+    let row = ctx.platform.db.get_schedule(&ds.dataset_id).await?;
+    let template = ctx
+        .platform
+        .catalog
+        .get_str(&ds.template_id)
+        .and_then(|t| t.template.sync.schedule.clone());
+    let paused = row.as_ref().is_some_and(|r| r.paused);
+    Ok(match (row.and_then(|r| r.schedule), template) {
+        (Some(s), _) => (Some(s), "dataset", paused),
+        (None, Some(s)) => (Some(s), "template", paused),
+        (None, None) => (None, "none", paused),
+    })
+}
+
+/// The due key of a schedule at `now`, before planning: a cron occurrence (RFC 3339), or `None`
+/// for as-available schedules (whose key is the target period, known after planning).
+fn cron_due(schedule: &Schedule, now: NaiveDateTime) -> Option<Option<String>> {
+    match schedule {
+        Schedule::AsAvailable => Some(None),
+        Schedule::Cron(c) => c
+            .latest_at_or_before(now)
+            .map(|t| Some(t.format("%Y-%m-%dT%H:%M:00Z").to_string())),
+    }
+}
+
+/// One scheduler tick: for every managed dataset that syncs, is not paused and is due, plan
+/// and start its sync. Returns the runs started.
+///
+/// # Errors
+/// [`SyncError::Db`] when the datasets cannot be listed; problems with one dataset are logged
+/// and do not stop the others.
+pub async fn tick(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<String>, SyncError> {
+    let mut started = Vec::new();
+    for ds in ctx.platform.db.list_datasets().await? {
+        if ds.current_version.is_none() {
+            continue;
+        }
+        match tick_one(ctx, &ds, now).await {
+            Ok(Some(run_id)) => started.push(run_id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(dataset.id = %ds.dataset_id, error = %e, "scheduled sync skipped")
+            }
+        }
+    }
+    Ok(started)
+}
+
+async fn tick_one(
+    ctx: &Context,
+    ds: &DatasetRecord,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, SyncError> {
+    let Some(loaded) = ctx.platform.catalog.get_str(&ds.template_id) else {
+        return Ok(None);
+    };
+    if loaded.template.sync.kind == SyncKind::Static {
+        return Ok(None);
+    }
+    let (Some(text), _, false) = schedule_of(ctx, ds).await? else {
+        return Ok(None);
+    };
+    let schedule = Schedule::parse(&text).map_err(SyncError::Invalid)?;
+    let Some(cron_key) = cron_due(&schedule, now.naive_utc()) else {
+        return Ok(None);
+    };
+    let last = ctx.platform.db.last_sync_tick(&ds.dataset_id).await?;
+    if let (Some(key), Some(last)) = (&cron_key, &last)
+        && &last.due_key == key
+    {
+        return Ok(None);
+    }
+    let (d, ds) = detail(ctx, &ds.dataset_id, None, now).await?;
+    let key = match cron_key {
+        Some(k) => k,
+        None => match &d.delta_end {
+            Some(end) => format!("available:{end}"),
+            None => return Ok(None),
+        },
+    };
+    match start(ctx, d, &ds, true, Some(&key), now).await? {
+        Started::Run(_, run) => Ok(Some(run.run_id)),
+        Started::AlreadyStarted(_) => {
+            tracing::debug!(dataset.id = %ds.dataset_id, due = %key, "due time already started by another replica");
+            Ok(None)
+        }
+        Started::Nothing(_) => Ok(None),
+    }
+}

@@ -1,0 +1,160 @@
+//! The scheduler keeps datasets current: three replicas, one run per due time, pause/resume.
+
+use std::time::{Duration, Instant};
+
+use climate_tests::{Options, Shape, TestApp, shared_dir};
+use serde_json::{Value, json};
+
+fn fixture(day: u32) -> std::path::PathBuf {
+    shared_dir().join(format!(
+        "data/chirps-v3.0.rnl.2024.01.{:02}.cog",
+        (day - 1) % 3 + 1
+    ))
+}
+
+/// "Publishes" day `day` of January 2024 in the upstream directory the template reads.
+fn publish_day(app: &TestApp, day: u32) -> anyhow::Result<()> {
+    let dir = app.dir.path().join("upstream");
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{day}.partial"));
+    std::fs::copy(fixture(day), &tmp)?;
+    // A rename, so a probe never sees half a file.
+    std::fs::rename(&tmp, dir.join(format!("2024-01-{day:02}.cog")))?;
+    Ok(())
+}
+
+async fn coverage_end(app: &TestApp, id: &str) -> anyhow::Result<String> {
+    let (_, ds) = app.get_json(&format!("/datasets/{id}")).await?;
+    Ok(ds["extent"]["temporal"]["end"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+async fn wait_for_end(app: &TestApp, id: &str, end: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = coverage_end(app, id).await?;
+        if got == end {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "dataset {id} still ends {got}, not {end}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sync_runs(app: &TestApp, id: &str) -> anyhow::Result<Vec<Value>> {
+    let (_, runs) = app
+        .get_json(&format!("/ingestions?dataset_id={id}&limit=100"))
+        .await?;
+    Ok(runs["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["kind"] == "sync")
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> anyhow::Result<()> {
+    let mut app = TestApp::start(
+        Shape::Distributed { workers: 1 },
+        Options {
+            local_store: true,
+            extra_yaml: "scheduler:\n  tick_seconds: 1\n".into(),
+            templates: vec!["- id: rain\n  name: Rain (advancing upstream)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: file\n    params: {path: \"upstream/{year}-{month}-{day}.cog\"}\n  transforms: [{mask_values: {values: [-9999]}}]\n  chunks: {t: 2}\n  sync: {kind: temporal, execution: append, availability: {probe: true}, schedule: as_available}\n".into()],
+            ..Options::default()
+        },
+    )
+    .await?;
+    for d in 1..=2 {
+        publish_day(&app, d)?;
+    }
+    let id = "rain_sle";
+    let run = app
+        .ingest(&json!({"dataset_id": "rain", "start": "2024-01-01", "end": "2024-01-02"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let (_, sched) = app.get_json(&format!("/datasets/{id}/schedule")).await?;
+    assert_eq!(sched["schedule"], "as_available", "{sched}");
+    assert_eq!(sched["source"], "template");
+
+    // Three scheduler replicas race on every tick.
+    for _ in 0..3 {
+        app.spawn("climate-scheduler", &[])?;
+    }
+    publish_day(&app, 3)?;
+    wait_for_end(&app, id, "2024-01-03").await?;
+    publish_day(&app, 4)?;
+    publish_day(&app, 5)?;
+    wait_for_end(&app, id, "2024-01-05").await?;
+
+    // Exactly one run per due time: every sync run targets a different end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs = sync_runs(&app, id).await?;
+    let mut ends: Vec<String> = runs
+        .iter()
+        .map(|r| r["request"]["end"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let n = ends.len();
+    ends.sort();
+    ends.dedup();
+    assert_eq!(ends.len(), n, "one run per due time: {runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r["request"]["append"] == true),
+        "{runs:?}"
+    );
+    // The catalog follows.
+    let (_, col) = app.get_json(&format!("/stac/collections/{id}")).await?;
+    assert_eq!(
+        col["cube:dimensions"]["t"]["extent"][1], "2024-01-05T00:00:00Z",
+        "{col}"
+    );
+    let (_, sched) = app.get_json(&format!("/datasets/{id}/schedule")).await?;
+    assert_eq!(sched["last_sync"]["due"], "available:2024-01-05", "{sched}");
+    assert_eq!(sched["last_sync"]["run"]["status"], "succeeded");
+
+    // Paused: a new day waits; resumed: it arrives.
+    let r = app
+        .client
+        .patch(app.url(&format!("/datasets/{id}/schedule")))
+        .json(&json!({"paused": true}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    publish_day(&app, 6)?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(coverage_end(&app, id).await?, "2024-01-05", "paused");
+    let r = app
+        .client
+        .patch(app.url(&format!("/datasets/{id}/schedule")))
+        .json(&json!({"paused": false}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    wait_for_end(&app, id, "2024-01-06").await?;
+
+    // A bad override is refused by name; an explicit sync still answers when nothing is new.
+    let r = app
+        .client
+        .patch(app.url(&format!("/datasets/{id}/schedule")))
+        .json(&json!({"schedule": "every day"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await?.contains("schedule"));
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "nothing newer than day 6 is published");
+    Ok(())
+}
