@@ -158,3 +158,105 @@ async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> an
     assert_eq!(r.status(), 200, "nothing newer than day 6 is published");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_upstream_fails_the_sync_and_leaves_the_dataset_as_it_was() -> anyhow::Result<()> {
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec!["- id: rain\n  name: Rain (gappy upstream)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: file\n    params: {path: \"upstream/{year}-{month}-{day}.cog\"}\n  transforms: [{mask_values: {values: [-9999]}}]\n  sync: {kind: temporal, execution: append, availability: {probe: true}}\n".into()],
+            ..Options::default()
+        },
+    )
+    .await?;
+    for d in [1, 2, 4] {
+        publish_day(&app, d)?;
+    }
+    let id = "rain_sle";
+    let run = app
+        .ingest(&json!({"dataset_id": "rain", "start": "2024-01-01", "end": "2024-01-02"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    // Day 3 is missing upstream while day 4 is there: the sync must not publish a hole.
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await?;
+    assert_eq!(body["sync"]["delta_end"], "2024-01-04", "{body}");
+    let run_id = body["run"]["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = app.wait_for_run(&run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    let msg = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("2024-01-03"), "{msg}");
+    let (_, ds) = app.get_json(&format!("/datasets/{id}")).await?;
+    assert_eq!(ds["version"], 1);
+    assert_eq!(coverage_end(&app, id).await?, "2024-01-02");
+    // With the hole filled, the same sync goes through.
+    publish_day(&app, 3)?;
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await?;
+    let run_id = body["run"]["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = app.wait_for_run(&run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    assert_eq!(coverage_end(&app, id).await?, "2024-01-04");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_posted_during_an_ingestion_waits_for_it() -> anyhow::Result<()> {
+    let app = TestApp::standalone().await?;
+    let id = "sample_era5land_t2m_daily_sle";
+    let first = app
+        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-05"}))
+        .await?;
+    assert_eq!(first["status"], "succeeded", "{first}\n{}", app.logs());
+    // A rebuild is accepted, and a sync right behind it: the sync runs after it, on its result.
+    let (status, _, rebuild) = app
+        .post_json(
+            "/ingestions",
+            &json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-05", "overwrite": true}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{rebuild}");
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({"end": "2025-07-20"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await?;
+    let sync_id = body["run"]["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let rebuild_id = rebuild["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for run_id in [rebuild_id, sync_id] {
+        let run = app.wait_for_run(&run_id, Duration::from_secs(60)).await?;
+        assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    }
+    let (_, ds) = app.get_json(&format!("/datasets/{id}")).await?;
+    assert_eq!(ds["version"], 3, "rebuild, then the sync on top of it");
+    assert_eq!(coverage_end(&app, id).await?, "2025-07-20");
+    climate_tests::check_era5(&app, id, "2025-07-01", "2025-07-20", "kelvin_to_celsius")?;
+    Ok(())
+}
