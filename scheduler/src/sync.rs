@@ -206,14 +206,20 @@ pub async fn schedule_of(
     })
 }
 
-/// The due key of a schedule at `now`, before planning: a cron occurrence (RFC 3339), or `None`
-/// for as-available schedules (whose key is the target period, known after planning).
-fn cron_due(schedule: &Schedule, now: NaiveDateTime) -> Option<Option<String>> {
+/// Whether a schedule is due at `now`, given the due key last acted on: `Some(Some(key))` for a
+/// cron occurrence not yet acted on — only the newest, so occurrences missed while no scheduler
+/// ran are replayed once, not once each — `Some(None)` for as-available schedules (their key
+/// is the target period, known after planning), `None` when not due.
+pub fn due(schedule: &Schedule, last: Option<&str>, now: NaiveDateTime) -> Option<Option<String>> {
     match schedule {
         Schedule::AsAvailable => Some(None),
-        Schedule::Cron(c) => c
-            .latest_at_or_before(now)
-            .map(|t| Some(t.format("%Y-%m-%dT%H:%M:00Z").to_string())),
+        Schedule::Cron(c) => {
+            let key = c
+                .latest_at_or_before(now)?
+                .format("%Y-%m-%dT%H:%M:00Z")
+                .to_string();
+            (last != Some(key.as_str())).then_some(Some(key))
+        }
     }
 }
 
@@ -255,15 +261,14 @@ async fn tick_one(
         return Ok(None);
     };
     let schedule = Schedule::parse(&text).map_err(SyncError::Invalid)?;
-    let Some(cron_key) = cron_due(&schedule, now.naive_utc()) else {
+    let last = ctx.platform.db.last_sync_tick(&ds.dataset_id).await?;
+    let Some(cron_key) = due(
+        &schedule,
+        last.as_ref().map(|l| l.due_key.as_str()),
+        now.naive_utc(),
+    ) else {
         return Ok(None);
     };
-    let last = ctx.platform.db.last_sync_tick(&ds.dataset_id).await?;
-    if let (Some(key), Some(last)) = (&cron_key, &last)
-        && &last.due_key == key
-    {
-        return Ok(None);
-    }
     let (d, ds) = detail(ctx, &ds.dataset_id, None, now).await?;
     let key = match cron_key {
         Some(k) => k,
@@ -279,5 +284,42 @@ async fn tick_one(
             Ok(None)
         }
         Started::Nothing(_) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").expect("time")
+    }
+
+    #[test]
+    fn missed_cron_occurrences_are_replayed_once_as_the_newest() {
+        let daily = Schedule::parse("0 6 * * *").expect("cron");
+        // Down from the 18th 06:00 run until the 21st 07:00: one sync, for the 21st.
+        assert_eq!(
+            due(&daily, Some("2026-11-18T06:00:00Z"), at("2026-11-21T07:00")),
+            Some(Some("2026-11-21T06:00:00Z".into()))
+        );
+        // Once acted on, not again until the next occurrence.
+        assert_eq!(
+            due(&daily, Some("2026-11-21T06:00:00Z"), at("2026-11-21T23:59")),
+            None
+        );
+        assert_eq!(
+            due(&daily, Some("2026-11-21T06:00:00Z"), at("2026-11-22T06:00")),
+            Some(Some("2026-11-22T06:00:00Z".into()))
+        );
+        // Never run: the newest occurrence is due at once.
+        assert_eq!(
+            due(&daily, None, at("2026-11-21T05:00")),
+            Some(Some("2026-11-20T06:00:00Z".into()))
+        );
+        assert_eq!(
+            due(&Schedule::AsAvailable, None, at("2026-11-21T05:00")),
+            Some(None)
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use climate_tests::mock::MockUpstream;
 use climate_tests::{Options, Shape, TestApp, shared_dir};
 use serde_json::{Value, json};
 
@@ -20,6 +21,17 @@ fn publish_day(app: &TestApp, day: u32) -> anyhow::Result<()> {
     std::fs::copy(fixture(day), &tmp)?;
     // A rename, so a probe never sees half a file.
     std::fs::rename(&tmp, dir.join(format!("2024-01-{day:02}.cog")))?;
+    Ok(())
+}
+
+const CHIRPS_ROOT: &str = "/products/CHIRPS/v3.0";
+
+/// CHC publishes day `day` of January 2024 on the mock upstream (CHC's URL layout).
+fn chc_publishes(mock: &MockUpstream, day: u32) -> anyhow::Result<()> {
+    mock.serve_file(
+        &format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.01.{day:02}.cog"),
+        std::fs::read(fixture(day))?,
+    );
     Ok(())
 }
 
@@ -62,18 +74,21 @@ async fn sync_runs(app: &TestApp, id: &str) -> anyhow::Result<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> anyhow::Result<()> {
+    // A CHC-like upstream whose newest published day advances during the test.
+    let mock = MockUpstream::start().await?;
+    mock.honour_ranges();
     let mut app = TestApp::start(
         Shape::Distributed { workers: 1 },
         Options {
             local_store: true,
             extra_yaml: "scheduler:\n  tick_seconds: 1\n".into(),
-            templates: vec!["- id: rain\n  name: Rain (advancing upstream)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: file\n    params: {path: \"upstream/{year}-{month}-{day}.cog\"}\n  transforms: [{mask_values: {values: [-9999]}}]\n  chunks: {t: 2}\n  sync: {kind: temporal, execution: append, availability: {probe: true}, schedule: as_available}\n".into()],
+            templates: vec![format!("- id: rain\n  name: Rain (advancing upstream)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n  chunks: {{t: 2}}\n  sync: {{kind: temporal, execution: append, availability: {{probe: true}}, schedule: as_available}}\n", mock.base)],
             ..Options::default()
         },
     )
     .await?;
     for d in 1..=2 {
-        publish_day(&app, d)?;
+        chc_publishes(&mock, d)?;
     }
     let id = "rain_sle";
     let run = app
@@ -88,10 +103,10 @@ async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> an
     for _ in 0..3 {
         app.spawn("climate-scheduler", &[])?;
     }
-    publish_day(&app, 3)?;
+    chc_publishes(&mock, 3)?;
     wait_for_end(&app, id, "2024-01-03").await?;
-    publish_day(&app, 4)?;
-    publish_day(&app, 5)?;
+    chc_publishes(&mock, 4)?;
+    chc_publishes(&mock, 5)?;
     wait_for_end(&app, id, "2024-01-05").await?;
 
     // Exactly one run per due time: every sync run targets a different end.
@@ -128,7 +143,7 @@ async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> an
         .send()
         .await?;
     assert_eq!(r.status(), 200);
-    publish_day(&app, 6)?;
+    chc_publishes(&mock, 6)?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(coverage_end(&app, id).await?, "2024-01-05", "paused");
     let r = app
