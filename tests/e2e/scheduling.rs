@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use climate_tests::mock::MockUpstream;
-use climate_tests::{Options, Shape, TestApp, shared_dir};
+use climate_tests::{Options, Shape, TestApp, python, shared_dir};
 use serde_json::{Value, json};
 
 fn fixture(day: u32) -> std::path::PathBuf {
@@ -273,5 +273,90 @@ async fn a_sync_posted_during_an_ingestion_waits_for_it() -> anyhow::Result<()> 
     assert_eq!(ds["version"], 3, "rebuild, then the sync on top of it");
     assert_eq!(coverage_end(&app, id).await?, "2025-07-20");
     climate_tests::check_era5(&app, id, "2025-07-01", "2025-07-20", "kelvin_to_celsius")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_extends_the_pyramid_with_the_new_time_chunks_only() -> anyhow::Result<()> {
+    let mock = MockUpstream::start().await?;
+    mock.honour_ranges();
+    for d in 1..=3 {
+        chc_publishes(&mock, d)?;
+    }
+    let app = TestApp::start(
+        Shape::Standalone,
+        Options {
+            templates: vec![format!("- id: rain\n  name: Rain (world)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n  chunks: {{t: 1}}\n  sync: {{kind: temporal, execution: append, availability: {{probe: true}}}}\n", mock.base)],
+            extents_yaml: Some(
+                "extents:\n  - extent_id: world\n    name: World\n    bbox: [-180, -90, 180, 90]\n".into(),
+            ),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let id = "rain_world";
+    let run = app
+        .ingest(&json!({"dataset_id": "rain", "start": "2024-01-01", "end": "2024-01-02"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let r = app
+        .client
+        .post(app.url(&format!("/sync/{id}")))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await?;
+    assert_eq!(body["sync"]["delta_end"], "2024-01-03", "{body}");
+    let run_id = body["run"]["ingestion_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = app.wait_for_run(&run_id, Duration::from_secs(120)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+
+    // The new version holds only time chunk 2, at every level; the rest is version 1's.
+    let root = app.dir.path().join(format!("data/store/datasets/{id}"));
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir(&root)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    versions.sort();
+    let chunks = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for level in ["precip/c", "1/precip/c", "3/precip/c", "5/precip/c"] {
+        assert_eq!(
+            chunks(&versions[1].join(level)),
+            ["2"],
+            "{level} of version 2"
+        );
+        assert_eq!(
+            chunks(&versions[0].join(level)),
+            ["0", "1"],
+            "{level} of version 1"
+        );
+    }
+    // Read through the fallback, every level is still the 2×2 mean of the one before.
+    let out = python(
+        "check_pyramid.py",
+        &[
+            "--url",
+            &app.url(&format!("/zarr/{id}")),
+            "--var",
+            "precip",
+            "--levels",
+            "5",
+        ],
+    )?;
+    assert!(out.contains("[3, 75, 225]"), "{out}");
     Ok(())
 }
