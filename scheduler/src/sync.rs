@@ -223,6 +223,15 @@ pub fn due(schedule: &Schedule, last: Option<&str>, now: NaiveDateTime) -> Optio
     }
 }
 
+/// The attempt number of `last` for due key `base` (`key` is attempt 1, `key#n` attempt n),
+/// or `None` when `last` is another due time.
+fn retry_of(last: &str, base: &str) -> Option<u32> {
+    if last == base {
+        return Some(1);
+    }
+    last.strip_prefix(base)?.strip_prefix('#')?.parse().ok()
+}
+
 /// One scheduler tick: for every managed dataset that syncs, is not paused and is due, plan
 /// and start its sync. Returns the runs started.
 ///
@@ -270,13 +279,35 @@ async fn tick_one(
         return Ok(None);
     };
     let (d, ds) = detail(ctx, &ds.dataset_id, None, now).await?;
-    let key = match cron_key {
+    let base_key = match cron_key {
         Some(k) => k,
         None => match &d.delta_end {
             Some(end) => format!("available:{end}"),
             None => return Ok(None),
         },
     };
+    // A due time whose run failed is tried again after a pause, under a numbered key, so
+    // replicas still agree on exactly one run per attempt.
+    let mut key = base_key.clone();
+    if let Some(last) = &last
+        && let Some(attempt) = retry_of(&last.due_key, &base_key)
+    {
+        let failed = ctx
+            .platform
+            .db
+            .get_run(&last.run_id)
+            .await?
+            .is_some_and(|r| r.status == climate_domain::run::RunStatus::Failed);
+        let pause = chrono::Duration::seconds(
+            i64::try_from(ctx.platform.config.scheduler.tick_seconds.max(1) * 30)
+                .unwrap_or(300)
+                .min(3600),
+        );
+        if !failed || now - last.created_at < pause {
+            return Ok(None);
+        }
+        key = format!("{base_key}#{}", attempt + 1);
+    }
     match start(ctx, d, &ds, true, Some(&key), now).await? {
         Started::Run(_, run) => Ok(Some(run.run_id)),
         Started::AlreadyStarted(_) => {
@@ -293,6 +324,26 @@ mod tests {
 
     fn at(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").expect("time")
+    }
+
+    #[test]
+    fn retries_of_a_due_time_are_numbered() {
+        assert_eq!(
+            retry_of("available:2024-01-05", "available:2024-01-05"),
+            Some(1)
+        );
+        assert_eq!(
+            retry_of("available:2024-01-05#3", "available:2024-01-05"),
+            Some(3)
+        );
+        assert_eq!(
+            retry_of("available:2024-01-04", "available:2024-01-05"),
+            None
+        );
+        assert_eq!(
+            retry_of("available:2024-01-05x", "available:2024-01-05"),
+            None
+        );
     }
 
     #[test]

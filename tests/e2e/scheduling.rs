@@ -155,6 +155,29 @@ async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> an
     assert_eq!(r.status(), 200);
     wait_for_end(&app, id, "2024-01-06").await?;
 
+    // A per-dataset override replaces the template's schedule, and null restores it.
+    let r = app
+        .client
+        .patch(app.url(&format!("/datasets/{id}/schedule")))
+        .json(&json!({"schedule": "0 6 * * *"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let sched: Value = r.json().await?;
+    assert_eq!(
+        (sched["schedule"].as_str(), sched["source"].as_str()),
+        (Some("0 6 * * *"), Some("dataset")),
+        "{sched}"
+    );
+    let r = app
+        .client
+        .patch(app.url(&format!("/datasets/{id}/schedule")))
+        .json(&json!({"schedule": null}))
+        .send()
+        .await?;
+    let sched: Value = r.json().await?;
+    assert_eq!(sched["source"], "template", "{sched}");
+
     // A bad override is refused by name; an explicit sync still answers when nothing is new.
     let r = app
         .client
