@@ -372,17 +372,9 @@ async fn sync_plans_say_what_a_sync_would_do() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The time-chunk indices of the data objects a version directory holds itself.
+/// The time-chunk indices of the `t2m` objects a version directory holds itself.
 fn own_time_chunks(version_dir: &std::path::Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(version_dir.join("t2m/c"))
-        .map(|r| {
-            r.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    climate_tests::entries(&version_dir.join("t2m/c"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,34 +395,14 @@ async fn a_sync_appends_only_the_new_time_chunks_and_reuses_the_rest() -> anyhow
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
 
     // Nothing newer requested than what is there: no run.
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({"end": "2025-07-08"}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await?;
+    let (status, body) = app.post_sync(id, &json!({"end": "2025-07-08"})).await?;
+    assert_eq!(status, 200);
     assert_eq!(body["action"], "no_op", "{body}");
 
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({"end": "2025-07-20"}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
-    let body: serde_json::Value = r.json().await?;
-    assert_eq!(body["sync"]["action"], "append", "{body}");
-    assert_eq!(body["sync"]["delta_start"], "2025-07-11");
-    assert_eq!(body["run"]["kind"], "sync");
-    let run_id = body["run"]["ingestion_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let run = app
-        .wait_for_run(&run_id, std::time::Duration::from_secs(60))
-        .await?;
+    let (sync, run) = app.sync_and_wait(id, &json!({"end": "2025-07-20"})).await?;
+    assert_eq!(sync["action"], "append", "{body}");
+    assert_eq!(sync["delta_start"], "2025-07-11");
+    assert_eq!(run["kind"], "sync");
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
     let (_, ds) = app.get_json(&format!("/datasets/{id}")).await?;
     assert_eq!(ds["version"], 2);
@@ -440,12 +412,7 @@ async fn a_sync_appends_only_the_new_time_chunks_and_reuses_the_rest() -> anyhow
     );
 
     // Version 2 wrote only time chunks 2 and 3 (11-15, 16-20); chunks 0 and 1 are version 1's.
-    let root = app.dir.path().join(format!("data/store/datasets/{id}"));
-    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir(&root)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    versions.sort(); // UUIDv7 artifact ids sort by creation
+    let versions = app.version_dirs(id);
     assert_eq!(versions.len(), 2, "{versions:?}");
     assert_eq!(own_time_chunks(&versions[0]), ["0", "1"]);
     assert_eq!(own_time_chunks(&versions[1]), ["2", "3"]);
@@ -484,21 +451,8 @@ async fn a_release_sync_rebuilds_with_the_newer_release() -> anyhow::Result<()> 
     assert_eq!(plan["action"], "rematerialize", "{plan}");
     assert_eq!(plan["reason"], "newer_release");
     assert_eq!(plan["target_end_source"], "latest_release");
-    let r = app
-        .client
-        .post(app.url("/sync/pop_sle"))
-        .json(&json!({}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
-    let body: serde_json::Value = r.json().await?;
-    let run_id = body["run"]["ingestion_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let run = app
-        .wait_for_run(&run_id, std::time::Duration::from_secs(60))
-        .await?;
+    let (sync, run) = app.sync_and_wait("pop_sle", &json!({})).await?;
+    assert_eq!(sync["action"], "rematerialize", "{sync}");
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
     let (_, ds) = app.get_json("/datasets/pop_sle").await?;
     assert_eq!(ds["version"], 2);
@@ -507,23 +461,18 @@ async fn a_release_sync_rebuilds_with_the_newer_release() -> anyhow::Result<()> 
         json!({"start": "2027", "end": "2027"})
     );
     // Now current: nothing to do, no run.
-    let r = app
-        .client
-        .post(app.url("/sync/pop_sle"))
-        .json(&json!({}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await?;
+    let (status, body) = app.post_sync("pop_sle", &json!({})).await?;
+    assert_eq!(status, 200);
     assert_eq!(body["action"], "no_op", "{body}");
     // Unknown fields are refused by name.
-    let r = app
-        .client
-        .post(app.url("/sync/pop_sle"))
-        .json(&json!({"until": "2030"}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await?.contains("until"));
+    let (status, body) = app.post_sync("pop_sle", &json!({"until": "2030"})).await?;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("until"),
+        "{body}"
+    );
     Ok(())
 }

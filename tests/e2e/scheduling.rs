@@ -187,13 +187,8 @@ async fn three_schedulers_append_new_days_once_each_and_pause_holds_them() -> an
         .await?;
     assert_eq!(r.status(), 400);
     assert!(r.text().await?.contains("schedule"));
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 200, "nothing newer than day 6 is published");
+    let (status, body) = app.post_sync(id, &json!({})).await?;
+    assert_eq!(status, 200, "nothing newer than day 6 is published: {body}");
     Ok(())
 }
 
@@ -216,20 +211,8 @@ async fn a_gap_upstream_fails_the_sync_and_leaves_the_dataset_as_it_was() -> any
         .await?;
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
     // Day 3 is missing upstream while day 4 is there: the sync must not publish a hole.
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await?;
-    assert_eq!(body["sync"]["delta_end"], "2024-01-04", "{body}");
-    let run_id = body["run"]["ingestion_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let run = app.wait_for_run(&run_id, Duration::from_secs(60)).await?;
+    let (sync, run) = app.sync_and_wait(id, &json!({})).await?;
+    assert_eq!(sync["delta_end"], "2024-01-04", "{sync}");
     assert_eq!(run["status"], "failed", "{run}");
     let msg = run["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("2024-01-03"), "{msg}");
@@ -238,19 +221,7 @@ async fn a_gap_upstream_fails_the_sync_and_leaves_the_dataset_as_it_was() -> any
     assert_eq!(coverage_end(&app, id).await?, "2024-01-02");
     // With the hole filled, the same sync goes through.
     publish_day(&app, 3)?;
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await?;
-    let run_id = body["run"]["ingestion_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let run = app.wait_for_run(&run_id, Duration::from_secs(60)).await?;
+    let (_, run) = app.sync_and_wait(id, &json!({})).await?;
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
     assert_eq!(coverage_end(&app, id).await?, "2024-01-04");
     Ok(())
@@ -272,14 +243,8 @@ async fn a_sync_posted_during_an_ingestion_waits_for_it() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(status, 202, "{rebuild}");
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({"end": "2025-07-20"}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await?;
+    let (status, body) = app.post_sync(id, &json!({"end": "2025-07-20"})).await?;
+    assert_eq!(status, 202);
     let sync_id = body["run"]["ingestion_id"]
         .as_str()
         .unwrap_or_default()
@@ -322,40 +287,13 @@ async fn an_append_extends_the_pyramid_with_the_new_time_chunks_only() -> anyhow
         .ingest(&json!({"dataset_id": "rain", "start": "2024-01-01", "end": "2024-01-02"}))
         .await?;
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
-    let r = app
-        .client
-        .post(app.url(&format!("/sync/{id}")))
-        .json(&json!({}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await?;
-    assert_eq!(body["sync"]["delta_end"], "2024-01-03", "{body}");
-    let run_id = body["run"]["ingestion_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let run = app.wait_for_run(&run_id, Duration::from_secs(120)).await?;
+    let (sync, run) = app.sync_and_wait(id, &json!({})).await?;
+    assert_eq!(sync["delta_end"], "2024-01-03", "{sync}");
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
 
     // The new version holds only time chunk 2, at every level; the rest is version 1's.
-    let root = app.dir.path().join(format!("data/store/datasets/{id}"));
-    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir(&root)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    versions.sort();
-    let chunks = |dir: &std::path::Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .map(|r| {
-                r.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
+    let versions = app.version_dirs(id);
+    let chunks = |dir: &std::path::Path| climate_tests::entries(dir);
     for level in ["precip/c", "1/precip/c", "3/precip/c", "5/precip/c"] {
         assert_eq!(
             chunks(&versions[1].join(level)),

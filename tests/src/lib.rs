@@ -373,6 +373,47 @@ impl TestApp {
         Ok((status, location, r.json().await?))
     }
 
+    /// `POST /sync/{id}` with `body`: the status and the JSON answer.
+    ///
+    /// # Errors
+    /// When the request fails or the answer is not JSON.
+    pub async fn post_sync(&self, id: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(self.url(&format!("/sync/{id}")))
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await?))
+    }
+
+    /// A sync that must start a run (202), waited for: the planned detail and the finished run.
+    ///
+    /// # Errors
+    /// When the sync does not start a run or the run does not finish in a minute.
+    pub async fn sync_and_wait(&self, id: &str, body: &Value) -> anyhow::Result<(Value, Value)> {
+        let (status, answer) = self.post_sync(id, body).await?;
+        anyhow::ensure!(status == 202, "POST /sync/{id} answered {status}: {answer}");
+        let run_id = answer["run"]["ingestion_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let run = self.wait_for_run(&run_id, Duration::from_secs(120)).await?;
+        Ok((answer["sync"].clone(), run))
+    }
+
+    /// The version directories of dataset `id` in a standalone (or `local_store`) app's store,
+    /// oldest first (artifact ids are UUIDv7).
+    pub fn version_dirs(&self, id: &str) -> Vec<PathBuf> {
+        let root = self.dir.path().join(format!("data/store/datasets/{id}"));
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+
     /// Polls a run until it reaches a terminal status.
     ///
     /// # Errors
@@ -585,6 +626,19 @@ pub fn python(script: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(stdout)
+}
+
+/// The names in a directory, sorted (empty when it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// The kit beside the project (`../shared`, or `$CLIMATE_SHARED_DIR`).
