@@ -557,30 +557,9 @@ pub(crate) fn bbox_window(
     let [w, s, e, n] = if grid.crs == "EPSG:4326" {
         bbox
     } else {
-        let mut pts = Vec::new();
-        for i in 0..=8 {
-            let f = f64::from(i) / 8.0;
-            pts.extend([
-                (bbox[0] + f * (bbox[2] - bbox[0]), bbox[1]),
-                (bbox[0] + f * (bbox[2] - bbox[0]), bbox[3]),
-                (bbox[0], bbox[1] + f * (bbox[3] - bbox[1])),
-                (bbox[2], bbox[1] + f * (bbox[3] - bbox[1])),
-            ]);
-        }
-        climate_geodata::reproject::from_wgs84(&grid.crs, &mut pts).map_err(ApiError::internal)?;
-        let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-        for (x, y) in pts
-            .into_iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-        {
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-        }
-        if x0 > x1 {
-            return Err(ApiError::bad_request(
-                "bbox: cannot be projected onto the data's CRS",
-            ));
-        }
-        [x0, y0, x1, y1]
+        climate_geodata::reproject::project_bounds(bbox, "EPSG:4326", &grid.crs, 9)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::bad_request("bbox: cannot be projected onto the data's CRS"))?
     };
     Ok((
         axis_range(&grid.y, s, Some(n), "bbox")?,

@@ -222,34 +222,10 @@ impl CubeMeta {
         if self.crs == "EPSG:4326" {
             return self.bbox;
         }
-        let [w, s, e, n] = self.bbox;
-        let mut pts = vec![];
-        for i in 0..=8 {
-            let f = f64::from(i) / 8.0;
-            pts.extend([
-                (w + f * (e - w), s),
-                (w + f * (e - w), n),
-                (w, s + f * (n - s)),
-                (e, s + f * (n - s)),
-            ]);
-        }
-        match climate_geodata::reproject::to_wgs84(&self.crs, &mut pts) {
-            Ok(()) => {
-                let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-                for (x, y) in pts
-                    .into_iter()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite())
-                {
-                    (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-                }
-                if x0 <= x1 && y0 <= y1 {
-                    [x0, y0, x1, y1]
-                } else {
-                    [-180.0, -90.0, 180.0, 90.0]
-                }
-            }
-            Err(_) => [-180.0, -90.0, 180.0, 90.0],
-        }
+        climate_geodata::reproject::project_bounds(self.bbox, &self.crs, "EPSG:4326", 9)
+            .ok()
+            .flatten()
+            .unwrap_or([-180.0, -90.0, 180.0, 90.0])
     }
 }
 

@@ -45,6 +45,42 @@ pub fn to_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), String> {
     Ok(())
 }
 
+/// The envelope in `to` of the bounds `[west, south, east, north]` in `from`: the outline,
+/// `samples` points per edge, projected (points PROJ cannot project are left out). `None` when
+/// no point projects.
+///
+/// # Errors
+/// A message when PROJ does not know a CRS.
+pub fn project_bounds(
+    bounds: [f64; 4],
+    from: &str,
+    to: &str,
+    samples: usize,
+) -> Result<Option<[f64; 4]>, String> {
+    let proj = transformer(from, to)?;
+    let [w, s, e, n] = bounds;
+    let samples = samples.max(2);
+    let mut outline = Vec::with_capacity(4 * samples);
+    for i in 0..samples {
+        let f = i as f64 / (samples - 1) as f64;
+        outline.extend([
+            (w + f * (e - w), s),
+            (w + f * (e - w), n),
+            (w, s + f * (n - s)),
+            (e, s + f * (n - s)),
+        ]);
+    }
+    convert_lenient(&proj, &mut outline);
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for (x, y) in outline
+        .into_iter()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+    {
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    Ok((x0 <= x1 && y0 <= y1).then_some([x0, y0, x1, y1]))
+}
+
 /// Projects WGS84 longitude/latitude `points` into `crs` in place (points PROJ cannot project
 /// become NaN).
 ///
@@ -116,25 +152,8 @@ pub fn target_grid(
     resolution: Option<f64>,
 ) -> Result<TargetPlan, String> {
     let forward = transformer(&source.crs, crs)?;
-    let (w, s, e, n) = (bbox.west(), bbox.south(), bbox.east(), bbox.north());
-    let mut outline = Vec::with_capacity(4 * EDGE_SAMPLES);
-    for i in 0..EDGE_SAMPLES {
-        let f = i as f64 / (EDGE_SAMPLES - 1) as f64;
-        outline.push((w + f * (e - w), s));
-        outline.push((w + f * (e - w), n));
-        outline.push((w, s + f * (n - s)));
-        outline.push((e, s + f * (n - s)));
-    }
-    convert_lenient(&forward, &mut outline);
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for (x, y) in &outline {
-        if x.is_finite() && y.is_finite() {
-            (x0, x1, y0, y1) = (x0.min(*x), x1.max(*x), y0.min(*y), y1.max(*y));
-        }
-    }
-    if x0 > x1 || y0 > y1 {
-        return Err(format!("the extent has no finite coordinates in {crs}"));
-    }
+    let [x0, y0, x1, y1] = project_bounds(bbox.to_array(), &source.crs, crs, EDGE_SAMPLES)?
+        .ok_or_else(|| format!("the extent has no finite coordinates in {crs}"))?;
     let res = match resolution {
         Some(r) => r,
         None => default_resolution(&forward, source, bbox),
