@@ -101,22 +101,29 @@ pub fn coverage_json(c: &Cube) -> String {
     );
     let mut out = String::with_capacity(c.values.len() * 6 + 1024);
     covjson_head(c, &mut out, "Grid", &axes);
+    push_range(
+        &mut out,
+        c,
+        r#"["t","y","x"]"#,
+        &format!("[{},{},{}]", c.times.len(), g.y.len, g.x.len),
+    );
+    out
+}
+
+/// The `ranges` member closing a CoverageJSON document: the cube's values as one NdArray.
+fn push_range(out: &mut String, c: &Cube, axis_names: &str, shape: &str) {
     let _ = write!(
         out,
-        r#""ranges":{{{}:{{"type":"NdArray","dataType":"float","axisNames":["t","y","x"],"shape":[{},{},{}],"values":["#,
+        r#""ranges":{{{}:{{"type":"NdArray","dataType":"float","axisNames":{axis_names},"shape":{shape},"values":["#,
         json_str(c.variable),
-        c.times.len(),
-        g.y.len,
-        g.x.len
     );
     for (i, v) in c.values.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_number(&mut out, *v);
+        push_number(out, *v);
     }
     out.push_str("]}}}");
-    out
 }
 
 /// CoverageJSON `PointSeries` at `(x, y)`: one value per time.
@@ -127,19 +134,7 @@ pub fn point_series_json(c: &Cube, x: f64, y: f64) -> String {
     );
     let mut out = String::with_capacity(c.values.len() * 12 + 1024);
     covjson_head(c, &mut out, "PointSeries", &axes);
-    let _ = write!(
-        out,
-        r#""ranges":{{{}:{{"type":"NdArray","dataType":"float","axisNames":["t"],"shape":[{}],"values":["#,
-        json_str(c.variable),
-        c.times.len()
-    );
-    for (i, v) in c.values.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_number(&mut out, *v);
-    }
-    out.push_str("]}}}");
+    push_range(&mut out, c, r#"["t"]"#, &format!("[{}]", c.times.len()));
     out
 }
 
