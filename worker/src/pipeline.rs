@@ -386,7 +386,18 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
         bases: Vec::new(),
         first_chunk: 0,
     };
-    let layout = plan.layout(l.template, &run.dataset_id)?;
+    lay_out(ctx, l.template, &run.dataset_id, plan).await
+}
+
+/// Creates the store a plan describes (metadata and coordinates) and the segments that write
+/// its time chunks from `plan.first_chunk` on; on failure, deletes what it wrote.
+async fn lay_out(
+    ctx: &Context,
+    template: &DatasetTemplate,
+    dataset_id: &str,
+    plan: Plan,
+) -> Result<Planned, TaskError> {
+    let layout = plan.layout(template, dataset_id)?;
     if let Err(e) = ZarrWriter::create(
         ctx.platform.store.object_store(),
         &plan.prefix,
@@ -397,7 +408,7 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
         collect_garbage(&ctx.platform.store, &plan.prefix).await;
         return Err(e.into());
     }
-    let segments = segments(ctx, &layout, 0);
+    let segments = segments(ctx, &layout, plan.first_chunk);
     Ok(Planned::Segments(Box::new(plan), segments))
 }
 
@@ -491,25 +502,15 @@ async fn plan_append(
         first_chunk,
         ..base_plan
     };
-    let layout = plan.layout(l.template, &run.dataset_id)?;
-    if let Err(e) = ZarrWriter::create(
-        ctx.platform.store.object_store(),
-        &plan.prefix,
-        layout.clone(),
-    )
-    .await
-    {
-        collect_garbage(&ctx.platform.store, &plan.prefix).await;
-        return Err(e.into());
-    }
     tracing::info!(
         run.id = %run.run_id,
         base.version = n,
         first_chunk,
         "appending: earlier time chunks are reused from the current version"
     );
-    let segments = segments(ctx, &layout, first_chunk);
-    Ok(Some(Planned::Segments(Box::new(plan), segments)))
+    lay_out(ctx, l.template, &run.dataset_id, plan)
+        .await
+        .map(Some)
 }
 
 /// Reads a run's stored plan.
