@@ -205,13 +205,21 @@ fn chirps_mock(mock: &MockUpstream, days: u32) {
     }
 }
 
+/// The `chirps_test` template reading CHIRPS from `mock`, with `extra` YAML lines appended.
+fn chirps_template(mock: &MockUpstream, extra: &str) -> String {
+    format!(
+        "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n{extra}",
+        mock.base
+    )
+}
+
 async fn chirps_app(mock: &MockUpstream, shape: Shape) -> anyhow::Result<TestApp> {
     TestApp::start(
         shape,
         Options {
-            templates: vec![format!(
-                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n  sync: {{kind: temporal, execution: append}}\n",
-                mock.base
+            templates: vec![chirps_template(
+                mock,
+                "  sync: {kind: temporal, execution: append}\n",
             )],
             ..Options::default()
         },
@@ -353,9 +361,9 @@ async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> any
     let app = TestApp::start(
         Shape::Standalone,
         Options {
-            templates: vec![format!(
-                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n  display: {{colormap: greys, range: [0, 20]}}\n",
-                mock.base
+            templates: vec![chirps_template(
+                &mock,
+                "  display: {colormap: greys, range: [0, 20]}\n",
             )],
             extents_yaml: Some(
                 "extents:\n  - extent_id: world\n    name: World\n    bbox: [-180, -90, 180, 90]\n"
@@ -451,10 +459,7 @@ async fn requests_to_a_paced_provider_keep_their_distance() -> anyhow::Result<()
     let app = TestApp::start(
         Shape::Standalone,
         Options {
-            templates: vec![format!(
-                "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n",
-                mock.base
-            )],
+            templates: vec![chirps_template(&mock, "")],
             extra_yaml: "providers:\n  chirps3_daily: {concurrency: 4, min_interval_ms: 150}\n"
                 .into(),
             ..Options::default()

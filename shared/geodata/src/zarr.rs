@@ -680,6 +680,27 @@ mod tests {
         }
     }
 
+    /// An `n × n` grid at 0.05° in 256² chunks of 2 days: over a megapixel for `n` > 1024.
+    fn large_layout(n: usize) -> StoreLayout {
+        let mut l = layout();
+        l.grid.x = Axis {
+            first: 0.025,
+            step: 0.05,
+            len: n,
+        };
+        l.grid.y = Axis {
+            first: 51.475,
+            step: -0.05,
+            len: n,
+        };
+        l.chunks = ChunkShape {
+            t: 2,
+            y: 256,
+            x: 256,
+        };
+        l
+    }
+
     #[tokio::test]
     async fn edge_chunks_round_trip_and_metadata_is_consolidated() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
@@ -775,24 +796,9 @@ mod tests {
     #[tokio::test]
     async fn large_grids_get_a_mean_pyramid_described_by_multiscales() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let mut l = layout();
         // 1030² > 1024²: levels of 515², 258², 129².
         let n = 1030usize;
-        l.grid.x = Axis {
-            first: 0.025,
-            step: 0.05,
-            len: n,
-        };
-        l.grid.y = Axis {
-            first: 51.475,
-            step: -0.05,
-            len: n,
-        };
-        l.chunks = ChunkShape {
-            t: 2,
-            y: 256,
-            x: 256,
-        };
+        let l = large_layout(n);
         let value = |t: usize, y: usize, x: usize| {
             if (y + x).is_multiple_of(7) {
                 f32::NAN
@@ -902,23 +908,8 @@ mod tests {
     /// writing it whole, pyramid levels included (whose chunks straddle bands).
     #[tokio::test]
     async fn banded_writes_store_the_same_bytes_as_whole_time_chunks() {
-        let mut l = layout();
         let n = 1030usize;
-        l.grid.x = Axis {
-            first: 0.025,
-            step: 0.05,
-            len: n,
-        };
-        l.grid.y = Axis {
-            first: 51.475,
-            step: -0.05,
-            len: n,
-        };
-        l.chunks = ChunkShape {
-            t: 2,
-            y: 256,
-            x: 256,
-        };
+        let l = large_layout(n);
         let value = |t: usize, y: usize, x: usize| {
             if (y * 3 + x).is_multiple_of(11) {
                 f32::NAN
