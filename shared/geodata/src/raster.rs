@@ -488,8 +488,14 @@ pub struct GeoTiffSource {
     info: TiffInfo,
 }
 
-fn tiff_err(path: &Path, e: impl std::fmt::Display) -> RasterError {
-    RasterError::new(path, format!("TIFF error: {e}"))
+/// A decoder error; transient when it is a remote read that ran out of retries (the reader
+/// reports those as [`TRANSIENT_IO`]), so the run retries instead of failing for good.
+fn tiff_err(path: &Path, e: tiff::TiffError) -> RasterError {
+    let transient = matches!(&e, tiff::TiffError::IoError(io) if io.kind() == TRANSIENT_IO);
+    RasterError {
+        transient,
+        ..RasterError::new(path, format!("TIFF error: {e}"))
+    }
 }
 
 fn decoder(path: &Path) -> Result<tiff::decoder::Decoder<BufReader<File>>, RasterError> {
@@ -837,5 +843,31 @@ impl RasterSource for AggregatedSource {
         }
         self.method.finish(&mut acc, self.parts.len());
         Ok(acc)
+    }
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_header_read_that_runs_out_of_retries_is_transient() {
+        let failing = |kind: std::io::ErrorKind| -> RangeFetch {
+            Arc::new(move |_, _| Err(std::io::Error::new(kind, "store unavailable")))
+        };
+        let err = RemoteTiff::open("http://x/a.tif", 100_000, failing(TRANSIENT_IO), &[])
+            .expect_err("nothing to read");
+        assert!(err.transient, "{err}");
+        let err = RemoteTiff::open(
+            "http://x/a.tif",
+            100_000,
+            failing(std::io::ErrorKind::Other),
+            &[],
+        )
+        .expect_err("nothing to read");
+        assert!(
+            !err.transient,
+            "a permanent fetch failure stays permanent: {err}"
+        );
     }
 }
