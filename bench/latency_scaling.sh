@@ -36,6 +36,7 @@ YAML
 data_dir: $D/data
 templates_dir: templates
 server: {bind: "127.0.0.1:18123"}
+auth: {enabled: false}   # loopback benchmark
 worker: {concurrency: $W}
 providers:
   chirps3_daily: {concurrency: $((4 * W))}

@@ -176,6 +176,24 @@ pub async fn envelope(mut req: Request, next: Next) -> Response {
     res
 }
 
+/// Records the latency and status of every request by method and route pattern (never by
+/// concrete path, which would make unbounded label sets).
+pub async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::histogram!("climate_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("climate_http_requests_total", "method" => method, "route" => route, "status" => status)
+        .increment(1);
+    res
+}
+
 /// The id of the request being handled.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);

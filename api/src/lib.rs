@@ -6,7 +6,9 @@
 //! Only this crate knows HTTP. Handlers are grouped by resource under [`routes`], wired in
 //! [`router`], and described by the generated OpenAPI document in [`openapi`].
 
+pub mod auth;
 pub mod error;
+pub mod idempotency;
 pub mod openapi;
 pub mod router;
 pub mod routes;
@@ -33,7 +35,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = router::router(AppState(Arc::new(App::new(platform)?)));
+    let mut state = App::new(platform)?;
+    state.shutdown = shutdown.clone();
+    let app = router::router(AppState(Arc::new(state)));
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -66,6 +70,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         templates = platform.catalog.len(),
         "platform connected"
     );
+    warn_if_open(&platform.config);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
@@ -119,4 +124,27 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         res??;
     }
     Ok(())
+}
+
+/// Says loudly, at every start, that authentication is off.
+fn warn_if_open(config: &Config) {
+    if config.auth.enabled {
+        return;
+    }
+    let loopback = config
+        .server
+        .bind
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if loopback {
+        tracing::warn!(
+            bind = %config.server.bind,
+            "AUTHENTICATION IS DISABLED (auth.enabled: false): anyone on this machine can start ingestions and change schedules; set auth.enabled: true before exposing this instance"
+        );
+    } else {
+        tracing::error!(
+            bind = %config.server.bind,
+            "AUTHENTICATION IS DISABLED (auth.enabled: false) ON A NON-LOOPBACK ADDRESS: anyone who can reach this port can start ingestions and change schedules; set auth.enabled: true"
+        );
+    }
 }

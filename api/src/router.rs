@@ -7,13 +7,15 @@ use axum::routing::get;
 use tower_http::cors::{Any, CorsLayer};
 use utoipa::OpenApi;
 
-use crate::error;
 use crate::openapi::ApiDoc;
-use crate::routes::{datasets, download, ingestions, meta, ogc, stac, sync, templates, zarr};
+use crate::routes::{
+    credentials, datasets, download, ingestions, meta, ogc, stac, sync, templates, zarr,
+};
 use crate::state::AppState;
+use crate::{auth, error, idempotency};
 
 /// Request bodies are small JSON documents.
-const BODY_LIMIT: usize = 1024 * 1024;
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Builds the application router.
 pub fn router(state: AppState) -> Router {
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(meta::get_health))
         .route("/ready", get(meta::get_ready))
         .route("/info", get(meta::get_info))
+        .route("/metrics", get(meta::get_metrics))
         .route("/extent", get(meta::get_extent))
         .route("/dataset-templates", get(templates::list_templates))
         .route("/dataset-templates/{id}", get(templates::get_template))
@@ -52,6 +55,10 @@ pub fn router(state: AppState) -> Router {
             "/ingestions/{id}",
             get(ingestions::get_ingestion).delete(ingestions::cancel_ingestion),
         )
+        .route("/ingestions/{id}/events", get(ingestions::ingestion_events))
+        .route("/credentials/basic", get(credentials::basic))
+        .route("/credentials/oidc", get(credentials::oidc))
+        .route("/me", get(credentials::me))
         .route("/datasets", get(datasets::list_datasets))
         .route("/datasets/{id}", get(datasets::get_dataset))
         .route("/datasets/{id}/download", get(download::download))
@@ -100,7 +107,17 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
         )
+        // Inner first: idempotency sees the authenticated caller.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(error::observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(error::envelope))
         .layer(cors)

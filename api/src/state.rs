@@ -20,6 +20,12 @@ pub struct App {
     pub downloads: tokio::sync::Semaphore,
     /// Providers and HTTP settings, for syncs whose availability probes the provider.
     pub providers: climate_worker::Context,
+    /// Authentication settings and OIDC verifiers.
+    pub auth: crate::auth::Auth,
+    /// Renders the process's Prometheus metrics.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Cancelled when the server shuts down: long-lived responses (event streams) end.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Downloads written at once.
@@ -36,6 +42,9 @@ impl App {
     pub fn new(platform: Platform) -> anyhow::Result<Self> {
         Ok(Self {
             providers: climate_worker::Context::new(platform.clone())?,
+            auth: crate::auth::Auth::new(platform.config.auth.clone())?,
+            metrics: climate_infra::telemetry::metrics(None)?,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             platform,
             readers: Mutex::new(HashMap::new()),
             downloads: tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS),

@@ -53,6 +53,34 @@ pub struct ProgressView {
     pub percent: f64,
     /// Current step.
     pub message: String,
+    /// Per segment (time chunks written in parallel) once the run is planned; only on a
+    /// single run and its event stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<SegmentView>>,
+}
+
+/// One segment of a planned run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SegmentView {
+    /// Index, from 0.
+    pub segment: u32,
+    /// `queued`, `running`, `retrying`, `done` or `failed`.
+    pub status: String,
+    /// Periods it writes.
+    pub periods: u64,
+    /// Claims so far.
+    pub attempts: u32,
+}
+
+impl From<&climate_infra::db::SegmentRecord> for SegmentView {
+    fn from(s: &climate_infra::db::SegmentRecord) -> Self {
+        Self {
+            segment: s.segment,
+            status: s.status.as_str().to_owned(),
+            periods: s.periods,
+            attempts: s.attempts,
+        }
+    }
 }
 
 /// Run error.
@@ -129,6 +157,7 @@ impl RunView {
                 total: run.progress.total,
                 percent,
                 message: run.progress.message,
+                segments: None,
             },
             attempts: run.attempts,
             error: run.error.map(|e| RunErrorView {

@@ -16,11 +16,17 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    climate_infra::shutdown::block_on(main_async())
+}
+
+async fn main_async() -> anyhow::Result<()> {
     climate_infra::telemetry::init();
     let args = Args::parse();
     let config = Config::from_process(args.config.as_deref())?;
+    if let Some(bind) = &config.scheduler.metrics_bind {
+        climate_infra::telemetry::metrics(Some(bind)).context("scheduler.metrics_bind")?;
+    }
     // Templates are not executed here, so provider parameters are checked by the workers.
     let platform = Platform::connect(config, &|_| Ok(()))
         .await

@@ -5,8 +5,11 @@
 mod api_errors;
 mod architecture;
 mod distributed;
+mod faults;
+mod jobs;
 mod providers;
 mod read;
 mod resume;
 mod scheduling;
+mod security;
 mod standalone;

@@ -178,14 +178,14 @@ async fn worldpop_permanent_faults_fail_the_run_clearly() -> anyhow::Result<()> 
     Ok(())
 }
 
-const CHIRPS_ROOT: &str = "/products/CHIRPS/v3.0";
+pub(crate) const CHIRPS_ROOT: &str = "/products/CHIRPS/v3.0";
 
-fn chirps_path(day: u32) -> String {
+pub(crate) fn chirps_path(day: u32) -> String {
     format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.01.{day:02}.cog")
 }
 
 /// The kit's three CHIRPS-layout COGs, cycled over `days` days of January 2024.
-fn chirps_fixture(day: u32) -> std::path::PathBuf {
+pub(crate) fn chirps_fixture(day: u32) -> std::path::PathBuf {
     let shared = std::env::var_os("CLIMATE_SHARED_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared"));
@@ -195,7 +195,7 @@ fn chirps_fixture(day: u32) -> std::path::PathBuf {
     ))
 }
 
-fn chirps_mock(mock: &MockUpstream, days: u32) {
+pub(crate) fn chirps_mock(mock: &MockUpstream, days: u32) {
     mock.honour_ranges();
     for d in 1..=days {
         mock.serve_file(
@@ -206,7 +206,7 @@ fn chirps_mock(mock: &MockUpstream, days: u32) {
 }
 
 /// The `chirps_test` template reading CHIRPS from `mock`, with `extra` YAML lines appended.
-fn chirps_template(mock: &MockUpstream, extra: &str) -> String {
+pub(crate) fn chirps_template(mock: &MockUpstream, extra: &str) -> String {
     format!(
         "- id: chirps_test\n  name: CHIRPS (mock)\n  variable: precip\n  period_type: daily\n  units: mm\n  ingestion:\n    provider: chirps3_daily\n    params: {{base_url: \"{}{CHIRPS_ROOT}\", stage: final, flavor: rnl}}\n{extra}",
         mock.base

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod fault;
 pub mod mock;
 use serde_json::Value;
 
@@ -63,7 +64,8 @@ pub fn env(name: &str, default: Option<&str>) -> String {
     }
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -87,8 +89,11 @@ pub enum Shape {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    /// HTTP client.
+    /// HTTP client, sending [`TestApp::api_key`] on every request.
     pub client: reqwest::Client,
+    /// An admin API key created with `climate-api keys create` before the processes started
+    /// (`None` with the embedded config, which disables authentication).
+    pub api_key: Option<String>,
     /// The generated config file.
     pub config_path: PathBuf,
     /// Temporary directory holding config, data and logs.
@@ -108,6 +113,11 @@ pub struct TestApp {
 pub struct Options {
     /// Extra YAML appended to the generated config.
     pub extra_yaml: String,
+    /// `(from, to)`: the processes reach the backend on port `from` through port `to` (a
+    /// [`fault::FaultProxy`]) instead.
+    pub port_map: Vec<(u16, u16)>,
+    /// Replaces the default `auth:` block (authentication on, a rate limit no test reaches).
+    pub auth_yaml: Option<String>,
     /// Files copied into the app's directory (source, destination relative to the config).
     pub files: Vec<(PathBuf, String)>,
     /// Distributed mode with a local `file://` store shared by the processes instead of S3, so
@@ -183,7 +193,17 @@ impl TestApp {
                 ));
             }
         }
+        yaml.push_str(
+            opts.auth_yaml
+                .as_deref()
+                .unwrap_or("auth:\n  requests_per_minute: 1000000\n"),
+        );
         yaml.push_str(&opts.extra_yaml);
+        for (from, to) in &opts.port_map {
+            yaml = yaml
+                .replace(&format!("127.0.0.1:{from}"), &format!("127.0.0.1:{to}"))
+                .replace(&format!("localhost:{from}"), &format!("127.0.0.1:{to}"));
+        }
         if !opts.templates.is_empty() {
             let tdir = dir.path().join("templates");
             std::fs::create_dir_all(&tdir)?;
@@ -201,6 +221,18 @@ impl TestApp {
         }
         let config_path = dir.path().join("climate-api.yaml");
         std::fs::write(&config_path, yaml)?;
+        let api_key = if opts.embedded_config {
+            None
+        } else {
+            Some(create_key(&config_path, "e2e admin", "admin")?)
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &api_key {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?,
+            );
+        }
 
         let mut app = Self {
             embedded: opts.embedded_config.then(|| format!("127.0.0.1:{port}")),
@@ -208,7 +240,9 @@ impl TestApp {
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .default_headers(headers)
                 .build()?,
+            api_key,
             config_path,
             dir,
             children: Vec::new(),
@@ -275,6 +309,58 @@ impl TestApp {
             .with_context(|| format!("spawning {binary}"))?;
         self.children.push((binary.to_owned(), child));
         Ok(())
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, …) to the `nth` running process of `binary` (from 0, in
+    /// start order).
+    ///
+    /// # Errors
+    /// When there is no such process or `kill` fails.
+    pub fn signal(&self, binary: &str, nth: usize, signal: &str) -> anyhow::Result<()> {
+        let (_, child) = self
+            .children
+            .iter()
+            .filter(|(b, _)| b == binary)
+            .nth(nth)
+            .with_context(|| format!("no process {nth} of {binary}"))?;
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the `nth` process of `binary` to exit; its exit status.
+    ///
+    /// # Errors
+    /// When there is no such process or it is still running after `timeout`.
+    pub async fn wait_process(
+        &mut self,
+        binary: &str,
+        nth: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, child) = self
+                .children
+                .iter_mut()
+                .filter(|(b, _)| b == binary)
+                .nth(nth)
+                .with_context(|| format!("no process {nth} of {binary}"))?;
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{binary} #{nth} still running after {timeout:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Every line the processes logged, whole (for assertions on what must never be logged).
@@ -708,4 +794,25 @@ pub async fn raw_get_status(base: &str, path: &str) -> anyhow::Result<u16> {
         .and_then(|c| c.parse().ok())
         .context("no status line")?;
     Ok(code)
+}
+
+/// Runs `climate-api --config CONFIG keys create` and returns the printed key.
+///
+/// # Errors
+/// When the command fails or prints no key.
+pub fn create_key(config: &Path, name: &str, scopes: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(bin("climate-api"))
+        .args(["--config"])
+        .arg(config)
+        .args(["keys", "create", "--name", name, "--scopes", scopes])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)?.trim().to_owned();
+    anyhow::ensure!(key.starts_with("cak_"), "unexpected output '{key}'");
+    Ok(key)
 }

@@ -41,6 +41,96 @@ pub struct Context {
     pub worker_id: String,
     /// Failure points armed for tests (none in production).
     pub failpoints: FailPoints,
+    /// Leases this process holds, to hand back at shutdown.
+    leases: Arc<Leases>,
+}
+
+/// The leases a worker process holds (run or segment), so that a shutdown that cannot wait for
+/// its tasks hands them back at once instead of leaving them to expire.
+#[derive(Debug, Default)]
+struct Leases {
+    held: std::sync::Mutex<std::collections::HashMap<u64, (String, Option<u32>)>>,
+    next: std::sync::atomic::AtomicU64,
+    /// Cancelled when the leases are handed back: heartbeats stop renewing them.
+    released: CancellationToken,
+}
+
+/// Unregisters a lease when the heartbeat that keeps it ends (also when aborted).
+struct HeldLease(Arc<Leases>, u64);
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.1);
+    }
+}
+
+impl Leases {
+    /// Records a lease about to be claimed (before the claim, so a shutdown racing with the
+    /// claim still hands it back); `None` once the leases were handed back: take no new work.
+    fn hold(self: &Arc<Self>, run_id: &str, segment: Option<u32>) -> Option<HeldLease> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.released.is_cancelled() {
+            return None;
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        held.insert(id, (run_id.to_owned(), segment));
+        Some(HeldLease(self.clone(), id))
+    }
+
+    /// Stops the heartbeats and makes every held lease expire now, so the reaper (or a
+    /// redelivery) gives the work to another worker without waiting out the lease.
+    /// A claim racing with the shutdown commits within this; the second pass hands it back.
+    const CLAIM_SETTLE: Duration = Duration::from_millis(500);
+
+    async fn release_all(&self, ctx: &Context) -> usize {
+        {
+            let _held = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.released.cancel();
+        }
+        let mut handed = std::collections::HashSet::new();
+        for pass in 0..2 {
+            if pass == 1 {
+                tokio::time::sleep(Self::CLAIM_SETTLE).await;
+            }
+            let held: Vec<(String, Option<u32>)> = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            let db = &ctx.platform.db;
+            let now = Utc::now();
+            for (run_id, segment) in held {
+                let result = match segment {
+                    Some(i) => db.heartbeat_segment(&run_id, i, &ctx.worker_id, now).await,
+                    None => db.heartbeat(&run_id, &ctx.worker_id, now, now).await,
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(run.id = %run_id, segment = ?segment, "lease handed back");
+                        handed.insert((run_id, segment));
+                    }
+                    // Not (or no longer) ours: nothing to hand back.
+                    Err(DbError::LeaseLost(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(run.id = %run_id, error = %e, "could not hand a lease back; it will expire")
+                    }
+                }
+            }
+        }
+        handed.len()
+    }
 }
 
 impl Context {
@@ -87,6 +177,7 @@ impl Context {
             provider_env,
             worker_id: format!("{host}-{}", uuid::Uuid::now_v7()),
             failpoints: FailPoints::default(),
+            leases: Arc::new(Leases::default()),
         })
     }
 
@@ -158,10 +249,15 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
             }
         }
     }
-    // Wait for tasks in flight: they finish (or lose their lease) before we exit.
-    let _all = slots
-        .acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX))
-        .await?;
+    // Wait for tasks in flight, up to the grace period; then hand their leases back so other
+    // workers take over at once. Their deliveries stay unacknowledged and return to the queue
+    // when this process's connection closes.
+    let grace = Duration::from_secs(ctx.platform.config.worker.shutdown_grace_seconds);
+    let all = slots.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX));
+    if tokio::time::timeout(grace, all).await.is_err() {
+        let n = ctx.leases.release_all(&ctx).await;
+        tracing::warn!(worker.id = %ctx.worker_id, leases = n, grace_seconds = grace.as_secs(), "tasks still running after the shutdown grace; their leases were handed back");
+    }
     tracing::info!(worker.id = %ctx.worker_id, "worker stopped");
     Ok(())
 }
@@ -190,6 +286,12 @@ async fn handle(ctx: &Context, delivery: Delivery) {
         }
     };
     let span = tracing::info_span!("task", run.id = %msg.run_id, step = ?msg.step, worker.id = %ctx.worker_id);
+    let step = match msg.step {
+        Step::Plan => "plan",
+        Step::Segment(_) => "segment",
+        Step::Finalize => "finalize",
+    };
+    let started = std::time::Instant::now();
     async {
         let result = match msg.step {
             Step::Plan => plan_step(ctx, &msg.run_id).await,
@@ -199,9 +301,19 @@ async fn handle(ctx: &Context, delivery: Delivery) {
         match result {
             // The run row already says `failed` with its error; the dead-letter queue keeps a
             // record of runs that used up their retries, for operators.
-            Ok(Settle::DeadLetter) => settle(&delivery, false).await,
-            Ok(Settle::Ack) => settle(&delivery, true).await,
+            Ok(Settle::DeadLetter) => {
+                settle(&delivery, false).await;
+                metrics::counter!("climate_tasks_total", "step" => step, "outcome" => "dead_letter").increment(1);
+            }
+            Ok(Settle::Ack) => {
+                settle(&delivery, true).await;
+                metrics::counter!("climate_tasks_total", "step" => step, "outcome" => "ack").increment(1);
+            }
+            Ok(Settle::Leave) => {
+                metrics::counter!("climate_tasks_total", "step" => step, "outcome" => "left").increment(1);
+            }
             Err(e) => {
+                metrics::counter!("climate_tasks_total", "step" => step, "outcome" => "requeue").increment(1);
                 // The database could not be reached to claim or record: let the broker
                 // deliver again later; claims make a repeat harmless.
                 tracing::warn!(error = %e, "cannot process the message now; requeueing it");
@@ -214,12 +326,16 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     }
     .instrument(span)
     .await;
+    metrics::histogram!("climate_task_duration_seconds", "step" => step)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// What to do with a delivery once its step is handled.
 enum Settle {
     Ack,
     DeadLetter,
+    /// Shutting down: leave it unacknowledged, so it returns to the queue with the connection.
+    Leave,
 }
 
 /// Exponential backoff with full jitter: up to 2^attempt × 2 s, capped at 5 minutes.
@@ -265,9 +381,14 @@ where
     let lease = ctx.lease();
     let locks = ctx.platform.locks.clone();
     let (key, owner) = (lock_key(run), run.run_id.clone());
+    let released = ctx.leases.released.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(lease / 3).await;
+            tokio::select! {
+                () = tokio::time::sleep(lease / 3) => {}
+                // Handed back at shutdown: never renew it again.
+                () = released.cancelled() => return,
+            }
             let _ = locks.try_acquire(&key, &owner, lease * 2).await;
             if let Err(DbError::LeaseLost(_)) = beat().await {
                 tracing::warn!("lease lost; abandoning the step");
@@ -333,6 +454,9 @@ async fn release_if_cancelled(ctx: &Context, run_id: &str) {
 }
 
 async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
+    let Some(_held) = ctx.leases.hold(run_id, None) else {
+        return Ok(Settle::Leave);
+    };
     let db = &ctx.platform.db;
     let now = Utc::now();
     let Some(run) = db
@@ -474,17 +598,22 @@ fn retry_or_fail(
     if e.is_transient() && attempts < ctx.platform.config.worker.max_attempts {
         let delay = backoff(attempts);
         tracing::warn!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "failed transiently; will retry");
+        metrics::counter!("climate_task_retries_total", "step" => "plan").increment(1);
         RunOutcome::Retry {
             error,
             outbox: announce(run_id, step, delay),
         }
     } else {
         tracing::error!(error = %e, attempts, "run failed");
+        metrics::counter!("climate_runs_total", "outcome" => "failed").increment(1);
         RunOutcome::Failed(error)
     }
 }
 
 async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle, DbError> {
+    let Some(_held) = ctx.leases.hold(run_id, Some(index)) else {
+        return Ok(Settle::Leave);
+    };
     let db = &ctx.platform.db;
     let now = Utc::now();
     let Some(segment) = db
@@ -577,6 +706,7 @@ async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle,
             if e.is_transient() && segment.attempts < max {
                 let delay = backoff(segment.attempts);
                 tracing::warn!(error = %e, segment = index, attempt = segment.attempts, "segment failed transiently; will retry");
+                metrics::counter!("climate_task_retries_total", "step" => "segment").increment(1);
                 db.retry_segment(
                     run_id,
                     index,
@@ -590,6 +720,7 @@ async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle,
                 Ok(Settle::Ack)
             } else {
                 tracing::error!(error = %e, segment = index, "segment failed; failing the run");
+                metrics::counter!("climate_runs_total", "outcome" => "failed").increment(1);
                 db.fail_segment(run_id, index, &ctx.worker_id, &error, Utc::now())
                     .await?;
                 if let Ok(plan) = pipeline::stored_plan(&run) {
@@ -607,6 +738,9 @@ async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle,
 }
 
 async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
+    let Some(_held) = ctx.leases.hold(run_id, None) else {
+        return Ok(Settle::Leave);
+    };
     let db = &ctx.platform.db;
     let now = Utc::now();
     let Some(run) = db
@@ -631,6 +765,9 @@ async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
     match result {
         Ok(v) => {
             tracing::info!(dataset.id = %run.dataset_id, version = v.version, "version published");
+            metrics::counter!("climate_runs_total", "outcome" => "succeeded").increment(1);
+            let took = (Utc::now() - run.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("climate_run_duration_seconds").record(took.as_secs_f64());
             release_lock(ctx, &run).await;
             Ok(Settle::Ack)
         }
@@ -642,6 +779,7 @@ async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
             Ok(Settle::Ack)
         }
         Err(e) => {
+            metrics::counter!("climate_runs_total", "outcome" => "failed").increment(1);
             db.finish_run(
                 &run.run_id,
                 &ctx.worker_id,

@@ -17,8 +17,11 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    climate_infra::shutdown::block_on(main_async())
+}
+
+async fn main_async() -> anyhow::Result<()> {
     climate_infra::telemetry::init();
     let args = Args::parse();
     let config = Config::from_process(args.config.as_deref())?;
@@ -26,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!(
             "climate-worker needs a shared queue (queue.url: amqp://…); with the in-process queue, run `climate-api` (standalone), which includes the worker"
         );
+    }
+    if let Some(bind) = &config.worker.metrics_bind {
+        climate_infra::telemetry::metrics(Some(bind)).context("worker.metrics_bind")?;
     }
     let registry = Registry::default();
     let platform = Platform::connect(config, &|t| registry.check(t))

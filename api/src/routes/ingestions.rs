@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use climate_domain::run::{RunKind, RunRequest, RunStatus};
 use climate_domain::{DatasetId, Period, PeriodRange};
-use climate_infra::db::{NewOutbox, NewRun, RunFilter};
+use climate_infra::db::{NewOutbox, NewRun, RunFilter, RunRecord};
 use climate_infra::messages::{TASK_TOPIC, TaskMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, BaseUrl};
-use crate::views::{DatasetSummary, Link, RunView, dataset_summary};
+use crate::views::{DatasetSummary, Link, RunView, SegmentView, dataset_summary};
 
 const fn yes() -> bool {
     true
@@ -282,15 +282,115 @@ pub async fn get_ingestion(
     let run = state.platform.db.get_run(&id).await?.ok_or_else(|| {
         ApiError::not_found("unknown_ingestion", format!("no ingestion with id '{id}'"))
     })?;
+    Ok(Json(run_view(&state, run, &base).await?))
+}
+
+/// The full view of one run: its dataset once succeeded, its segments once planned.
+async fn run_view(state: &AppState, run: RunRecord, base: &BaseUrl) -> Result<RunView, ApiError> {
+    let db = &state.platform.db;
     let dataset = if run.status == RunStatus::Succeeded {
-        match state.platform.db.get_dataset(&run.dataset_id).await? {
-            Some(ds) => dataset_summary(&state, &ds, &base).await?,
+        match db.get_dataset(&run.dataset_id).await? {
+            Some(ds) => dataset_summary(state, &ds, base).await?,
             None => None,
         }
     } else {
         None
     };
-    Ok(Json(RunView::new(run, dataset, &base)))
+    let segments = if run.plan.is_some() {
+        Some(
+            db.list_segments(&run.run_id)
+                .await?
+                .iter()
+                .map(SegmentView::from)
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let mut view = RunView::new(run, dataset, base);
+    view.progress.segments = segments;
+    Ok(view)
+}
+
+/// How often the event stream looks at the run.
+const EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `GET /ingestions/{id}/events`: a Server-Sent Events stream of the run. Each change is one
+/// `progress` event whose data is the run (as `GET /ingestions/{id}`), within a quarter of a
+/// second; the stream ends with an `end` event once the run finished. Comments keep idle
+/// connections open through proxies.
+#[utoipa::path(get, path = "/ingestions/{id}/events", tag = "ingestions",
+    params(("id" = String, Path, description = "ingestion id")),
+    responses((status = 200, content_type = "text/event-stream", description = "`progress` events carrying the run, then `end`"),
+              (status = 404, body = ErrorBody)))]
+pub async fn ingestion_events(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let first = state.platform.db.get_run(&id).await?.ok_or_else(|| {
+        ApiError::not_found("unknown_ingestion", format!("no ingestion with id '{id}'"))
+    })?;
+    let stream = futures::stream::unfold(
+        (Some(first), None::<String>, false),
+        move |(mut next, mut last, done)| {
+            let (state, base, id) = (state.clone(), base.clone(), id.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let run = match next.take() {
+                        Some(r) => r,
+                        None => {
+                            // A shutting-down server ends its streams (clients reconnect).
+                            tokio::select! {
+                                () = tokio::time::sleep(EVENT_POLL) => {}
+                                () = state.shutdown.cancelled() => return None,
+                            }
+                            match state.platform.db.get_run(&id).await {
+                                Ok(Some(r)) => r,
+                                Ok(None) => return None,
+                                // A database blip: keep the stream and look again.
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "event stream poll failed");
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    let terminal = run.status.is_terminal();
+                    let view = match run_view(&state, run, &base).await {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    };
+                    let data = serde_json::to_string(&view).unwrap_or_default();
+                    if last.as_deref() == Some(data.as_str()) && !terminal {
+                        continue;
+                    }
+                    let event = Event::default().event("progress").data(data.clone());
+                    last = Some(data);
+                    if terminal {
+                        // The final state, then `end`.
+                        let end = Event::default().event("end").data(view.status);
+                        let events = futures::stream::iter(vec![
+                            Ok::<_, std::convert::Infallible>(event),
+                            Ok(end),
+                        ]);
+                        return Some((events, (None, last, true)));
+                    }
+                    let events = futures::stream::iter(vec![Ok(event)]);
+                    return Some((events, (None, last, false)));
+                }
+            }
+        },
+    );
+    use futures::StreamExt as _;
+    let stream = stream.flatten();
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
 }
 
 /// `DELETE /ingestions/{id}`: cancels a run. A queued run stops at once; a running one at its

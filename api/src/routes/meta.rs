@@ -92,7 +92,44 @@ pub async fn get_info(State(state): State<AppState>) -> Json<Value> {
         "templates": p.catalog.len(),
         "extents": p.config.extents.len(),
         "default_extent": p.config.default_extent().extent_id,
+        "auth": {
+            "enabled": p.config.auth.enabled,
+            "protect_reads": p.config.auth.enabled && p.config.auth.protect_reads,
+            "methods": if p.config.auth.enabled {
+                let mut m = vec!["api_key", "basic"];
+                if !p.config.auth.oidc.is_empty() {
+                    m.push("oidc");
+                }
+                m
+            } else {
+                vec![]
+            },
+        },
     }))
+}
+
+/// `GET /metrics`: Prometheus exposition of this process (HTTP latency by route, queue depth,
+/// tasks, runs, retries, downloads; in standalone mode also the worker's).
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text format 0.0.4")))]
+pub async fn get_metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let p = &state.platform;
+    let timeout = std::time::Duration::from_secs(2);
+    if let Ok(Ok(depth)) = tokio::time::timeout(timeout, p.queue.depth()).await {
+        metrics::gauge!("climate_queue_depth").set(depth as f64);
+    }
+    if let Ok(Ok(rows)) =
+        tokio::time::timeout(timeout, p.db.pending_outbox(chrono::Utc::now(), 10_000)).await
+    {
+        metrics::gauge!("climate_outbox_pending").set(rows.len() as f64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// One configured extent.

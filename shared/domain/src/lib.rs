@@ -13,6 +13,7 @@
 //! The crate's dependency list (chrono, serde, thiserror) is checked by the architecture test in
 //! `tests/`, so this charter cannot erode silently.
 
+pub mod auth;
 pub mod chunking;
 pub mod extent;
 pub mod grid;

@@ -487,6 +487,7 @@ impl Downloader {
             .await
             .map_err(|e| io("renaming", e))?;
         tracing::info!(provider, url = %shown, size_bytes = size, "downloaded");
+        metrics::counter!("climate_download_bytes_total", "provider" => provider).increment(size);
         Ok(Fetched {
             path: local,
             size,
@@ -516,6 +517,8 @@ impl Downloader {
             match attempt().await {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Permanent(cause) => {
+                    metrics::counter!("climate_upstream_errors_total", "provider" => provider, "kind" => "permanent")
+                        .increment(1);
                     return Err(Self::err(
                         provider,
                         Retry::Permanent,
@@ -523,6 +526,8 @@ impl Downloader {
                     ));
                 }
                 Attempt::Transient(cause, wait) => {
+                    metrics::counter!("climate_upstream_errors_total", "provider" => provider, "kind" => "transient")
+                        .increment(1);
                     last = cause;
                     if n < max {
                         let delay = wait
@@ -706,6 +711,8 @@ impl Downloader {
                 }
             })
             .await?;
+        metrics::counter!("climate_download_bytes_total", "provider" => provider)
+            .increment(bytes.len() as u64);
         // Best effort: a cache write failure only costs a later download.
         let _ = self.store.put(&key, PutPayload::from(bytes.clone())).await;
         Ok(bytes.to_vec())
@@ -814,6 +821,10 @@ impl Downloader {
                 }
             })
             .await?;
+        if let Some(b) = &bytes {
+            metrics::counter!("climate_download_bytes_total", "provider" => provider)
+                .increment(b.len() as u64);
+        }
         if let (Some(b), Some(key)) = (&bytes, &key) {
             // Best effort: a cache write failure only costs a later download.
             let _ = self.store.put(key, PutPayload::from(b.clone())).await;

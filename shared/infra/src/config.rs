@@ -103,6 +103,9 @@ pub struct Config {
     /// Per-provider download settings, by provider name (`worldpop_yearly: {concurrency: 2}`).
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+    /// Authentication and rate limits of the API.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Directory that relative paths in the file (templates, template params) resolve against:
     /// the config file's directory, or `data_dir` for the embedded configuration.
     #[serde(skip)]
@@ -193,6 +196,70 @@ impl Default for ServerConfig {
     }
 }
 
+/// `auth.*`: who may call the API. Write endpoints need an API key, a token from
+/// `/credentials/basic` or an OIDC bearer token; read endpoints are public unless
+/// `protect_reads`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `false` turns authentication off: every request may do everything. Only for an
+    /// instance on a loopback address; the process warns loudly at start-up.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Read endpoints also need credentials (scope `read`).
+    #[serde(default)]
+    pub protect_reads: bool,
+    /// Lifetime of tokens issued by `/credentials/basic`, in hours.
+    #[serde(default = "default_token_hours")]
+    pub token_hours: u64,
+    /// Requests a key (or token, or OIDC subject) may make per minute; 0 means unlimited.
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u64,
+    /// OpenID Connect providers whose bearer tokens are accepted.
+    #[serde(default)]
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            protect_reads: false,
+            token_hours: default_token_hours(),
+            requests_per_minute: default_requests_per_minute(),
+            oidc: Vec::new(),
+        }
+    }
+}
+
+/// `auth.oidc[]`: an OpenID Connect provider. Tokens are JWTs signed by a key of the issuer's
+/// JWKS, presented as `Authorization: Bearer oidc/{id}/{jwt}` (openEO) or a bare JWT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Short id used in `oidc/{id}/…` tokens.
+    pub id: String,
+    /// The `iss` the tokens carry.
+    pub issuer: String,
+    /// Display name for `/credentials/oidc`.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Where the signing keys are; default: `jwks_uri` of the issuer's
+    /// `/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Required `aud`; not checked when absent.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Claim holding the granted scopes (a space-separated string or an array); values
+    /// `read`, `ingest`, `admin`, optionally prefixed `climate:`, count.
+    #[serde(default = "default_scopes_claim")]
+    pub scopes_claim: String,
+    /// Scopes every valid token of this provider has.
+    #[serde(default)]
+    pub default_scopes: Vec<climate_domain::auth::Scope>,
+}
+
 /// `worker.*`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +280,16 @@ pub struct WorkerConfig {
     /// in bands of whole chunk rows that fit (at least one chunk row).
     #[serde(default = "default_band_memory_mib")]
     pub band_memory_mib: u64,
+    /// `HOST:PORT` where a `climate-worker` process serves its Prometheus metrics
+    /// (`GET /metrics`); none when absent. Standalone processes report through the API's
+    /// `/metrics`.
+    #[serde(default)]
+    pub metrics_bind: Option<String>,
+    /// On SIGTERM a worker stops taking tasks and waits this long for those in flight; then
+    /// it hands their leases back (another worker takes over at once) and exits. Keep it
+    /// below the orchestrator's kill timeout (Kubernetes: terminationGracePeriodSeconds, 30).
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for WorkerConfig {
@@ -223,6 +300,8 @@ impl Default for WorkerConfig {
             max_attempts: default_max_attempts(),
             segment_chunks: default_segment_chunks(),
             band_memory_mib: default_band_memory_mib(),
+            metrics_bind: None,
+            shutdown_grace_seconds: default_shutdown_grace_seconds(),
         }
     }
 }
@@ -289,6 +368,9 @@ pub struct SchedulerConfig {
     /// Seconds between scheduler ticks.
     #[serde(default = "default_tick_seconds")]
     pub tick_seconds: u64,
+    /// `HOST:PORT` where a `climate-scheduler` process serves its Prometheus metrics.
+    #[serde(default)]
+    pub metrics_bind: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -296,6 +378,7 @@ impl Default for SchedulerConfig {
         Self {
             enabled: true,
             tick_seconds: default_tick_seconds(),
+            metrics_bind: None,
         }
     }
 }
@@ -333,8 +416,20 @@ fn default_segment_chunks() -> u64 {
 fn default_band_memory_mib() -> u64 {
     256
 }
+fn default_shutdown_grace_seconds() -> u64 {
+    25
+}
 fn default_true() -> bool {
     true
+}
+fn default_token_hours() -> u64 {
+    24
+}
+fn default_requests_per_minute() -> u64 {
+    600
+}
+fn default_scopes_claim() -> String {
+    "scope".into()
 }
 fn default_tick_seconds() -> u64 {
     10
@@ -494,6 +589,31 @@ impl Config {
             && !scheme_ok(u, &["redis", "rediss"])
         {
             return Err(key("cache.url".into(), "expected redis://…".into()));
+        }
+        for (i, o) in self.auth.oidc.iter().enumerate() {
+            if o.id.is_empty()
+                || !o
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(key(
+                    format!("auth.oidc[{i}].id"),
+                    "use letters, digits, '-', '_' or '.' (it appears in oidc/{id}/TOKEN)".into(),
+                ));
+            }
+            if self.auth.oidc[..i].iter().any(|p| p.id == o.id) {
+                return Err(key(
+                    format!("auth.oidc[{i}].id"),
+                    format!("duplicate OIDC provider id '{}'", o.id),
+                ));
+            }
+            if !scheme_ok(&o.issuer, &["https", "http"]) {
+                return Err(key(
+                    format!("auth.oidc[{i}].issuer"),
+                    "expected the issuer URL (https://…)".into(),
+                ));
+            }
         }
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(key(

@@ -162,6 +162,52 @@ pub struct ScheduleRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An API key as stored: never the key itself, only the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public id, part of the key (`cak_{key_id}_{secret}`).
+    pub key_id: String,
+    /// Who or what the key is for.
+    pub name: String,
+    /// Granted scopes, space-separated (`read ingest`).
+    pub scopes: String,
+    /// Hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Unusable from then on, if set.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revoked at, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last authenticated request (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may be used at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// What [`Database::idempotency_begin`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First use (or a forgotten or abandoned one): handle the request, then finish or abort.
+    Started,
+    /// The first request with this key is still being handled.
+    InFlight,
+    /// The key was used for a different request.
+    Mismatch,
+    /// The first request's answer, to replay.
+    Replay {
+        /// HTTP status.
+        status: u16,
+        /// The stored answer (headers and body, as the caller stored it).
+        response: String,
+    },
+}
+
 /// The newest due time the scheduler acted on for a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncTick {
@@ -554,6 +600,55 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn get_schedule(&self, dataset_id: &str) -> DbResult<Option<ScheduleRecord>>;
     /// Sets (creates or replaces) a dataset's schedule override and pause flag.
     async fn set_schedule(&self, schedule: &ScheduleRecord) -> DbResult<()>;
+
+    /// Stores a new API key.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> DbResult<()>;
+    /// A key by id (also revoked or expired ones).
+    async fn get_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>>;
+    /// Every key, oldest first.
+    async fn list_api_keys(&self) -> DbResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key and its tokens: `false` when no active key has that id.
+    async fn revoke_api_key(&self, key_id: &str, now: DateTime<Utc>) -> DbResult<bool>;
+    /// Records that a key was used (at most one write a minute per key).
+    async fn touch_api_key(&self, key_id: &str, now: DateTime<Utc>) -> DbResult<()>;
+    /// Stores a token (its hash) issued for a key.
+    async fn create_token(
+        &self,
+        token_hash: &str,
+        key_id: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<()>;
+    /// The key a live token was issued for (the caller checks the key is still active).
+    async fn token_key(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<ApiKeyRecord>>;
+    /// Starts handling a request under an `Idempotency-Key` of `principal`. A key whose
+    /// request has been in flight since before `stale_before` was abandoned (its process died)
+    /// and is taken over; one created before `expired_before` is forgotten.
+    async fn idempotency_begin(
+        &self,
+        principal: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> DbResult<IdempotencyBegin>;
+    /// Stores the answer to replay for the key.
+    async fn idempotency_finish(
+        &self,
+        principal: &str,
+        key: &str,
+        status: u16,
+        response: &str,
+    ) -> DbResult<()>;
+    /// Forgets an unfinished key (the request failed in a way a retry may fix).
+    async fn idempotency_abort(&self, principal: &str, key: &str) -> DbResult<()>;
+    /// Deletes keys created before `before`.
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> DbResult<u64>;
 }
 
 /// Connects to the database named by `url` and returns the matching implementation.
@@ -653,6 +748,13 @@ const DATASET_SELECT: &str = "SELECT dataset_id, template_id, extent_id, current
     created_at, updated_at FROM managed_datasets ";
 
 /// Generates the [`Database`] implementation for one sqlx engine from the shared SQL.
+macro_rules! api_key_select {
+    () => {
+        "SELECT key_id, name, scopes, secret_hash, created_at, expires_at, revoked_at, \
+         last_used_at FROM api_keys"
+    };
+}
+
 macro_rules! impl_database {
     ($name:ident, $engine:literal, $db:ty, $row:ty, $migrations:literal) => {
         /// [`Database`] on
@@ -743,6 +845,19 @@ macro_rules! impl_database {
                 })
             }
 
+            fn api_key_from_row(row: &$row) -> DbResult<ApiKeyRecord> {
+                Ok(ApiKeyRecord {
+                    key_id: row.try_get("key_id")?,
+                    name: row.try_get("name")?,
+                    scopes: row.try_get("scopes")?,
+                    secret_hash: row.try_get("secret_hash")?,
+                    created_at: from_ms(row.try_get("created_at")?)?,
+                    expires_at: opt_ms(row.try_get("expires_at")?)?,
+                    revoked_at: opt_ms(row.try_get("revoked_at")?)?,
+                    last_used_at: opt_ms(row.try_get("last_used_at")?)?,
+                })
+            }
+
             fn version_from_row(row: &$row) -> DbResult<VersionRecord> {
                 let metadata: Json<serde_json::Value> = row.try_get("metadata")?;
                 Ok(VersionRecord {
@@ -827,6 +942,7 @@ macro_rules! impl_database {
                         "sync_schedules",
                         include_str!(concat!($migrations, "/0004_sync_schedules.sql")),
                     ),
+                    (5, "auth", include_str!(concat!($migrations, "/0005_auth.sql"))),
                 ])
                 .run(&self.pool)
                 .await?;
@@ -911,6 +1027,233 @@ macro_rules! impl_database {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn create_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
+                sqlx::query(
+                    "INSERT INTO api_keys (key_id, name, scopes, secret_hash, created_at, \
+                     expires_at, revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&k.key_id)
+                .bind(&k.name)
+                .bind(&k.scopes)
+                .bind(&k.secret_hash)
+                .bind(ms(k.created_at))
+                .bind(k.expires_at.map(ms))
+                .bind(k.revoked_at.map(ms))
+                .bind(k.last_used_at.map(ms))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
+                sqlx::query(concat!(api_key_select!(), " WHERE key_id = $1"))
+                    .bind(key_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| Self::api_key_from_row(&r))
+                    .transpose()
+            }
+
+            async fn list_api_keys(&self) -> DbResult<Vec<ApiKeyRecord>> {
+                sqlx::query(concat!(api_key_select!(), " ORDER BY created_at, key_id"))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(Self::api_key_from_row)
+                    .collect()
+            }
+
+            async fn revoke_api_key(&self, key_id: &str, now: DateTime<Utc>) -> DbResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(key_id)
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("DELETE FROM auth_tokens WHERE key_id = $1")
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done == 1)
+            }
+
+            async fn touch_api_key(&self, key_id: &str, now: DateTime<Utc>) -> DbResult<()> {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1 \
+                     AND (last_used_at IS NULL OR last_used_at < $3)",
+                )
+                .bind(key_id)
+                .bind(ms(now))
+                .bind(ms(now) - 60_000)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_token(
+                &self,
+                token_hash: &str,
+                key_id: &str,
+                now: DateTime<Utc>,
+                expires_at: DateTime<Utc>,
+            ) -> DbResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM auth_tokens WHERE expires_at < $1")
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO auth_tokens (token_hash, key_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash)
+                .bind(key_id)
+                .bind(ms(now))
+                .bind(ms(expires_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn token_key(
+                &self,
+                token_hash: &str,
+                now: DateTime<Utc>,
+            ) -> DbResult<Option<ApiKeyRecord>> {
+                let row = sqlx::query(
+                    "SELECT key_id FROM auth_tokens WHERE token_hash = $1 AND expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(ms(now))
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(r) => self.get_api_key(&r.try_get::<String, _>("key_id")?).await,
+                    None => Ok(None),
+                }
+            }
+
+            async fn idempotency_begin(
+                &self,
+                principal: &str,
+                key: &str,
+                fingerprint: &str,
+                now: DateTime<Utc>,
+                stale_before: DateTime<Utc>,
+                expired_before: DateTime<Utc>,
+            ) -> DbResult<IdempotencyBegin> {
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (principal, idem_key, fingerprint, status, \
+                     response, created_at) VALUES ($1, $2, $3, NULL, NULL, $4) \
+                     ON CONFLICT (principal, idem_key) DO NOTHING",
+                )
+                .bind(principal)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    return Ok(IdempotencyBegin::Started);
+                }
+                let Some(row) = sqlx::query(
+                    "SELECT fingerprint, status, response, created_at FROM idempotency_keys \
+                     WHERE principal = $1 AND idem_key = $2",
+                )
+                .bind(principal)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    // Purged in between: a fresh start is right.
+                    return self
+                        .idempotency_begin(principal, key, fingerprint, now, stale_before, expired_before)
+                        .await;
+                };
+                let created: i64 = row.try_get("created_at")?;
+                let status: Option<i32> = row.try_get("status")?;
+                let forgotten = created < ms(expired_before);
+                let abandoned = status.is_none() && created < ms(stale_before);
+                if forgotten || abandoned {
+                    // Take the key over, unless another request just did.
+                    let took = sqlx::query(
+                        "UPDATE idempotency_keys SET fingerprint = $3, status = NULL, \
+                         response = NULL, created_at = $4 \
+                         WHERE principal = $1 AND idem_key = $2 AND created_at = $5",
+                    )
+                    .bind(principal)
+                    .bind(key)
+                    .bind(fingerprint)
+                    .bind(ms(now))
+                    .bind(created)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    return Ok(if took == 1 {
+                        IdempotencyBegin::Started
+                    } else {
+                        IdempotencyBegin::InFlight
+                    });
+                }
+                if row.try_get::<String, _>("fingerprint")? != fingerprint {
+                    return Ok(IdempotencyBegin::Mismatch);
+                }
+                Ok(match status {
+                    None => IdempotencyBegin::InFlight,
+                    Some(status) => IdempotencyBegin::Replay {
+                        status: u16::try_from(status)
+                            .map_err(|_| DbError::Corrupt(format!("status {status}")))?,
+                        response: row.try_get::<Option<String>, _>("response")?.unwrap_or_default(),
+                    },
+                })
+            }
+
+            async fn idempotency_finish(
+                &self,
+                principal: &str,
+                key: &str,
+                status: u16,
+                response: &str,
+            ) -> DbResult<()> {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET status = $3, response = $4 \
+                     WHERE principal = $1 AND idem_key = $2",
+                )
+                .bind(principal)
+                .bind(key)
+                .bind(i32::from(status))
+                .bind(response)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn idempotency_abort(&self, principal: &str, key: &str) -> DbResult<()> {
+                sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE principal = $1 AND idem_key = $2 \
+                     AND status IS NULL",
+                )
+                .bind(principal)
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn purge_idempotency(&self, before: DateTime<Utc>) -> DbResult<u64> {
+                Ok(sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                    .bind(ms(before))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
 
             async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> DbResult<RunRecord> {

@@ -44,6 +44,9 @@ pub async fn relay_once(p: &Platform) -> Result<usize, BoxError> {
     Ok(published.len())
 }
 
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
 /// Runs the relay and reaper until `shutdown`.
 pub async fn run(p: Platform, shutdown: CancellationToken) {
     let mut last_reap = tokio::time::Instant::now();
@@ -72,6 +75,10 @@ pub async fn run(p: Platform, shutdown: CancellationToken) {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(runs = n, "re-queued runs whose lease expired"),
                 Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
+            }
+            let forget = Utc::now() - IDEMPOTENCY_RETENTION;
+            if let Err(e) = p.db.purge_idempotency(forget).await {
+                tracing::warn!(error = %e, "purging idempotency keys failed");
             }
         }
         tokio::select! {

@@ -13,6 +13,7 @@
 //!   `climate-geodata`.
 //! - Wire formats live in one place each: rows in [`db`], queue messages in [`messages`].
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod locks;

@@ -33,6 +33,9 @@ pub trait Locks: Send + Sync + std::fmt::Debug {
     async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> LockResult<bool>;
     /// Releases `key` if `owner` holds it.
     async fn release(&self, key: &str, owner: &str) -> LockResult<()>;
+    /// Counts one hit against `key` in its current fixed window of length `window` (which
+    /// starts with the first hit): the hits so far in the window, and how long until it ends.
+    async fn rate_hit(&self, key: &str, window: Duration) -> LockResult<(u64, Duration)>;
     /// Checks the backend.
     async fn ping(&self) -> LockResult<()>;
 }
@@ -52,6 +55,7 @@ pub async fn connect(url: Option<&str>, prefix: &str) -> LockResult<Arc<dyn Lock
 #[derive(Debug, Default)]
 pub struct MemoryLocks {
     held: Mutex<HashMap<String, (String, Instant)>>,
+    windows: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 #[async_trait]
@@ -82,6 +86,22 @@ impl Locks for MemoryLocks {
             held.remove(key);
         }
         Ok(())
+    }
+    async fn rate_hit(&self, key: &str, window: Duration) -> LockResult<(u64, Duration)> {
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if windows.len() > 10_000 {
+            windows.retain(|_, (_, end)| *end > now);
+        }
+        let entry = windows.entry(key.to_owned()).or_insert((0, now + window));
+        if entry.1 <= now {
+            *entry = (0, now + window);
+        }
+        entry.0 += 1;
+        Ok((entry.0, entry.1 - now))
     }
     async fn ping(&self) -> LockResult<()> {
         Ok(())
@@ -123,6 +143,19 @@ end
 return 0
 ";
 
+const RATE_HIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+";
+
 impl RedisLocks {
     /// Connects to Redis.
     ///
@@ -162,6 +195,16 @@ impl Locks for RedisLocks {
             .invoke_async(&mut conn)
             .await?;
         Ok(())
+    }
+    async fn rate_hit(&self, key: &str, window: Duration) -> LockResult<(u64, Duration)> {
+        let mut conn = self.conn.clone();
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (n, ttl): (u64, u64) = redis::Script::new(RATE_HIT)
+            .key(format!("{}rate:{key}", self.prefix))
+            .arg(window_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((n, Duration::from_millis(ttl)))
     }
     async fn ping(&self) -> LockResult<()> {
         let mut conn = self.conn.clone();

@@ -21,3 +21,26 @@ pub async fn signal() {
         () = term => {}
     }
 }
+
+/// Runs a binary's `main` on a multi-threaded runtime and exits the process as soon as it
+/// returned, without waiting for work that is still running (a blocking decode abandoned at the
+/// shutdown grace): the leases of such work have been handed back and its writes are
+/// idempotent, so waiting for it (or tearing the runtime down under it) would only delay the
+/// exit the orchestrator asked for. An error is printed as `Error: …` and exits with 1.
+///
+/// # Errors
+/// A runtime that cannot be built; otherwise this function does not return.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    main: F,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(main) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::exit(1)
+        }
+    }
+}

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use climate_domain::run::{Progress, RunKind, RunStatus};
 use climate_infra::db::{
-    self, Database, DbError, NewOutbox, NewRun, NewSegment, NewVersion, OutboxRow, RunError,
-    RunFilter, RunOutcome, RunRecord, SegmentStatus, VersionRecord,
+    self, ApiKeyRecord, Database, DbError, IdempotencyBegin, NewOutbox, NewRun, NewSegment,
+    NewVersion, OutboxRow, RunError, RunFilter, RunOutcome, RunRecord, SegmentStatus,
+    VersionRecord,
 };
 use climate_infra::messages::{Step, TASK_TOPIC, TaskMessage};
 use serde_json::json;
@@ -175,6 +176,8 @@ db_conformance!(
     reannounce_unfinished_announces_each_step,
     suspend_run_keeps_state_and_the_attempt,
     cancel_run_stops_every_step,
+    api_keys_and_tokens,
+    idempotency_keys_replay_conflict_and_expire,
 );
 
 #[tokio::test]
@@ -1795,4 +1798,185 @@ async fn cancel_run_stops_every_step(db: &TestDb) {
         "a finished run is not touched"
     );
     assert!(db.cancel_run("nope", t0).await.expect("cancel").is_none());
+}
+
+fn key(id: &str, t: DateTime<Utc>) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_id: id.to_owned(),
+        name: format!("name of {id}"),
+        scopes: "read ingest".into(),
+        secret_hash: format!("hash-{id}"),
+        created_at: t,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+async fn api_keys_and_tokens(db: &TestDb) {
+    let t0 = at(8_000);
+    db.create_api_key(&key("k1", t0)).await.expect("create k1");
+    db.create_api_key(&ApiKeyRecord {
+        expires_at: Some(at(8_100)),
+        ..key("k2", at(8_001))
+    })
+    .await
+    .expect("create k2");
+    assert!(
+        db.create_api_key(&key("k1", t0)).await.is_err(),
+        "key ids are unique"
+    );
+    let k1 = db.get_api_key("k1").await.expect("get").expect("exists");
+    assert_eq!(k1, key("k1", t0), "round trip");
+    assert!(k1.is_active(at(9_000)));
+    let k2 = db.get_api_key("k2").await.expect("get").expect("exists");
+    assert!(
+        k2.is_active(at(8_099)) && !k2.is_active(at(8_100)),
+        "expiry"
+    );
+    assert!(db.get_api_key("nope").await.expect("get").is_none());
+    let ids: Vec<String> = db
+        .list_api_keys()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(ids, ["k1", "k2"], "oldest first");
+
+    // last_used_at is written at most once a minute.
+    db.touch_api_key("k1", at(8_010)).await.expect("touch");
+    db.touch_api_key("k1", at(8_020)).await.expect("touch");
+    let used = db
+        .get_api_key("k1")
+        .await
+        .expect("get")
+        .expect("k1")
+        .last_used_at;
+    assert_eq!(used, Some(at(8_010)));
+    db.touch_api_key("k1", at(8_071)).await.expect("touch");
+    let used = db
+        .get_api_key("k1")
+        .await
+        .expect("get")
+        .expect("k1")
+        .last_used_at;
+    assert_eq!(used, Some(at(8_071)));
+
+    // Tokens resolve to their key until they expire; revoking the key drops its tokens.
+    db.create_token("tok-1", "k1", t0, at(8_500))
+        .await
+        .expect("token");
+    let owner = db.token_key("tok-1", at(8_499)).await.expect("token_key");
+    assert_eq!(owner.map(|k| k.key_id).as_deref(), Some("k1"));
+    assert!(
+        db.token_key("tok-1", at(8_500))
+            .await
+            .expect("token_key")
+            .is_none(),
+        "expired"
+    );
+    assert!(
+        db.token_key("tok-x", t0)
+            .await
+            .expect("token_key")
+            .is_none(),
+        "unknown"
+    );
+    assert!(db.revoke_api_key("k1", at(8_200)).await.expect("revoke"));
+    assert!(
+        !db.revoke_api_key("k1", at(8_300)).await.expect("revoke"),
+        "already revoked"
+    );
+    assert!(!db.revoke_api_key("nope", at(8_300)).await.expect("revoke"));
+    let k1 = db.get_api_key("k1").await.expect("get").expect("k1");
+    assert_eq!(
+        k1.revoked_at,
+        Some(at(8_200)),
+        "the first revocation counts"
+    );
+    assert!(!k1.is_active(at(8_201)));
+    assert!(
+        db.token_key("tok-1", at(8_201))
+            .await
+            .expect("token_key")
+            .is_none(),
+        "a revoked key's tokens are gone"
+    );
+}
+
+async fn idempotency_keys_replay_conflict_and_expire(db: &TestDb) {
+    let t0 = at(10_000);
+    let stale = |t: DateTime<Utc>| t - Duration::seconds(60);
+    let expired = |t: DateTime<Utc>| t - Duration::hours(24);
+    let begin = |p: &'static str, k: &'static str, f: &'static str, t: DateTime<Utc>| async move {
+        db.idempotency_begin(p, k, f, t, stale(t), expired(t))
+            .await
+            .expect("begin")
+    };
+    assert_eq!(
+        begin("alice", "k", "f1", t0).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        begin("alice", "k", "f1", t0).await,
+        IdempotencyBegin::InFlight,
+        "the first request is still running"
+    );
+    assert_eq!(
+        begin("bob", "k", "f1", t0).await,
+        IdempotencyBegin::Started,
+        "keys are per principal"
+    );
+    db.idempotency_finish("alice", "k", 202, r#"{"body":1}"#)
+        .await
+        .expect("finish");
+    assert_eq!(
+        begin("alice", "k", "f1", at(10_001)).await,
+        IdempotencyBegin::Replay {
+            status: 202,
+            response: r#"{"body":1}"#.into()
+        }
+    );
+    assert_eq!(
+        begin("alice", "k", "f2", at(10_001)).await,
+        IdempotencyBegin::Mismatch,
+        "the same key for another request"
+    );
+
+    // An abandoned in-flight key is taken over; an aborted one starts again.
+    assert_eq!(
+        begin("carol", "k", "f1", t0).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        begin("carol", "k", "f1", at(10_030)).await,
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        begin("carol", "k", "f1", at(10_061)).await,
+        IdempotencyBegin::Started,
+        "in flight for over a minute: abandoned"
+    );
+    db.idempotency_abort("carol", "k").await.expect("abort");
+    assert_eq!(
+        begin("carol", "k", "f1", at(10_062)).await,
+        IdempotencyBegin::Started
+    );
+
+    // A finished key is forgotten after the retention, by begin and by the purge.
+    let later = t0 + Duration::hours(24) + Duration::seconds(1);
+    assert_eq!(
+        begin("alice", "k", "f2", later).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        db.purge_idempotency(at(10_050)).await.expect("purge"),
+        1,
+        "bob's key is older than the cut-off; alice's and carol's are newer"
+    );
+    assert_eq!(
+        begin("bob", "k", "f9", at(10_100)).await,
+        IdempotencyBegin::Started
+    );
 }

@@ -141,6 +141,7 @@ locks_conformance!(
     release_by_the_owner_frees_the_lock,
     ttl_expiry_frees_the_lock,
     keys_and_namespaces_are_independent,
+    rate_windows_count_and_reset,
     ping_answers,
 );
 
@@ -224,6 +225,27 @@ async fn keys_and_namespaces_are_independent(l: &TestLocks) {
         "another namespace is not affected"
     );
     assert!(!acquire(l, "ds-a", "w3", LONG).await);
+}
+
+async fn rate_windows_count_and_reset(l: &TestLocks) {
+    let window = Duration::from_millis(600);
+    let (n, left) = l.rate_hit("key-a", window).await.expect("rate_hit");
+    assert_eq!(n, 1, "the first hit opens the window");
+    assert!(left <= window && left > Duration::ZERO, "{left:?}");
+    assert_eq!(l.rate_hit("key-a", window).await.expect("hit").0, 2);
+    let (n, _) = l.rate_hit("key-a", window).await.expect("hit");
+    assert_eq!(n, 3, "hits add up within the window");
+    assert_eq!(
+        l.rate_hit("key-b", window).await.expect("hit").0,
+        1,
+        "another key has its own window"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        l.rate_hit("key-a", window).await.expect("hit").0,
+        1,
+        "a new window starts after the old one ends"
+    );
 }
 
 async fn ping_answers(l: &TestLocks) {

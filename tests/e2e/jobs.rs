@@ -1,0 +1,197 @@
+//! Job guarantees seen from a client: Idempotency-Key, the live event stream, metrics.
+
+use std::time::Duration;
+
+use climate_tests::TestApp;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_make_post_retries_safe() -> anyhow::Result<()> {
+    let app = TestApp::standalone().await?;
+    let body = json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-05", "overwrite": true});
+    let send = |key: &'static str, body: Value| {
+        let r = app
+            .client
+            .post(app.url("/ingestions"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send();
+        async move {
+            let r = r.await.expect("POST");
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            let location = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            (
+                r.status().as_u16(),
+                replayed,
+                location,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, replayed, location, first) = send("retry-1", body.clone()).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    let id = first["ingestion_id"].as_str().expect("id").to_owned();
+    app.wait_for_run(&id, Duration::from_secs(60)).await?;
+
+    // After the run finished, a retry gets the first answer, not a second run (overwrite
+    // would otherwise start one).
+    let (status, replayed, again_location, again) = send("retry-1", body.clone()).await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again["ingestion_id"], id.as_str());
+    assert_eq!(again_location, location, "Location is replayed too");
+    let (_, runs) = app.get_json("/ingestions").await?;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
+
+    // The same key for another request is refused; a new key acts.
+    let mut other = body.clone();
+    other["end"] = json!("2025-07-06");
+    let (status, _, _, err) = send("retry-1", other.clone()).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["code"], "idempotency_key_reused");
+    let (status, replayed, _, second) = send("retry-2", other).await;
+    assert_eq!((status, replayed), (202, false), "{second}");
+    assert_ne!(second["ingestion_id"], id.as_str());
+
+    // Errors are not remembered: a corrected retry with the same key is handled.
+    let (status, _, _, err) = send(
+        "retry-3",
+        json!({"dataset_id": "nope", "start": "2025-07-03"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{err}");
+    let r = app
+        .client
+        .post(app.url("/ingestions"))
+        .header("idempotency-key", "ä")
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 400, "a key must be visible ASCII");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_reports_progress_until_the_run_ends() -> anyhow::Result<()> {
+    let app = TestApp::standalone().await?;
+    let (status, _, run) = app
+        .post_json(
+            "/ingestions",
+            &json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-20"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{run}");
+    let id = run["ingestion_id"].as_str().expect("id").to_owned();
+    let r = app
+        .client
+        .get(app.url(&format!("/ingestions/{id}/events")))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()?
+            .starts_with("text/event-stream")
+    );
+    let mut stream = r.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while !text.contains("event: end") {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream closed before `end`: {text}"))??;
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let progress: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| e.contains("event: progress"))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert!(!progress.is_empty(), "{text}");
+    let last = progress.last().expect("one event");
+    assert_eq!(last["status"], "succeeded", "{last}");
+    assert_eq!(last["progress"]["done"], 20);
+    let segments = last["progress"]["segments"].as_array().expect("segments");
+    assert!(
+        !segments.is_empty() && segments.iter().all(|s| s["status"] == "done"),
+        "{last}"
+    );
+    let done: Vec<u64> = progress
+        .iter()
+        .filter_map(|p| p["progress"]["done"].as_u64())
+        .collect();
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "progress never goes back: {done:?}"
+    );
+    assert!(text.contains("event: end\ndata: succeeded"), "{text}");
+    // Consecutive events differ: the stream sends changes, not a heartbeat of copies.
+    assert!(progress.windows(2).all(|w| w[0] != w[1]));
+
+    let r = app
+        .client
+        .get(app.url("/ingestions/nope/events"))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 404);
+    Ok(())
+}
+
+/// The value of a Prometheus sample whose line starts with `series`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_describe_requests_runs_and_the_queue() -> anyhow::Result<()> {
+    let app = TestApp::standalone().await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-04"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let _ = app.get_json("/datasets/nope").await?;
+    let r = reqwest::get(app.url("/metrics")).await?;
+    assert_eq!(r.status().as_u16(), 200, "metrics are public, for scrapers");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()?
+            .starts_with("text/plain")
+    );
+    let m = r.text().await?;
+    let posted = sample(
+        &m,
+        r#"climate_http_requests_total{method="POST",route="/ingestions",status="202"}"#,
+    );
+    assert_eq!(posted, Some(1.0), "{m}");
+    assert!(
+        sample(
+            &m,
+            r#"climate_http_requests_total{method="GET",route="/datasets/{id}",status="404"}"#
+        )
+        .is_some(),
+        "routes are labelled by pattern: {m}"
+    );
+    assert!(m.contains(r#"climate_http_request_duration_seconds_bucket{method="GET",route="/ingestions/{id}",le="0.005"}"#), "{m}");
+    assert_eq!(
+        sample(&m, r#"climate_runs_total{outcome="succeeded"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, r#"climate_tasks_total{step="plan",outcome="ack"}"#).is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert!(m.contains("climate_task_duration_seconds_bucket"), "{m}");
+    assert!(m.contains("climate_run_duration_seconds_count 1"), "{m}");
+    assert_eq!(sample(&m, "climate_queue_depth"), Some(0.0), "{m}");
+    assert_eq!(sample(&m, "climate_outbox_pending"), Some(0.0), "{m}");
+    Ok(())
+}
