@@ -8,7 +8,7 @@ SHELL := /bin/bash
 ARGS ?=
 NEXTEST_ARGS ?=
 
-.PHONY: help run test check fmt bench bench-read clean-data setup services
+.PHONY: help run test check fmt bench bench-read bench-load fuzz clean-data setup services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -37,6 +37,16 @@ bench: ## Run the benchmark harness (bench/run.sh)
 
 bench-read: ## Run the read-surface benchmarks (bench/read.sh: /zarr vs nginx, EDR, tiles)
 	bash bench/read.sh
+
+bench-load: ## Trivial runs through RabbitMQ (runs/s, p50/p99) and reads under wrk while ingesting (bench/load.py)
+	bash scripts/setup-python.sh
+	bash scripts/test-services.sh
+	cargo build --release --bin climate-api --bin climate-worker
+	source scripts/test-env.sh && .venv/bin/python bench/load.py
+
+FUZZ_SECONDS ?= 60
+fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS each (nightly toolchain, cargo-fuzz)
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean-data: ## Remove the local data directory (./data)
 	rm -rf ./data

@@ -1,13 +1,16 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations so it cannot drift from
 //! the code.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement};
+use utoipa::{Modify, OpenApi};
 
 use crate::routes;
 
 /// The API description served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
+    modifiers(&Conventions),
     info(
         title = "Climate API",
         description = "Climate and earth-observation data for health information systems: ingest, keep current, and serve as GeoZarr.",
@@ -69,3 +72,61 @@ use crate::routes;
     )
 )]
 pub struct ApiDoc;
+
+/// What every operation shares: a `default` response with the error envelope (so every
+/// status an operation may answer — 400, 401, 403, 413, 429, 503, … — is described), and the
+/// security schemes, required on the operations whose route needs a scope.
+#[derive(Debug)]
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (cak_…), `basic//TOKEN` from /credentials/basic, or `oidc/{provider}/JWT`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        let error = ResponseBuilder::new()
+            .description("Error envelope (OGC GeoDataCube error object)")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        let security = vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("api_key", Vec::<String>::new()),
+        ];
+        for (path, item) in &mut doc.paths.paths {
+            for (method, op) in [
+                ("GET", &mut item.get),
+                ("POST", &mut item.post),
+                ("PATCH", &mut item.patch),
+                ("PUT", &mut item.put),
+                ("DELETE", &mut item.delete),
+            ] {
+                let Some(op) = op else { continue };
+                op.responses
+                    .responses
+                    .entry("default".into())
+                    .or_insert_with(|| RefOr::T(error.clone()));
+                if climate_domain::auth::required_scope(method, path, false).is_some() {
+                    op.security = Some(security.clone());
+                }
+            }
+        }
+    }
+}

@@ -230,3 +230,74 @@ async fn queued_runs_cancel_at_once_and_finished_ones_conflict() -> anyhow::Resu
     assert_envelope(s, &b, 404, "unknown_ingestion", "nope");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::Result<()> {
+    // Fuzz every operation of /openapi.json (coverage, fuzzing and stateful phases) with an
+    // admin key against an instance holding a dataset: no 5xx, every status and body as
+    // documented, every error in the envelope's media type.
+    let app = climate_tests::TestApp::start(
+        climate_tests::Shape::Standalone,
+        climate_tests::Options {
+            auth_yaml: Some("auth:\n  requests_per_minute: 0\n".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-05"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let py = climate_tests::env(
+        "CLIMATE_TEST_PYTHON",
+        Some(
+            &climate_tests::repo_root()
+                .join(".venv/bin/python")
+                .to_string_lossy(),
+        ),
+    );
+    let key = app.api_key.clone().expect("admin key");
+    let out = tokio::process::Command::new(&py)
+        .args(["-m", "schemathesis.cli", "run", &app.url("/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {key}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples",
+            "15",
+            "--seed",
+            "20261121",
+            "--no-color",
+        ])
+        .current_dir(app.dir.path())
+        .output()
+        .await?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every operation of the document was exercised.
+    let count = |label: &str| {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|v| {
+                v.trim()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            })
+    };
+    let selected = count("Selected:").expect("a summary");
+    assert_eq!(count("Tested:"), Some(selected.clone()), "{report}");
+    assert!(selected.parse::<u32>().unwrap_or(0) >= 40, "{report}");
+    assert!(
+        !report.contains("Errored:"),
+        "operations could not be tested:\n{report}"
+    );
+    Ok(())
+}

@@ -8,7 +8,7 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use climate_tests::mock::MockUpstream;
-use climate_tests::{Options, Shape, TestApp, bin, create_key, env};
+use climate_tests::{Options, Shape, TestApp, create_key, env, keys_command};
 use serde_json::{Value, json};
 
 fn body() -> Value {
@@ -44,19 +44,7 @@ async fn get(c: &reqwest::Client, app: &TestApp, path: &str) -> (u16, Value) {
 }
 
 fn keys(app: &TestApp, args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new(bin("climate-api"))
-        .arg("--config")
-        .arg(&app.config_path)
-        .arg("keys")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+    keys_command(&app.config_path, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -796,23 +796,34 @@ pub async fn raw_get_status(base: &str, path: &str) -> anyhow::Result<u16> {
     Ok(code)
 }
 
-/// Runs `climate-api --config CONFIG keys create` and returns the printed key.
+/// Runs `climate-api --config CONFIG keys ARGS…` and returns what it printed on stdout.
 ///
 /// # Errors
-/// When the command fails or prints no key.
-pub fn create_key(config: &Path, name: &str, scopes: &str) -> anyhow::Result<String> {
+/// When the command fails.
+pub fn keys_command(config: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = std::process::Command::new(bin("climate-api"))
-        .args(["--config"])
+        .arg("--config")
         .arg(config)
-        .args(["keys", "create", "--name", name, "--scopes", scopes])
+        .arg("keys")
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()?;
     anyhow::ensure!(
         out.status.success(),
-        "keys create failed: {}",
+        "keys {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let key = String::from_utf8(out.stdout)?.trim().to_owned();
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Creates a key with `climate-api keys create` and returns it.
+///
+/// # Errors
+/// When the command fails or prints no key.
+pub fn create_key(config: &Path, name: &str, scopes: &str) -> anyhow::Result<String> {
+    let key = keys_command(config, &["create", "--name", name, "--scopes", scopes])?
+        .trim()
+        .to_owned();
     anyhow::ensure!(key.starts_with("cak_"), "unexpected output '{key}'");
     Ok(key)
 }

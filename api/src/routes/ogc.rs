@@ -1466,9 +1466,10 @@ pub async fn tilesets(
     responses((status = 200, description = "PNG tile"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn tile(
     State(state): State<AppState>,
-    Path((id, z, ty, tx)): Path<(String, u32, u32, u32)>,
+    path: Result<Path<(String, u32, u32, u32)>, axum::extract::rejection::PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let Path((id, z, ty, tx)) = path?;
     let q = Query::parse(raw, &["datetime", "f"])?;
     if let Some(f) = q.one("f")?
         && !f.eq_ignore_ascii_case("png")

@@ -125,7 +125,7 @@ pub struct ScheduleView {
     /// The template never syncs (`static`).
     pub syncable: bool,
     /// The newest due time the scheduler acted on, and its run.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub last_sync: Option<serde_json::Value>,
 }
 

@@ -110,14 +110,7 @@ async fn listing(
 /// Accepts only plain relative keys: no empty, `.` or `..` segments, no backslashes or control
 /// characters. Everything a Zarr v3 store contains passes.
 fn validate_key(path: &str) -> Result<(), ApiError> {
-    let ok = !path.is_empty()
-        && path.len() <= 1024
-        && !path.starts_with('/')
-        && path.chars().all(|c| c.is_ascii_graphic() && c != '\\')
-        && path
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..");
-    if ok {
+    if climate_domain::ids::is_store_key(path) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -396,8 +389,9 @@ pub async fn get_zarr_object(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
-    Path((id, key)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((id, key)) = path?;
     let v = current(&state, &id).await?;
     serve_object(&state, &v, &key, &method, &headers, "no-cache").await
 }
@@ -424,8 +418,9 @@ async fn pinned(state: &AppState, id: &str, n: i64) -> Result<VersionRecord, Api
 pub async fn list_version_zarr(
     State(state): State<AppState>,
     base: BaseUrl,
-    Path((id, n)): Path<(String, i64)>,
+    path: Result<Path<(String, i64)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ZarrListing>, ApiError> {
+    let Path((id, n)) = path?;
     let v = pinned(&state, &id, n).await?;
     listing(
         &state,
@@ -450,8 +445,9 @@ pub async fn get_version_zarr_object(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
-    Path((id, n, key)): Path<(String, i64, String)>,
+    path: Result<Path<(String, i64, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((id, n, key)) = path?;
     let v = pinned(&state, &id, n).await?;
     serve_object(
         &state,

@@ -114,6 +114,19 @@ id_type!(
     127
 );
 
+/// Whether `path` is a plain relative key inside a Zarr store, safe to join under a version's
+/// prefix: 1 to 1024 visible ASCII characters, `/`-separated, no empty, `.` or `..` segments,
+/// no leading `/`, no backslash. Every key a Zarr v3 store contains passes.
+pub fn is_store_key(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && !path.starts_with('/')
+        && path.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
 impl DatasetId {
     /// The id of the managed dataset made from `template` over `extent`.
     pub fn managed(template: &TemplateId, extent: &ExtentId) -> Self {

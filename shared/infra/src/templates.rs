@@ -75,6 +75,18 @@ impl TemplateCatalog {
         Ok(catalog)
     }
 
+    /// A catalogue of the templates in one YAML document (a list or a single template), with
+    /// relative paths resolving against `.` and no provider check: the loader's parsing and
+    /// validation alone, for tools and fuzzing.
+    ///
+    /// # Errors
+    /// [`CatalogError`] naming `origin` and the field of the first invalid template.
+    pub fn from_yaml(origin: &str, text: &str) -> Result<Self, CatalogError> {
+        let mut catalog = Self::default();
+        catalog.add_yaml(origin, text, Path::new("."), &|_| Ok(()))?;
+        Ok(catalog)
+    }
+
     fn add_yaml(
         &mut self,
         origin: &str,
