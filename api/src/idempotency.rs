@@ -16,7 +16,6 @@ use chrono::Utc;
 use climate_infra::db::IdempotencyBegin;
 use climate_infra::housekeeping::IDEMPOTENCY_RETENTION;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -40,13 +39,13 @@ struct Stored {
 }
 
 fn fingerprint(method: &Method, uri: &str, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(method.as_str().as_bytes());
-    h.update(b" ");
-    h.update(uri.as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    climate_infra::auth::sha256_hex(&[
+        method.as_str().as_bytes(),
+        b" ",
+        uri.as_bytes(),
+        b"\n",
+        body,
+    ])
 }
 
 /// The middleware (on routed requests, after authentication).
@@ -141,17 +140,18 @@ fn replay(status: u16, stored: &str) -> Response {
 /// Stores a successful answer for replay (and hands it on); frees the key otherwise.
 async fn remember(state: &AppState, principal: &str, key: &str, res: Response) -> Response {
     let db = &state.platform.db;
-    if !res.status().is_success() {
+    let free = || async {
         if let Err(e) = db.idempotency_abort(principal, key).await {
             tracing::warn!(error = %e, "could not free an idempotency key");
         }
+    };
+    if !res.status().is_success() {
+        free().await;
         return res;
     }
     let (parts, body) = res.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        if let Err(e) = db.idempotency_abort(principal, key).await {
-            tracing::warn!(error = %e, "could not free an idempotency key");
-        }
+        free().await;
         return ApiError::internal("answer too large to remember").into_response();
     };
     let text = |h: &HeaderName| {

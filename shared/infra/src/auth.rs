@@ -17,12 +17,18 @@ use crate::db::{ApiKeyRecord, Database, DbResult};
 /// Prefix of every API key (so scanners and people recognise one).
 pub const KEY_PREFIX: &str = "cak_";
 
+/// Hex SHA-256 of `parts`, fed in order.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Hex SHA-256 of a secret.
 pub fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha256_hex(&[secret.as_bytes()])
 }
 
 /// Whether `secret` hashes to `stored`, compared in constant time.
