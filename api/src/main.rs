@@ -60,11 +60,10 @@ enum KeysAction {
 }
 
 fn main() -> anyhow::Result<()> {
-    climate_infra::shutdown::block_on(main_async())
+    climate_infra::shutdown::block_on("climate-api", main_async())
 }
 
 async fn main_async() -> anyhow::Result<()> {
-    climate_infra::telemetry::init();
     let args = Args::parse();
     let config = Config::from_process(args.config.as_deref())?;
     match args.command.unwrap_or(Command::Standalone) {

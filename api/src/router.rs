@@ -121,6 +121,50 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(error::envelope))
         .layer(cors)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |res: &axum::response::Response,
+                     _: std::time::Duration,
+                     span: &tracing::Span| {
+                        span.record("http.response.status_code", res.status().as_u16());
+                        if res.status().is_server_error() {
+                            span.record("otel.status_code", "error");
+                        }
+                    },
+                ),
+        )
         .with_state(state)
+}
+
+/// The span of one request, named `METHOD /route/{pattern}` (OpenTelemetry's HTTP server
+/// conventions). It continues the caller's trace when the request carries a `traceparent`
+/// header, so a client's trace, the API's request and the worker tasks it causes join up.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        http.route = route,
+        url.path = req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let context: climate_infra::queue::Headers = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| {
+            Some((
+                k.to_owned(),
+                req.headers().get(k)?.to_str().ok()?.to_owned(),
+            ))
+        })
+        .collect();
+    climate_infra::telemetry::set_parent(&span, &context);
+    span
 }

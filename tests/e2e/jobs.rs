@@ -193,5 +193,136 @@ async fn metrics_describe_requests_runs_and_the_queue() -> anyhow::Result<()> {
     assert!(m.contains("climate_run_duration_seconds_count 1"), "{m}");
     assert_eq!(sample(&m, "climate_queue_depth"), Some(0.0), "{m}");
     assert_eq!(sample(&m, "climate_outbox_pending"), Some(0.0), "{m}");
+    // Every byte of the stored version was written through the metered store.
+    let on_disk = dir_bytes(&app.data_dir().join("store/datasets"));
+    let written = sample(&m, r#"climate_store_bytes_written_total{store="file"}"#).unwrap_or(0.0);
+    assert!(
+        on_disk > 0 && written >= on_disk as f64,
+        "{written} bytes counted, {on_disk} on disk: {m}"
+    );
+    Ok(())
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// OpenTelemetry: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the API's request span continues the
+/// client's `traceparent`, and the worker's tasks join the same trace through the queue
+/// message headers (API → outbox → RabbitMQ → worker, then worker → worker for later steps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_the_client_through_the_queue_to_the_workers() -> anyhow::Result<()> {
+    use climate_tests::otlp::{OtlpReceiver, ReceivedSpan};
+    use climate_tests::{Options, Shape};
+
+    let receiver = OtlpReceiver::start().await?;
+    let app = TestApp::start(
+        Shape::Distributed { workers: 1 },
+        Options {
+            local_store: true,
+            env: vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    receiver.endpoint.clone(),
+                ),
+                ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await?;
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let r = app
+        .client
+        .post(app.url("/ingestions"))
+        .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+        .json(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-03"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await?["ingestion_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let run = app.wait_for_run(&id, Duration::from_secs(90)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    // The finalize task is the last step; its span arrives within a few export intervals.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans: Vec<ReceivedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == client_trace)
+            .collect();
+        if spans.iter().any(|s| s.name == "task finalize") {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finalize task span in the client's trace; received: {:#?}\n{}",
+            receiver.spans(),
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let by_id: std::collections::HashMap<&str, &ReceivedSpan> =
+        spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let request = spans
+        .iter()
+        .find(|s| s.name == "POST /ingestions")
+        .unwrap_or_else(|| panic!("no POST /ingestions span in the trace: {spans:#?}"));
+    assert_eq!(request.service, "climate-api");
+    assert_eq!(
+        request.parent_span_id, client_span,
+        "the request span continues the client's span"
+    );
+    assert_eq!(request.attributes["http.route"], "/ingestions");
+    assert_eq!(request.attributes["http.response.status_code"], "202");
+
+    // Every task span of the run descends from the request span, through the publish spans
+    // that carried the context onto the queue.
+    let tasks: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("task "))
+        .collect();
+    for step in ["task plan", "task segment", "task finalize"] {
+        assert!(
+            tasks.iter().any(|t| t.name == step),
+            "no '{step}' span in the trace: {spans:#?}"
+        );
+    }
+    for task in &tasks {
+        assert_eq!(task.service, "climate-worker", "{task:?}");
+        assert_eq!(task.attributes["run.id"], id, "{task:?}");
+        let parent = by_id
+            .get(task.parent_span_id.as_str())
+            .unwrap_or_else(|| panic!("the parent of {task:?} is not in the trace"));
+        assert_eq!(
+            parent.name, "publish task",
+            "a task's parent is the publication of its message"
+        );
+        let mut hops = 0;
+        let mut cursor: &ReceivedSpan = task;
+        while cursor.span_id != request.span_id {
+            cursor = by_id
+                .get(cursor.parent_span_id.as_str())
+                .unwrap_or_else(|| panic!("{task:?} does not lead back to the request span"));
+            hops += 1;
+            assert!(hops < 50, "a parent cycle from {task:?}");
+        }
+    }
     Ok(())
 }

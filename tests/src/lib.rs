@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 
 pub mod fault;
 pub mod mock;
+pub mod otlp;
 use serde_json::Value;
 
 /// PostgreSQL used when `CLIMATE_TEST_DATABASE_URL` is unset.
@@ -102,6 +103,8 @@ pub struct TestApp {
     pg_database: Option<String>,
     /// Broker URL and queue name of a distributed app, deleted on drop.
     queue: Option<(String, String)>,
+    /// [`Options::env`].
+    env: Vec<(String, String)>,
     /// Bind address when running on the embedded config.
     embedded: Option<String>,
     /// Processes spawned so far (names their log files uniquely across restarts).
@@ -128,6 +131,8 @@ pub struct Options {
     /// Template YAML documents written to `templates/` beside the config, which becomes
     /// `templates_dir`.
     pub templates: Vec<String>,
+    /// Extra environment variables of every process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
     /// Start `climate-api` exactly as `cargo run` does: no config file (the embedded example,
     /// with its relative `./data`), working directory = the app's directory, only the bind
     /// address overridden through the environment. Standalone only.
@@ -248,6 +253,7 @@ impl TestApp {
             children: Vec::new(),
             pg_database,
             queue,
+            env: opts.env.clone(),
         };
         match shape {
             Shape::Standalone => app.spawn("climate-api", &[])?,
@@ -295,6 +301,7 @@ impl TestApp {
             Some(bind) => cmd.env("CLIMATE_API__SERVER__BIND", bind),
             None => cmd.arg("--config").arg(&self.config_path),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.envs(envs.iter().copied());
         let child = cmd
             .env("RUST_LOG", "info,climate=debug")
@@ -487,6 +494,11 @@ impl TestApp {
             .to_owned();
         let run = self.wait_for_run(&run_id, Duration::from_secs(120)).await?;
         Ok((answer["sync"].clone(), run))
+    }
+
+    /// The app's `data_dir` (in standalone or `local_store` mode the store is its `store/`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The version directories of dataset `id` in a standalone (or `local_store`) app's store,

@@ -285,12 +285,23 @@ async fn handle(ctx: &Context, delivery: Delivery) {
             return;
         }
     };
-    let span = tracing::info_span!("task", run.id = %msg.run_id, step = ?msg.step, worker.id = %ctx.worker_id);
     let step = match msg.step {
         Step::Plan => "plan",
         Step::Segment(_) => "segment",
         Step::Finalize => "finalize",
     };
+    let span = tracing::info_span!(
+        "task",
+        otel.name = %format_args!("task {step}"),
+        otel.kind = "consumer",
+        run.id = %msg.run_id,
+        step = ?msg.step,
+        worker.id = %ctx.worker_id,
+        messaging.message.redelivered = delivery.redelivered,
+    );
+    // Continue the trace of whoever announced this step (the API request, or the previous
+    // step); the announcements this step writes carry it on.
+    climate_infra::telemetry::set_parent(&span, &delivery.headers);
     let started = std::time::Instant::now();
     async {
         let result = match msg.step {

@@ -18,11 +18,10 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    climate_infra::shutdown::block_on(main_async())
+    climate_infra::shutdown::block_on("climate-worker", main_async())
 }
 
 async fn main_async() -> anyhow::Result<()> {
-    climate_infra::telemetry::init();
     let args = Args::parse();
     let config = Config::from_process(args.config.as_deref())?;
     if !config.queue.url.starts_with("amqp") {

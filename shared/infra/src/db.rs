@@ -274,9 +274,12 @@ pub struct OutboxRow {
     pub topic: String,
     /// Message body.
     pub payload: serde_json::Value,
+    /// Message headers: the trace context of the span that wrote the row.
+    pub headers: crate::queue::Headers,
 }
 
-/// An outbox message to insert with a state change.
+/// An outbox message to insert with a state change. The trace context of the current span is
+/// stored with it (see [`crate::telemetry::trace_headers`]).
 #[derive(Debug, Clone)]
 pub struct NewOutbox {
     /// Topic.
@@ -575,6 +578,8 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn reannounce_unfinished(&self, now: DateTime<Utc>, outbox_topic: &str) -> DbResult<u64>;
     /// Outbox rows due for publication, oldest first.
     async fn pending_outbox(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<OutboxRow>>;
+    /// How many outbox rows wait for publication (due or delayed).
+    async fn count_pending_outbox(&self) -> DbResult<u64>;
     /// Marks outbox rows published.
     async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> DbResult<()>;
     /// Managed datasets with at least one version, by id.
@@ -691,8 +696,11 @@ pub async fn connect(
     }
 }
 
+/// The migrator. Migrations are expand-only (see `migrations/README.md`), so a database that
+/// a newer release already migrated is fine for this one: during a rolling upgrade or after a
+/// rollback, the older processes start against it instead of refusing the unknown versions.
 fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
-    Migrator::with_migrations(
+    let mut migrator = Migrator::with_migrations(
         migrations
             .iter()
             .map(|(version, name, sql)| {
@@ -705,7 +713,9 @@ fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
                 )
             })
             .collect(),
-    )
+    );
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 /// A lease-guarded statement touches exactly one row, or the caller no longer holds the run.
@@ -877,11 +887,13 @@ macro_rules! impl_database {
             where
                 E: sqlx::Executor<'c, Database = $db>,
             {
+                let headers = crate::telemetry::trace_headers(&tracing::Span::current());
                 sqlx::query(
-                    "INSERT INTO outbox (topic, payload, available_at, created_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO outbox (topic, payload, headers, available_at, created_at) VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&outbox.topic)
                 .bind(Json(&outbox.payload))
+                .bind((!headers.is_empty()).then_some(Json(headers)))
                 .bind(ms(outbox.available_at))
                 .bind(ms(now))
                 .execute(exec)
@@ -943,6 +955,11 @@ macro_rules! impl_database {
                         include_str!(concat!($migrations, "/0004_sync_schedules.sql")),
                     ),
                     (5, "auth", include_str!(concat!($migrations, "/0005_auth.sql"))),
+                    (
+                        6,
+                        "outbox_headers",
+                        include_str!(concat!($migrations, "/0006_outbox_headers.sql")),
+                    ),
                 ])
                 .run(&self.pool)
                 .await?;
@@ -1935,7 +1952,7 @@ macro_rules! impl_database {
 
             async fn pending_outbox(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<OutboxRow>> {
                 let rows = sqlx::query(
-                    "SELECT id, topic, payload FROM outbox WHERE published_at IS NULL AND available_at <= $1 \
+                    "SELECT id, topic, payload, headers FROM outbox WHERE published_at IS NULL AND available_at <= $1 \
                      ORDER BY id LIMIT $2",
                 )
                 .bind(ms(now))
@@ -1945,13 +1962,22 @@ macro_rules! impl_database {
                 rows.iter()
                     .map(|r| {
                         let payload: Json<serde_json::Value> = r.try_get("payload")?;
+                        let headers: Option<Json<crate::queue::Headers>> = r.try_get("headers")?;
                         Ok(OutboxRow {
                             id: r.try_get("id")?,
                             topic: r.try_get("topic")?,
                             payload: payload.0,
+                            headers: headers.map(|h| h.0).unwrap_or_default(),
                         })
                     })
                     .collect()
+            }
+
+            async fn count_pending_outbox(&self) -> DbResult<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
             }
 
             async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> DbResult<()> {

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::messages::TASK_TOPIC;
 use crate::platform::Platform;
+use crate::queue::Headers;
 
 /// Boxed error of a relay pass, which mixes database, queue and JSON errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,7 +31,23 @@ pub async fn relay_once(p: &Platform) -> Result<usize, BoxError> {
     let mut published = Vec::with_capacity(rows.len());
     for row in &rows {
         let body = serde_json::to_vec(&row.payload)?;
-        if let Err(e) = p.queue.publish(&body).await {
+        // A row written inside a trace is published in a span of that trace, whose context
+        // the message carries on to the consumer.
+        let (span, headers) = if row.headers.is_empty() {
+            (tracing::Span::none(), Headers::new())
+        } else {
+            let span = tracing::info_span!(
+                "outbox publish",
+                otel.name = "publish task",
+                otel.kind = "producer",
+                messaging.system = p.queue.kind(),
+                messaging.message.body.size = body.len(),
+            );
+            crate::telemetry::set_parent(&span, &row.headers);
+            let headers = crate::telemetry::trace_headers(&span);
+            (span, headers)
+        };
+        if let Err(e) = p.queue.publish(&body, &headers).instrument(span).await {
             // Mark what went out so far; the rest stays pending for the next pass.
             if !published.is_empty() {
                 p.db.mark_published(&published, Utc::now()).await?;

@@ -5,7 +5,7 @@
 //! through the database (every run is re-announced from its row at start-up). RabbitMQ uses a
 //! durable quorum queue, persistent messages, publisher confirms and a dead-letter queue.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -53,10 +53,16 @@ pub trait Acker: Send + Sync {
     async fn dead_letter(&self) -> QueueResult<()>;
 }
 
+/// Message headers (AMQP application headers): the W3C trace context (`traceparent`,
+/// `tracestate`) that makes the API's request and the worker's task one trace.
+pub type Headers = BTreeMap<String, String>;
+
 /// One delivered message.
 pub struct Delivery {
     /// Message body.
     pub payload: Vec<u8>,
+    /// Message headers (string-valued ones; others are ignored).
+    pub headers: Headers,
     /// Whether the broker delivered it before.
     pub redelivered: bool,
     /// Settles the delivery.
@@ -87,8 +93,8 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// Whether accepted messages survive a process restart by themselves.
     fn is_durable(&self) -> bool;
-    /// Publishes one message and waits for the broker's confirmation.
-    async fn publish(&self, payload: &[u8]) -> QueueResult<()>;
+    /// Publishes one message with its headers and waits for the broker's confirmation.
+    async fn publish(&self, payload: &[u8], headers: &Headers) -> QueueResult<()>;
     /// Opens a consumer receiving at most `prefetch` unacknowledged messages.
     async fn consumer(&self, prefetch: u16) -> QueueResult<Box<dyn Consumer>>;
     /// Checks the broker.
@@ -118,7 +124,7 @@ pub async fn connect(url: &str, name: &str) -> QueueResult<Arc<dyn Queue>> {
 
 #[derive(Debug, Default)]
 struct MemoryInner {
-    ready: Mutex<VecDeque<Vec<u8>>>,
+    ready: Mutex<VecDeque<(Vec<u8>, Headers)>>,
     dead: Mutex<Vec<Vec<u8>>>,
     notify: Notify,
 }
@@ -130,11 +136,11 @@ pub struct MemoryQueue {
 }
 
 impl MemoryInner {
-    fn push(&self, payload: Vec<u8>) {
+    fn push(&self, payload: Vec<u8>, headers: Headers) {
         self.ready
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push_back(payload);
+            .push_back((payload, headers));
         self.notify.notify_one();
     }
 }
@@ -142,6 +148,7 @@ impl MemoryInner {
 struct MemoryAcker {
     inner: Arc<MemoryInner>,
     payload: Vec<u8>,
+    headers: Headers,
 }
 
 #[async_trait]
@@ -150,7 +157,7 @@ impl Acker for MemoryAcker {
         Ok(())
     }
     async fn requeue(&self) -> QueueResult<()> {
-        self.inner.push(self.payload.clone());
+        self.inner.push(self.payload.clone(), self.headers.clone());
         Ok(())
     }
     async fn dead_letter(&self) -> QueueResult<()> {
@@ -180,13 +187,15 @@ impl Consumer for MemoryConsumer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pop_front();
-            if let Some(payload) = item {
+            if let Some((payload, headers)) = item {
                 return Some(Ok(Delivery {
                     acker: Box::new(MemoryAcker {
                         inner: self.inner.clone(),
                         payload: payload.clone(),
+                        headers: headers.clone(),
                     }),
                     payload,
+                    headers,
                     redelivered: false,
                 }));
             }
@@ -203,8 +212,8 @@ impl Queue for MemoryQueue {
     fn is_durable(&self) -> bool {
         false
     }
-    async fn publish(&self, payload: &[u8]) -> QueueResult<()> {
-        self.inner.push(payload.to_vec());
+    async fn publish(&self, payload: &[u8], headers: &Headers) -> QueueResult<()> {
+        self.inner.push(payload.to_vec(), headers.clone());
         Ok(())
     }
     async fn consumer(&self, _prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
@@ -453,10 +462,29 @@ struct AmqpConsumer {
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<QueueResult<Delivery>> {
         let d = self.inner.next().await?;
-        Some(d.map_err(QueueError::from).map(|d| Delivery {
-            payload: d.data,
-            redelivered: d.redelivered,
-            acker: Box::new(AmqpAcker(d.acker)),
+        Some(d.map_err(QueueError::from).map(|d| {
+            Delivery {
+                headers: d
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(|t| {
+                        t.inner()
+                            .iter()
+                            .filter_map(|(k, v)| match v {
+                                AMQPValue::LongString(s) => Some((
+                                    k.as_str().to_owned(),
+                                    String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                                )),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                payload: d.data,
+                redelivered: d.redelivered,
+                acker: Box::new(AmqpAcker(d.acker)),
+            }
         }))
     }
 }
@@ -469,8 +497,12 @@ impl Queue for AmqpQueue {
     fn is_durable(&self) -> bool {
         true
     }
-    async fn publish(&self, payload: &[u8]) -> QueueResult<()> {
+    async fn publish(&self, payload: &[u8], headers: &Headers) -> QueueResult<()> {
         let ch = self.channel().await?;
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+        }
         let result = async {
             let confirm = ch
                 .basic_publish(
@@ -480,7 +512,8 @@ impl Queue for AmqpQueue {
                     payload,
                     BasicProperties::default()
                         .with_delivery_mode(2)
-                        .with_content_type("application/json".into()),
+                        .with_content_type("application/json".into())
+                        .with_headers(table.clone()),
                 )
                 .await?
                 .await?;

@@ -28,15 +28,25 @@ pub async fn signal() {
 /// idempotent, so waiting for it (or tearing the runtime down under it) would only delay the
 /// exit the orchestrator asked for. An error is printed as `Error: …` and exits with 1.
 ///
+/// Logging and tracing ([`crate::telemetry::init`]) are set up for `service` first, and the
+/// spans still buffered are exported before the exit.
+///
 /// # Errors
 /// A runtime that cannot be built; otherwise this function does not return.
 pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    service: &str,
     main: F,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match runtime.block_on(main) {
+    let result = runtime.block_on(async {
+        let telemetry = crate::telemetry::init(service);
+        let result = main.await;
+        telemetry.shutdown().await;
+        result
+    });
+    match result {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("Error: {e:?}");

@@ -49,16 +49,10 @@ impl Store {
         if let Some(path) = url.strip_prefix("file://") {
             std::fs::create_dir_all(path).map_err(|e| StoreError::Io(path.to_owned(), e))?;
             let fs = LocalFileSystem::new_with_prefix(path)?;
-            return Ok(Self {
-                inner: Arc::new(fs),
-                kind: "file",
-            });
+            return Ok(Self::from_object_store(Arc::new(fs), "file"));
         }
         if url.starts_with("memory:") {
-            return Ok(Self {
-                inner: Arc::new(InMemory::new()),
-                kind: "memory",
-            });
+            return Ok(Self::from_object_store(Arc::new(InMemory::new()), "memory"));
         }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -78,14 +72,18 @@ impl Store {
             } else {
                 Arc::new(PrefixStore::new(s3, prefix))
             };
-            return Ok(Self { inner, kind: "s3" });
+            return Ok(Self::from_object_store(inner, "s3"));
         }
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
 
-    /// Wraps an existing store (tests, fault injection).
+    /// Wraps an existing store (tests, fault injection). Every write through it counts in
+    /// `climate_store_bytes_written_total`.
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, kind: &'static str) -> Self {
-        Self { inner, kind }
+        Self {
+            inner: Arc::new(Metered { inner, kind }),
+            kind,
+        }
     }
 
     /// The underlying `object_store`.
@@ -112,5 +110,147 @@ impl Store {
     /// Prefix of one version's Zarr store.
     pub fn version_prefix(dataset_id: &str, artifact_id: &str) -> String {
         format!("datasets/{dataset_id}/{artifact_id}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metering
+
+/// Counts the bytes written through a store (`climate_store_bytes_written_total{store}`):
+/// Zarr chunks and metadata, cached downloads, everything.
+#[derive(Debug)]
+struct Metered {
+    inner: Arc<dyn ObjectStore>,
+    kind: &'static str,
+}
+
+impl Metered {
+    fn written(kind: &'static str, bytes: usize) {
+        metrics::counter!("climate_store_bytes_written_total", "store" => kind)
+            .increment(bytes as u64);
+    }
+}
+
+impl std::fmt::Display for Metered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Metered {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let bytes = payload.content_length();
+        let result = self.inner.put_opts(location, payload, opts).await?;
+        Self::written(self.kind, bytes);
+        Ok(result)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(MeteredUpload {
+            inner,
+            kind: self.kind,
+            bytes: 0,
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// A multipart upload whose bytes count once it completes.
+#[derive(Debug)]
+struct MeteredUpload {
+    inner: Box<dyn object_store::MultipartUpload>,
+    kind: &'static str,
+    bytes: usize,
+}
+
+#[async_trait::async_trait]
+impl object_store::MultipartUpload for MeteredUpload {
+    fn put_part(&mut self, data: object_store::PutPayload) -> object_store::UploadPart {
+        self.bytes += data.content_length();
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+        let result = self.inner.complete().await?;
+        Metered::written(self.kind, std::mem::take(&mut self.bytes));
+        Ok(result)
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.bytes = 0;
+        self.inner.abort().await
     }
 }

@@ -153,6 +153,7 @@ macro_rules! db_conformance {
 
 db_conformance!(
     migrate_is_idempotent,
+    migrate_accepts_a_newer_releases_schema,
     create_run_persists_run_and_outbox,
     outbox_respects_available_at_order_and_limit,
     list_runs_filters_newest_first_and_paginates,
@@ -279,10 +280,23 @@ async fn drain_outbox(db: &TestDb) -> Vec<OutboxRow> {
         .pending_outbox(at(1_000_000), 1000)
         .await
         .expect("pending_outbox");
+    assert_eq!(
+        db.count_pending_outbox()
+            .await
+            .expect("count_pending_outbox"),
+        rows.len() as u64,
+        "the count agrees with the rows"
+    );
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     db.mark_published(&ids, at(0))
         .await
         .expect("mark_published");
+    assert_eq!(
+        db.count_pending_outbox()
+            .await
+            .expect("count_pending_outbox"),
+        0
+    );
     rows
 }
 
@@ -324,6 +338,20 @@ async fn migrate_is_idempotent(db: &TestDb) {
     db.migrate().await.expect("third migrate is a no-op");
     db.ping().await.expect("ping");
     let run = create(db, "ds", at(0)).await;
+    assert_eq!(get(db, &run.run_id).await, run);
+}
+
+/// A database a newer release migrated (rolling upgrade, rollback) still starts this one.
+async fn migrate_accepts_a_newer_releases_schema(db: &TestDb) {
+    if db.engine() == "sqlite" {
+        db.exec_raw("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from a newer release', TRUE, X'00', 0)").await;
+    } else {
+        db.exec_raw("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from a newer release', TRUE, '\\x00'::bytea, 0)").await;
+    }
+    db.migrate()
+        .await
+        .expect("an unknown newer migration is not an error");
+    let run = create(db, "ds-newer", at(0)).await;
     assert_eq!(get(db, &run.run_id).await, run);
 }
 

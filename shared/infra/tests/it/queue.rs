@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use climate_infra::queue::{self, Consumer, Delivery, Queue, QueueError};
+use climate_infra::queue::{self, Consumer, Delivery, Headers, Queue, QueueError};
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable};
@@ -186,16 +186,21 @@ where
 
 async fn publish_then_consume_returns_the_payload(q: &TestQueue) {
     let payload = br#"{"v":1,"run_id":"r-1"}"#;
-    q.publish(payload).await.expect("publish");
+    let headers = Headers::from([(
+        "traceparent".to_owned(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    )]);
+    q.publish(payload, &headers).await.expect("publish");
     let mut c = consumer(q).await;
     let d = receive(&mut c).await;
     assert_eq!(d.payload, payload);
+    assert_eq!(d.headers, headers, "headers travel with the message");
     assert!(!d.redelivered, "a first delivery is not a redelivery");
     d.acker.ack().await.expect("ack");
 
     // Order is preserved for a single consumer.
     for i in 0..3 {
-        q.publish(format!("m{i}").as_bytes())
+        q.publish(format!("m{i}").as_bytes(), &Headers::new())
             .await
             .expect("publish");
     }
@@ -207,7 +212,9 @@ async fn publish_then_consume_returns_the_payload(q: &TestQueue) {
 }
 
 async fn requeue_redelivers(q: &TestQueue) {
-    q.publish(b"again").await.expect("publish");
+    q.publish(b"again", &Headers::from([("k".to_owned(), "v".to_owned())]))
+        .await
+        .expect("publish");
     let mut c = consumer(q).await;
     let first = receive(&mut c).await;
     assert_eq!(first.payload, b"again");
@@ -215,13 +222,14 @@ async fn requeue_redelivers(q: &TestQueue) {
 
     let second = receive(&mut c).await;
     assert_eq!(second.payload, b"again", "the requeued message comes back");
+    assert_eq!(second.headers.get("k").map(String::as_str), Some("v"));
     second.acker.ack().await.expect("ack");
     assert_nothing(&mut c, "after ack of the redelivery").await;
     assert_eq!(q.dead_letter_depth().await.expect("dead_letter_depth"), 0);
 }
 
 async fn ack_removes_the_message(q: &TestQueue) {
-    q.publish(b"once").await.expect("publish");
+    q.publish(b"once", &Headers::new()).await.expect("publish");
     let mut c = consumer(q).await;
     let d = receive(&mut c).await;
     assert_eq!(d.payload, b"once");
@@ -238,7 +246,9 @@ async fn ack_removes_the_message(q: &TestQueue) {
 
 async fn dead_letter_moves_the_message_to_the_dlq(q: &TestQueue) {
     assert_eq!(q.dead_letter_depth().await.expect("dead_letter_depth"), 0);
-    q.publish(b"poison").await.expect("publish");
+    q.publish(b"poison", &Headers::new())
+        .await
+        .expect("publish");
     let mut c = consumer(q).await;
     let d = receive(&mut c).await;
     assert_eq!(d.payload, b"poison");
@@ -255,7 +265,7 @@ async fn dead_letter_moves_the_message_to_the_dlq(q: &TestQueue) {
 async fn depth_counts_ready_messages(q: &TestQueue) {
     assert_eq!(q.depth().await.expect("depth"), 0);
     for i in 0..3 {
-        q.publish(format!("d{i}").as_bytes())
+        q.publish(format!("d{i}").as_bytes(), &Headers::new())
             .await
             .expect("publish");
     }
