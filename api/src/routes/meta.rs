@@ -118,7 +118,9 @@ pub async fn get_metrics(State(state): State<AppState>) -> impl axum::response::
     if let Ok(Ok(depth)) = tokio::time::timeout(timeout, p.queue.depth()).await {
         metrics::gauge!("climate_queue_depth").set(depth as f64);
     }
-    if let Ok(Ok(n)) = tokio::time::timeout(timeout, p.db.count_pending_outbox()).await {
+    if let Ok(Ok(n)) =
+        tokio::time::timeout(timeout, p.db.count_pending_outbox(chrono::Utc::now())).await
+    {
         metrics::gauge!("climate_outbox_pending").set(n as f64);
     }
     (

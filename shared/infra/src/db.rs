@@ -578,8 +578,9 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn reannounce_unfinished(&self, now: DateTime<Utc>, outbox_topic: &str) -> DbResult<u64>;
     /// Outbox rows due for publication, oldest first.
     async fn pending_outbox(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<OutboxRow>>;
-    /// How many outbox rows wait for publication (due or delayed).
-    async fn count_pending_outbox(&self) -> DbResult<u64>;
+    /// How many outbox rows are due for publication and not yet published (delayed retries
+    /// are not counted until due).
+    async fn count_pending_outbox(&self, now: DateTime<Utc>) -> DbResult<u64>;
     /// Marks outbox rows published.
     async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> DbResult<()>;
     /// Managed datasets with at least one version, by id.
@@ -1973,10 +1974,13 @@ macro_rules! impl_database {
                     .collect()
             }
 
-            async fn count_pending_outbox(&self) -> DbResult<u64> {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&self.pool)
-                    .await?;
+            async fn count_pending_outbox(&self, now: DateTime<Utc>) -> DbResult<u64> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL AND available_at <= $1",
+                )
+                .bind(ms(now))
+                .fetch_one(&self.pool)
+                .await?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
 

@@ -45,6 +45,12 @@ pub async fn relay_once(p: &Platform) -> Result<usize, BoxError> {
             );
             crate::telemetry::set_parent(&span, &row.headers);
             let headers = crate::telemetry::trace_headers(&span);
+            // A process that does not trace (no OTLP endpoint) passes the context on as it was.
+            let headers = if headers.is_empty() {
+                row.headers.clone()
+            } else {
+                headers
+            };
             (span, headers)
         };
         if let Err(e) = p.queue.publish(&body, &headers).instrument(span).await {

@@ -36,12 +36,15 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Exports the spans still buffered and stops the exporter (bounded by the exporter's
-    /// timeout, `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s by default).
+    /// Exports the spans still buffered and stops the exporter: at most 12 s, enough for an
+    /// export in flight (10 s request timeout) to finish.
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {
             // The batch processor blocks while it flushes: keep that off the async workers.
-            let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+            let done = tokio::task::spawn_blocking(move || {
+                provider.shutdown_with_timeout(std::time::Duration::from_secs(12))
+            })
+            .await;
             if let Ok(Err(e)) = done {
                 eprintln!("could not flush traces: {e}");
             }
@@ -70,6 +73,8 @@ pub fn init(service: &str) -> Telemetry {
         Ok(p) => (p, None),
         Err(e) => (None, Some(e)),
     };
+    // RUST_LOG filters spans as well as logs: the platform's spans (requests, publications,
+    // tasks) are at `info`, the default.
     let traces = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
@@ -104,16 +109,18 @@ fn otlp_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
     {
         return Ok(None);
     }
-    for var in [
+    // The traces-specific variable wins over the general one.
+    if let Some((var, p)) = [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
-        if let Ok(p) = std::env::var(var) {
-            anyhow::ensure!(
-                p == "http/protobuf",
-                "{var}={p}: only http/protobuf is supported (the collector's port 4318)"
-            );
-        }
+    ]
+    .into_iter()
+    .find_map(|var| Some((var, std::env::var(var).ok()?)))
+    {
+        anyhow::ensure!(
+            p == "http/protobuf",
+            "{var}={p}: only http/protobuf is supported (the collector's port 4318)"
+        );
     }
     let client = OtlpHttp {
         client: reqwest::Client::builder()
@@ -128,7 +135,12 @@ fn otlp_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
         .with_http_client(client)
         .build()?;
     let mut resource = opentelemetry_sdk::Resource::builder();
-    if !env_set("OTEL_SERVICE_NAME") {
+    let named = env_set("OTEL_SERVICE_NAME")
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| {
+            a.split(',')
+                .any(|kv| kv.trim().starts_with("service.name="))
+        });
+    if !named {
         resource = resource.with_service_name(service.to_owned());
     }
     let resource = resource
@@ -295,7 +307,7 @@ fn describe() {
     );
     describe_gauge!(
         "climate_outbox_pending",
-        "Outbox messages not yet published to the queue, delayed retries included (sampled at scrape)"
+        "Outbox messages due for publication but not yet published to the queue (sampled at scrape)"
     );
     describe_counter!(
         "climate_tasks_total",

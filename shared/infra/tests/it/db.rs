@@ -281,7 +281,7 @@ async fn drain_outbox(db: &TestDb) -> Vec<OutboxRow> {
         .await
         .expect("pending_outbox");
     assert_eq!(
-        db.count_pending_outbox()
+        db.count_pending_outbox(at(1_000_000))
             .await
             .expect("count_pending_outbox"),
         rows.len() as u64,
@@ -292,7 +292,7 @@ async fn drain_outbox(db: &TestDb) -> Vec<OutboxRow> {
         .await
         .expect("mark_published");
     assert_eq!(
-        db.count_pending_outbox()
+        db.count_pending_outbox(at(1_000_000))
             .await
             .expect("count_pending_outbox"),
         0
