@@ -41,7 +41,7 @@ bench-read: ## Run the read-surface benchmarks (bench/read.sh: /zarr vs nginx, E
 bench-load: ## Trivial runs through RabbitMQ (runs/s, p50/p99) and reads under wrk while ingesting (bench/load.py)
 	bash scripts/setup-python.sh
 	bash scripts/test-services.sh
-	cargo build --release --bin climate-api --bin climate-worker
+	bash scripts/build-release.sh
 	source scripts/test-env.sh && .venv/bin/python bench/load.py
 
 FUZZ_SECONDS ?= 60

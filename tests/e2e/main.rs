@@ -4,6 +4,7 @@
 
 mod api_errors;
 mod architecture;
+mod deploy;
 mod distributed;
 mod faults;
 mod jobs;
