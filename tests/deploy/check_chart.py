@@ -26,12 +26,12 @@ import copy
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import product_config  # noqa: E402
+from checks import Checks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "climate-api"
@@ -50,37 +50,6 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("kubernetes-validate is missing: run scripts/setup-python.sh (tests/interop/requirements.txt)")
 
-
-class Checks:
-    """Collects named checks; a failing check records its message and the run goes on."""
-
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        self.passed = 0
-        self.failures: list[str] = []
-
-    def check(self, name: str, ok: bool, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-            if self.verbose:
-                print(f"ok    {name}")
-        else:
-            self.failures.append(f"{name}{': ' + detail if detail else ''}")
-            print(f"FAIL  {name}{': ' + detail if detail else ''}", file=sys.stderr)
-        return ok
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Runs fn; an exception is a failure of `name`."""
-        try:
-            result = fn()
-        except AssertionError as e:
-            self.check(name, False, str(e))
-            return None
-        except Exception as e:  # noqa: BLE001 - every error is a finding here
-            self.check(name, False, f"{type(e).__name__}: {e}")
-            return None
-        self.check(name, True)
-        return result
 
 
 # --- rendering --------------------------------------------------------------------------------

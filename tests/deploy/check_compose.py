@@ -37,12 +37,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import product_config  # noqa: E402
+from checks import Checks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -63,34 +64,6 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("jsonschema is missing: run scripts/setup-python.sh")
 
-
-class Checks:
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        self.passed = 0
-        self.failures: list[str] = []
-
-    def check(self, name: str, ok: bool, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-            if self.verbose:
-                print(f"ok    {name}{' (' + detail + ')' if detail and self.verbose else ''}")
-        else:
-            self.failures.append(name)
-            print(f"FAIL  {name}{': ' + detail if detail else ''}", file=sys.stderr)
-        return ok
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        try:
-            result = fn()
-        except AssertionError as e:
-            self.check(name, False, str(e))
-            return None
-        except Exception as e:  # noqa: BLE001
-            self.check(name, False, f"{type(e).__name__}: {e}")
-            return None
-        self.check(name, True, result if isinstance(result, str) else "")
-        return result
 
 
 # --- compose ----------------------------------------------------------------------------------

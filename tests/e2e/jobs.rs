@@ -194,28 +194,15 @@ async fn metrics_describe_requests_runs_and_the_queue() -> anyhow::Result<()> {
     assert_eq!(sample(&m, "climate_queue_depth"), Some(0.0), "{m}");
     assert_eq!(sample(&m, "climate_outbox_pending"), Some(0.0), "{m}");
     // Every byte of the stored version was written through the metered store.
-    let on_disk = dir_bytes(&app.data_dir().join("store/datasets"));
+    let on_disk: u64 = climate_tests::file_sizes(&app.data_dir().join("store/datasets"))
+        .iter()
+        .sum();
     let written = sample(&m, r#"climate_store_bytes_written_total{store="file"}"#).unwrap_or(0.0);
     assert!(
         on_disk > 0 && written >= on_disk as f64,
         "{written} bytes counted, {on_disk} on disk: {m}"
     );
     Ok(())
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// OpenTelemetry: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the API's request span continues the

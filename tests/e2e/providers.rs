@@ -922,7 +922,7 @@ async fn cancelling_stops_runs_at_the_next_boundary_and_publishes_nothing() -> a
     let store = app.dir.path().join("data/store/datasets/chirps_test_sle");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let files = walk_files(&store);
+        let files = climate_tests::file_sizes(&store).len();
         if files == 0 {
             break;
         }
@@ -945,19 +945,6 @@ async fn cancelling_stops_runs_at_the_next_boundary_and_publishes_nothing() -> a
         .await?;
     assert_eq!(again["status"], "succeeded", "{again}\n{}", app.logs());
     Ok(())
-}
-
-fn walk_files(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() { walk_files(&p) } else { 1 }
-        })
-        .sum()
 }
 
 /// Builds the DestinE-layout test store of `format` (2 or 3) under `dir`.

@@ -726,6 +726,21 @@ pub fn python(script: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(stdout)
 }
 
+/// The sizes of every file under `dir`, recursively (empty when it does not exist).
+pub fn file_sizes(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .flat_map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => file_sizes(&e.path()),
+            Ok(m) => vec![m.len()],
+            Err(_) => Vec::new(),
+        })
+        .collect()
+}
+
 /// The names in a directory, sorted (empty when it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
