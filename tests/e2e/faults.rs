@@ -1,15 +1,19 @@
-//! Faults in the backends, mid-run: the broker, the database and the object store go away (every
-//! connection reset, new ones refused, as in a restart) and come back. In every case the runs
-//! converge, nothing accepted is lost, nothing is published twice or half-written, and the API
-//! answers 503 with the error envelope instead of crashing.
+//! Faults in the backends, mid-run. RabbitMQ and PostgreSQL are really restarted: each test runs
+//! its own node or cluster ([`climate_tests::servers`]) and shuts it down and starts it again on
+//! the same data. The object store goes away behind a [`FaultProxy`] (every connection reset, new
+//! ones refused) and comes back. In every case the runs converge, nothing accepted is lost,
+//! nothing is published twice or half-written, and the API answers 503 with the error envelope
+//! instead of crashing. Workers killed or terminated mid-segment follow.
 
 use std::time::Duration;
 
 use climate_tests::fault::FaultProxy;
 use climate_tests::mock::MockUpstream;
+use climate_tests::servers::{Postgres, RabbitMq};
 use climate_tests::{Options, Shape, TestApp, env};
 use serde_json::{Value, json};
 
+use crate::jobs::sample;
 use crate::providers::{chirps_mock, chirps_template};
 
 const DAYS: u32 = 20;
@@ -91,28 +95,47 @@ async fn assert_converged(app: &TestApp, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The API's `/metrics` sample `series`, once it equals `value`.
+async fn wait_metric(app: &TestApp, series: &str, value: f64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = reqwest::get(app.url("/metrics")).await?.text().await?;
+        if sample(&m, series) == Some(value) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never reached {value}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_loses_no_accepted_run() -> anyhow::Result<()> {
+async fn a_broker_restart_loses_no_accepted_run() -> anyhow::Result<()> {
     let (_mock, templates) = slow_chirps().await?;
-    let (port, broker) = proxy_to(&env(
-        "CLIMATE_TEST_AMQP_URL",
-        Some("amqp://127.0.0.1:5672/"),
-    ))
-    .await?;
-    let app = TestApp::start(
-        Shape::Distributed { workers: 1 },
+    let mut broker = RabbitMq::start().await?;
+    let mut app = TestApp::start(
+        Shape::Distributed { workers: 0 },
         Options {
             templates,
             local_store: true,
-            port_map: vec![(port, broker.port)],
+            amqp_url: Some(broker.url()),
             ..Options::default()
         },
     )
     .await?;
-    // Mid-run, the broker goes away.
+    // Published while no worker runs, the first run's task waits in the queue when the broker
+    // restarts: a durable queue and a persistent message bring it back.
     let first = start_run(&app, "chirps_test").await?;
+    wait_metric(&app, "climate_outbox_pending", 0.0).await?;
+    wait_metric(&app, "climate_queue_depth", 1.0).await?;
+    broker.stop().await?;
+    broker.start_again().await?;
+    app.spawn("climate-worker", &[])?;
     wait_running(&app, &first).await?;
-    broker.cut();
+    // Mid-run, the broker stops.
+    broker.stop().await?;
     // Accepted all the same: the run and its announcement are in the database.
     let second = start_run(&app, "chirps_other").await?;
     let (status, ready) = app.get_json("/ready").await?;
@@ -124,33 +147,30 @@ async fn a_broker_outage_loses_no_accepted_run() -> anyhow::Result<()> {
         run["status"], "queued",
         "nothing delivers it while the broker is away: {run}"
     );
-    broker.restore().await?;
+    broker.start_again().await?;
     assert_converged(&app, &first).await?;
     assert_converged(&app, &second).await?;
+    assert!(!app.full_logs().contains("panicked"), "{}", app.logs());
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_answers_503_and_recovers() -> anyhow::Result<()> {
+async fn a_database_restart_answers_503_and_recovers() -> anyhow::Result<()> {
     let (_mock, templates) = slow_chirps().await?;
-    let (port, db) = proxy_to(&env(
-        "CLIMATE_TEST_DATABASE_URL",
-        Some("postgres://postgres@127.0.0.1:5432/postgres"),
-    ))
-    .await?;
+    let mut db = Postgres::start().await?;
     let mut app = TestApp::start(
         Shape::Distributed { workers: 1 },
         Options {
             templates,
             local_store: true,
-            port_map: vec![(port, db.port)],
+            database_url: Some(db.url()),
             ..Options::default()
         },
     )
     .await?;
     let first = start_run(&app, "chirps_test").await?;
     wait_running(&app, &first).await?;
-    db.cut();
+    db.stop().await?;
     let (status, err) = app.get_json(&format!("/ingestions/{first}")).await?;
     assert_eq!(status, 503, "{err}");
     assert_eq!(err["code"], "service_unavailable", "{err}");
@@ -176,7 +196,7 @@ async fn a_database_outage_answers_503_and_recovers() -> anyhow::Result<()> {
     let health = reqwest::get(app.url("/health")).await?.status().as_u16();
     assert_eq!(health, 200, "the process is alive");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    db.restore().await?;
+    db.start_again().await?;
     assert_converged(&app, &first).await?;
     let second = start_run(&app, "chirps_other").await?;
     assert_converged(&app, &second).await?;

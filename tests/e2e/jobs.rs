@@ -142,7 +142,7 @@ async fn the_event_stream_reports_progress_until_the_run_ends() -> anyhow::Resul
 }
 
 /// The value of a Prometheus sample whose line starts with `series`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find(|l| l.starts_with(series))

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 pub mod fault;
 pub mod mock;
 pub mod otlp;
+pub mod servers;
 use serde_json::Value;
 
 /// PostgreSQL used when `CLIMATE_TEST_DATABASE_URL` is unset.
@@ -100,7 +101,8 @@ pub struct TestApp {
     /// Temporary directory holding config, data and logs.
     pub dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
-    pg_database: Option<String>,
+    /// Server URL and name of a distributed app's database, dropped on drop.
+    pg_database: Option<(String, String)>,
     /// Broker URL and queue name of a distributed app, deleted on drop.
     queue: Option<(String, String)>,
     /// [`Options::env`].
@@ -137,6 +139,12 @@ pub struct Options {
     /// with its relative `./data`), working directory = the app's directory, only the bind
     /// address overridden through the environment. Standalone only.
     pub embedded_config: bool,
+    /// PostgreSQL server the app's database is created on, instead of
+    /// `CLIMATE_TEST_DATABASE_URL` (a [`servers::Postgres`] a test restarts).
+    pub database_url: Option<String>,
+    /// RabbitMQ the app uses, instead of `CLIMATE_TEST_AMQP_URL` (a [`servers::RabbitMq`] a
+    /// test restarts).
+    pub amqp_url: Option<String>,
 }
 
 impl TestApp {
@@ -174,12 +182,18 @@ impl TestApp {
         let mut pg_database = None;
         let mut queue = None;
         if let Shape::Distributed { .. } = shape {
-            let base_url = env("CLIMATE_TEST_DATABASE_URL", Some(DEFAULT_DATABASE_URL));
+            let base_url = opts
+                .database_url
+                .clone()
+                .unwrap_or_else(|| env("CLIMATE_TEST_DATABASE_URL", Some(DEFAULT_DATABASE_URL)));
             let db = format!("climate_e2e_{id}");
             create_database(&base_url, &db).await?;
             let db_url = replace_db(&base_url, &db);
-            pg_database = Some(db);
-            let amqp = env("CLIMATE_TEST_AMQP_URL", Some(DEFAULT_AMQP_URL));
+            pg_database = Some((base_url, db));
+            let amqp = opts
+                .amqp_url
+                .clone()
+                .unwrap_or_else(|| env("CLIMATE_TEST_AMQP_URL", Some(DEFAULT_AMQP_URL)));
             queue = Some((amqp.clone(), format!("climate.e2e.{id}")));
             let redis = env("CLIMATE_TEST_REDIS_URL", Some("redis://127.0.0.1:6379"));
             let endpoint = env("CLIMATE_TEST_S3_ENDPOINT", None);
@@ -659,9 +673,8 @@ impl Drop for TestApp {
                 return;
             };
             rt.block_on(async {
-                if let Some(db) = db {
+                if let Some((base, db)) = db {
                     use sqlx::Connection;
-                    let base = env("CLIMATE_TEST_DATABASE_URL", Some(DEFAULT_DATABASE_URL));
                     if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
