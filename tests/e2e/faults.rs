@@ -316,3 +316,53 @@ async fn a_worker_sigkilled_mid_segment_loses_nothing() -> anyhow::Result<()> {
     assert_converged(&app, &id).await?;
     Ok(())
 }
+
+/// RabbitMQ closes the channel of a consumer that holds a delivery longer than its
+/// `consumer_timeout` (30 minutes by default; 2 s on this node). Steps here take longer than
+/// that, and deliveries wait for a free slot longer than that, yet the worker's channel
+/// survives: every delivery is handed over after `worker.max_delivery_hold_seconds` and the
+/// steps finish under their leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_longer_than_the_consumer_timeout_keep_the_channel() -> anyhow::Result<()> {
+    let mock = MockUpstream::start().await?;
+    chirps_mock(&mock, DAYS);
+    mock.set_latency(Duration::from_millis(400));
+    let broker = RabbitMq::start_with("consumer_timeout = 2000").await?;
+    let mut app = TestApp::start(
+        Shape::Distributed { workers: 0 },
+        Options {
+            templates: vec![chirps_template(&mock, "  chunks: {t: 5}\n")],
+            local_store: true,
+            amqp_url: Some(broker.url()),
+            extra_yaml: "providers:\n  chirps3_daily: {concurrency: 1}\n".into(),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let config = std::fs::read_to_string(&app.config_path)?.replace(
+        "lease_seconds: 6",
+        "lease_seconds: 6\n  max_delivery_hold_seconds: 1",
+    );
+    std::fs::write(&app.config_path, config)?;
+    app.spawn("climate-worker", &[])?;
+    let id = start_run(&app, "chirps_test").await?;
+    assert_converged(&app, &id).await?;
+    let logs = app.full_logs();
+    assert!(
+        logs.contains("delivery handed over"),
+        "no step outlasted the hold, so this test proves nothing: {}",
+        app.logs()
+    );
+    for symptom in [
+        "reconnecting",
+        "could not settle delivery",
+        "PRECONDITION_FAILED",
+    ] {
+        assert!(
+            !logs.contains(symptom),
+            "the broker closed the worker's channel ({symptom}):\n{}",
+            app.logs()
+        );
+    }
+    Ok(())
+}

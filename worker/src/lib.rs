@@ -11,6 +11,7 @@
 pub mod failpoints;
 pub mod pipeline;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,10 +197,15 @@ impl Context {
 /// Consumes the queue until `shutdown`, running up to `worker.concurrency` tasks at once.
 /// On shutdown it stops taking messages and waits for the tasks in flight.
 ///
+/// No delivery stays unacknowledged longer than `worker.max_delivery_hold_seconds` from its
+/// arrival, so the broker's consumer timeout never closes the channel: a delivery still waiting
+/// for a free slot then, or whose step is still running, is handed over ([`hand_over`]).
+///
 /// # Errors
 /// Never returns an error today; the signature leaves room for fatal conditions.
 pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
     let concurrency = ctx.platform.config.worker.concurrency;
+    let hold = Duration::from_secs(ctx.platform.config.worker.max_delivery_hold_seconds);
     let slots = Arc::new(Semaphore::new(concurrency));
     let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
     tracing::info!(worker.id = %ctx.worker_id, concurrency, "worker started");
@@ -220,32 +226,52 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
                 continue;
             }
         };
+        // Deliveries waiting for a free slot, oldest first, with the time each must be settled
+        // by. Reading them as they arrive makes that time exact; the prefetch bounds how many
+        // the broker sends, and the in-process queue is read no further ahead than this.
+        let mut waiting: VecDeque<(tokio::time::Instant, Delivery)> = VecDeque::new();
         loop {
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break 'connect,
-                p = slots.clone().acquire_owned() => p?,
-            };
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break 'connect,
-                d = consumer.next() => d,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        handle(&ctx, delivery).await;
-                        drop(permit);
-                    });
+            let oldest = waiting.front().map(|(due, _)| *due);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    // Not started: back to the queue for another worker (or the next start).
+                    for (_, delivery) in waiting.drain(..) {
+                        if let Err(e) = delivery.acker.requeue().await {
+                            tracing::warn!(error = %e, "requeue failed");
+                        }
+                    }
+                    break 'connect;
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "queue consumer failed; reconnecting");
-                    continue 'connect;
+                permit = slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                    let permit = permit?;
+                    if let Some((due, delivery)) = waiting.pop_front() {
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move {
+                            handle(&ctx, delivery, due).await;
+                            drop(permit);
+                        });
+                    }
                 }
-                None => {
-                    tracing::warn!("queue consumer closed; reconnecting");
-                    tokio::time::sleep(backoff).await;
-                    continue 'connect;
+                () = sleep_until_or_never(oldest) => {
+                    if let Some((_, delivery)) = waiting.pop_front() {
+                        hand_over(&ctx, &delivery, "waiting").await;
+                    }
                 }
+                next = consumer.next(), if waiting.len() < concurrency => match next {
+                    Some(Ok(delivery)) => {
+                        waiting.push_back((tokio::time::Instant::now() + hold, delivery));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "queue consumer failed; reconnecting");
+                        continue 'connect;
+                    }
+                    None => {
+                        tracing::warn!("queue consumer closed; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        continue 'connect;
+                    }
+                },
             }
         }
     }
@@ -262,6 +288,36 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
     Ok(())
 }
 
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Settles a delivery that has been held as long as it may: publishes a fresh copy of the
+/// message, then acknowledges the original. Whoever receives the copy either finds the step's
+/// lease live (the step is running here: it acknowledges the copy without work) or runs it, so
+/// the step is neither lost nor done twice. If the copy cannot be published the delivery is
+/// returned to the queue instead.
+async fn hand_over(ctx: &Context, delivery: &Delivery, reason: &'static str) {
+    match ctx
+        .platform
+        .queue
+        .publish(&delivery.payload, &delivery.headers)
+        .await
+    {
+        Ok(()) => settle(delivery, true).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand a delivery over; returning it to the queue");
+            if let Err(e) = delivery.acker.requeue().await {
+                tracing::warn!(error = %e, "requeue failed");
+            }
+        }
+    }
+    metrics::counter!("climate_deliveries_handed_over_total", "reason" => reason).increment(1);
+}
+
 async fn settle(delivery: &Delivery, ok: bool) {
     let result = if ok {
         delivery.acker.ack().await
@@ -275,8 +331,9 @@ async fn settle(delivery: &Delivery, ok: bool) {
 }
 
 /// Handles one delivery end to end. Never panics on bad input: undecodable messages are
-/// dead-lettered, everything else ends with the run in a consistent state.
-async fn handle(ctx: &Context, delivery: Delivery) {
+/// dead-lettered, everything else ends with the run in a consistent state. A step still running
+/// at `due` has its delivery handed over and finishes under its lease.
+async fn handle(ctx: &Context, delivery: Delivery, due: tokio::time::Instant) {
     let msg = match TaskMessage::decode(&delivery.payload) {
         Ok(m) => m,
         Err(e) => {
@@ -304,11 +361,41 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     climate_infra::telemetry::set_parent(&span, &delivery.headers);
     let started = std::time::Instant::now();
     async {
-        let result = match msg.step {
-            Step::Plan => plan_step(ctx, &msg.run_id).await,
-            Step::Segment(i) => segment_step(ctx, &msg.run_id, i).await,
-            Step::Finalize => finalize_step(ctx, &msg.run_id).await,
+        let work = async {
+            match msg.step {
+                Step::Plan => plan_step(ctx, &msg.run_id).await,
+                Step::Segment(i) => segment_step(ctx, &msg.run_id, i).await,
+                Step::Finalize => finalize_step(ctx, &msg.run_id).await,
+            }
         };
+        tokio::pin!(work);
+        let mut handed_over = false;
+        let result = tokio::select! {
+            result = &mut work => result,
+            () = tokio::time::sleep_until(due) => {
+                tracing::info!(
+                    hold_seconds = ctx.platform.config.worker.max_delivery_hold_seconds,
+                    "step outlasts worker.max_delivery_hold_seconds: delivery handed over, the lease guards the rest"
+                );
+                hand_over(ctx, &delivery, "running").await;
+                handed_over = true;
+                work.await
+            }
+        };
+        if handed_over {
+            // The delivery is settled; only a final failure leaves a trace in the dead-letter
+            // queue. Anything else unfinished is recovered through the lease by the reaper.
+            if let Ok(Settle::DeadLetter) = result
+                && let Err(e) = ctx
+                    .platform
+                    .queue
+                    .publish_dead_letter(&delivery.payload, &delivery.headers)
+                    .await
+            {
+                tracing::warn!(error = %e, "could not record the failed task in the dead-letter queue");
+            }
+            return;
+        }
         match result {
             // The run row already says `failed` with its error; the dead-letter queue keeps a
             // record of runs that used up their retries, for operators.

@@ -290,6 +290,14 @@ pub struct WorkerConfig {
     /// below the orchestrator's kill timeout (Kubernetes: terminationGracePeriodSeconds, 30).
     #[serde(default = "default_shutdown_grace_seconds")]
     pub shutdown_grace_seconds: u64,
+    /// Longest time a worker keeps a queue delivery unacknowledged, counted from its arrival.
+    /// A step still running then has its delivery acknowledged and goes on under its lease
+    /// (heartbeats; the reaper re-announces it if the worker dies); a delivery still waiting
+    /// for a free slot is handed back as a fresh copy so another worker can take it. Keep it
+    /// below the broker's consumer timeout (RabbitMQ `consumer_timeout`, 30 minutes by
+    /// default), which closes the channel of a consumer that holds a delivery longer.
+    #[serde(default = "default_max_delivery_hold_seconds")]
+    pub max_delivery_hold_seconds: u64,
 }
 
 impl Default for WorkerConfig {
@@ -302,6 +310,7 @@ impl Default for WorkerConfig {
             band_memory_mib: default_band_memory_mib(),
             metrics_bind: None,
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
+            max_delivery_hold_seconds: default_max_delivery_hold_seconds(),
         }
     }
 }
@@ -419,6 +428,11 @@ fn default_band_memory_mib() -> u64 {
 fn default_shutdown_grace_seconds() -> u64 {
     25
 }
+fn default_max_delivery_hold_seconds() -> u64 {
+    900
+}
+/// RabbitMQ's largest `consumer_timeout` (2^31 ms), in seconds.
+const MAX_CONSUMER_TIMEOUT_SECONDS: u64 = 2_147_483;
 fn default_true() -> bool {
     true
 }
@@ -628,6 +642,14 @@ impl Config {
             return Err(key(
                 "worker.concurrency".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(1..=MAX_CONSUMER_TIMEOUT_SECONDS).contains(&self.worker.max_delivery_hold_seconds) {
+            return Err(key(
+                "worker.max_delivery_hold_seconds".into(),
+                format!(
+                    "must be between 1 and {MAX_CONSUMER_TIMEOUT_SECONDS}, and below the broker's consumer timeout (RabbitMQ: 1800 by default)"
+                ),
             ));
         }
         Ok(())
@@ -845,6 +867,18 @@ extents:
         assert!(e.to_string().contains("server.bind"), "{e}");
         let e = Config::from_yaml("x.yaml", "name: x\n", &env(&[])).expect_err("no extents");
         assert!(e.to_string().contains("'extents'"), "{e}");
+        for hold in ["0", "99999999"] {
+            let e = Config::from_yaml(
+                "x.yaml",
+                MINIMAL,
+                &env(&[("CLIMATE_API__WORKER__MAX_DELIVERY_HOLD_SECONDS", hold)]),
+            )
+            .expect_err("hold out of range");
+            assert!(
+                e.to_string().contains("worker.max_delivery_hold_seconds"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

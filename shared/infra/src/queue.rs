@@ -95,6 +95,9 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     fn is_durable(&self) -> bool;
     /// Publishes one message with its headers and waits for the broker's confirmation.
     async fn publish(&self, payload: &[u8], headers: &Headers) -> QueueResult<()>;
+    /// Puts a message straight into the dead-letter queue, for a task whose delivery was
+    /// already acknowledged when it failed for good.
+    async fn publish_dead_letter(&self, payload: &[u8], headers: &Headers) -> QueueResult<()>;
     /// Opens a consumer receiving at most `prefetch` unacknowledged messages.
     async fn consumer(&self, prefetch: u16) -> QueueResult<Box<dyn Consumer>>;
     /// Checks the broker.
@@ -143,6 +146,13 @@ impl MemoryInner {
             .push_back((payload, headers));
         self.notify.notify_one();
     }
+
+    fn bury(&self, payload: Vec<u8>) {
+        self.dead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(payload);
+    }
 }
 
 struct MemoryAcker {
@@ -161,11 +171,7 @@ impl Acker for MemoryAcker {
         Ok(())
     }
     async fn dead_letter(&self) -> QueueResult<()> {
-        self.inner
-            .dead
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(self.payload.clone());
+        self.inner.bury(self.payload.clone());
         Ok(())
     }
 }
@@ -214,6 +220,10 @@ impl Queue for MemoryQueue {
     }
     async fn publish(&self, payload: &[u8], headers: &Headers) -> QueueResult<()> {
         self.inner.push(payload.to_vec(), headers.clone());
+        Ok(())
+    }
+    async fn publish_dead_letter(&self, payload: &[u8], _headers: &Headers) -> QueueResult<()> {
+        self.inner.bury(payload.to_vec());
         Ok(())
     }
     async fn consumer(&self, _prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
@@ -400,6 +410,46 @@ impl AmqpQueue {
         *self.state.lock().await = None;
     }
 
+    /// Publishes a persistent message and waits for the broker's confirmation.
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        headers: &Headers,
+    ) -> QueueResult<()> {
+        let ch = self.channel().await?;
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+        }
+        let result = async {
+            let confirm = ch
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into())
+                        .with_headers(table.clone()),
+                )
+                .await?
+                .await?;
+            if confirm.is_ack() {
+                Ok(())
+            } else {
+                Err(QueueError::NotConfirmed)
+            }
+        }
+        .await;
+        if result.is_err() {
+            self.reset().await;
+        }
+        result
+    }
+
     async fn queue_depth(&self, queue: &str) -> QueueResult<u64> {
         let ch = self.channel().await?;
         let q = ch
@@ -498,36 +548,11 @@ impl Queue for AmqpQueue {
         true
     }
     async fn publish(&self, payload: &[u8], headers: &Headers) -> QueueResult<()> {
-        let ch = self.channel().await?;
-        let mut table = FieldTable::default();
-        for (k, v) in headers {
-            table.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
-        }
-        let result = async {
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    self.name.as_str().into(),
-                    BasicPublishOptions::default(),
-                    payload,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into())
-                        .with_headers(table.clone()),
-                )
-                .await?
-                .await?;
-            if confirm.is_ack() {
-                Ok(())
-            } else {
-                Err(QueueError::NotConfirmed)
-            }
-        }
-        .await;
-        if result.is_err() {
-            self.reset().await;
-        }
-        result
+        self.publish_to("", &self.name, payload, headers).await
+    }
+    async fn publish_dead_letter(&self, payload: &[u8], headers: &Headers) -> QueueResult<()> {
+        // The dead-letter exchange is a fanout bound to the dead-letter queue.
+        self.publish_to(&self.dlx(), "", payload, headers).await
     }
     async fn consumer(&self, prefetch: u16) -> QueueResult<Box<dyn Consumer>> {
         let conn = connect_amqp(&self.url, "consumer").await?;

@@ -313,6 +313,10 @@ fn describe() {
         "climate_tasks_total",
         "Task deliveries handled, by step and outcome (ack, dead_letter, requeue)"
     );
+    describe_counter!(
+        "climate_deliveries_handed_over_total",
+        "Deliveries held for worker.max_delivery_hold_seconds and handed over as a fresh copy, by reason (waiting for a slot, step still running)"
+    );
     describe_histogram!(
         "climate_task_duration_seconds",
         Unit::Seconds,

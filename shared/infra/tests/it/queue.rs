@@ -114,6 +114,7 @@ queue_conformance!(
     requeue_redelivers,
     ack_removes_the_message,
     dead_letter_moves_the_message_to_the_dlq,
+    publish_dead_letter_skips_the_queue,
     depth_counts_ready_messages,
     ping_answers,
 );
@@ -260,6 +261,19 @@ async fn dead_letter_moves_the_message_to_the_dlq(q: &TestQueue) {
     .await;
     assert_nothing(&mut c, "a dead-lettered message is not redelivered").await;
     assert_eq!(q.depth().await.expect("depth"), 0);
+}
+
+async fn publish_dead_letter_skips_the_queue(q: &TestQueue) {
+    q.publish_dead_letter(b"failed after its ack", &Headers::new())
+        .await
+        .expect("publish_dead_letter");
+    assert_settles(1, "dead_letter_depth", || async {
+        q.dead_letter_depth().await.expect("dead_letter_depth")
+    })
+    .await;
+    assert_eq!(q.depth().await.expect("depth"), 0);
+    let mut c = consumer(q).await;
+    assert_nothing(&mut c, "a dead letter is never delivered as a task").await;
 }
 
 async fn depth_counts_ready_messages(q: &TestQueue) {
