@@ -79,13 +79,7 @@ impl Postgres {
     /// # Errors
     /// When the server does not exit in time.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(());
-        };
-        signal(child, "INT")?;
-        wait_exit(child, "postgres").await?;
-        self.child = None;
-        Ok(())
+        shut_down(&mut self.child, "INT", "postgres").await
     }
 
     /// Starts the server again on the same data directory and port.
@@ -221,13 +215,7 @@ impl RabbitMq {
     /// # Errors
     /// When the node does not exit in time.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(());
-        };
-        signal(child, "TERM")?;
-        wait_exit(child, "rabbitmq-server").await?;
-        self.child = None;
-        Ok(())
+        shut_down(&mut self.child, "TERM", "rabbitmq-server").await
     }
 
     /// Starts the node again on the same data directory and port.
@@ -342,6 +330,16 @@ fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
     run(Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(child.id().to_string()))
+}
+
+/// Signals a server's process and waits for it to exit; nothing to do when it is not running.
+async fn shut_down(child: &mut Option<Child>, sig: &str, what: &str) -> anyhow::Result<()> {
+    if let Some(running) = child.as_mut() {
+        signal(running, sig)?;
+        wait_exit(running, what).await?;
+    }
+    *child = None;
+    Ok(())
 }
 
 async fn wait_exit(child: &mut Child, what: &str) -> anyhow::Result<()> {
