@@ -273,46 +273,72 @@ s3_answers() {
     curl -s -o /dev/null --max-time 2 "$S3_URL/"
 }
 
+# Creating an existing bucket is harmless (moto answers 200 or 409).
+s3_bucket_ready() {
+    curl -s -o /dev/null --max-time 5 -X PUT "$S3_URL/$S3_BUCKET" || return 1
+    [ "$(curl -s -o /dev/null --max-time 5 -w '%{http_code}' -I "$S3_URL/$S3_BUCKET")" = 200 ]
+}
+
+# The pid of the moto_server listening on the S3 port, if that is what listens there.
+moto_listener() {
+    local pid
+    pid="$(ss -ltnpH "sport = :$S3_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)"
+    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q moto_server &&
+        printf '%s\n' "$pid"
+}
+
+start_moto() {
+    if [ ! -x "$REPO_ROOT/.venv/bin/moto_server" ]; then
+        log "S3 (moto): .venv/bin/moto_server missing; running setup-python.sh"
+        bash "$REPO_ROOT/scripts/setup-python.sh"
+    fi
+    mkdir -p "$REPO_ROOT/target"
+    log "S3 (moto): starting on $S3_URL (log: target/moto.log)"
+    # setsid + nohup: survives the end of this script and of `make`, and
+    # holds none of our stdio open, so a CI runner reading our output is
+    # not kept waiting.
+    setsid nohup "$REPO_ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" \
+        </dev/null >"$REPO_ROOT/target/moto.log" 2>&1 &
+    local pid=$!
+    printf '%s\n' "$pid" >"$REPO_ROOT/target/moto.pid"
+    local deadline=$((SECONDS + 60))
+    until s3_answers; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            show_log "$REPO_ROOT/target/moto.log"
+            die "moto_server exited before answering"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            show_log "$REPO_ROOT/target/moto.log"
+            die "moto_server did not answer on $S3_URL within 60 s"
+        fi
+        sleep 1
+    done
+    log "S3 (moto): started (pid $pid)"
+}
+
 ensure_s3() {
     if s3_answers; then
         log "S3 (moto): already answering on $S3_URL"
+        if ! s3_bucket_ready; then
+            # E.g. a moto_server started from another checkout whose venv is gone: it still
+            # answers, with 500s. Replace it; never kill something else.
+            local stale
+            stale="$(moto_listener || true)"
+            [ -n "$stale" ] || die "$S3_URL answers but bucket $S3_BUCKET fails, and it is not a moto_server"
+            log "S3 (moto): pid $stale answers but fails on bucket $S3_BUCKET; restarting it"
+            kill "$stale" 2>/dev/null || true
+            local deadline=$((SECONDS + 10))
+            while port_open "$S3_PORT" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+            port_open "$S3_PORT" && kill -9 "$stale" 2>/dev/null || true
+            start_moto
+        fi
     else
         if port_open "$S3_PORT"; then
             die "something listens on 127.0.0.1:$S3_PORT but does not answer HTTP"
         fi
-        if [ ! -x "$REPO_ROOT/.venv/bin/moto_server" ]; then
-            log "S3 (moto): .venv/bin/moto_server missing; running setup-python.sh"
-            bash "$REPO_ROOT/scripts/setup-python.sh"
-        fi
-        mkdir -p "$REPO_ROOT/target"
-        log "S3 (moto): starting on $S3_URL (log: target/moto.log)"
-        # setsid + nohup: survives the end of this script and of `make`, and
-        # holds none of our stdio open, so a CI runner reading our output is
-        # not kept waiting.
-        setsid nohup "$REPO_ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" \
-            </dev/null >"$REPO_ROOT/target/moto.log" 2>&1 &
-        local pid=$!
-        printf '%s\n' "$pid" >"$REPO_ROOT/target/moto.pid"
-        local deadline=$((SECONDS + 60))
-        until s3_answers; do
-            if ! kill -0 "$pid" 2>/dev/null; then
-                show_log "$REPO_ROOT/target/moto.log"
-                die "moto_server exited before answering"
-            fi
-            if [ "$SECONDS" -ge "$deadline" ]; then
-                show_log "$REPO_ROOT/target/moto.log"
-                die "moto_server did not answer on $S3_URL within 60 s"
-            fi
-            sleep 1
-        done
-        log "S3 (moto): started (pid $pid)"
+        start_moto
     fi
-
-    # Creating an existing bucket is harmless (moto answers 200 or 409).
-    curl -s -o /dev/null -X PUT "$S3_URL/$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
-    local status
-    status="$(curl -s -o /dev/null -w '%{http_code}' -I "$S3_URL/$S3_BUCKET")"
-    [ "$status" = 200 ] || die "bucket $S3_BUCKET not reachable (HEAD returned $status)"
+    s3_bucket_ready || die "bucket $S3_BUCKET not reachable on $S3_URL"
     log "S3 (moto): bucket $S3_BUCKET ready"
 }
 
