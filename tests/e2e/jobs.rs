@@ -1,10 +1,45 @@
-//! Job guarantees seen from a client: Idempotency-Key, the live event stream, metrics.
+//! Job guarantees seen from a client: Idempotency-Key, coalescing, the live event stream,
+//! metrics, traces.
 
 use std::time::Duration;
 
 use climate_tests::TestApp;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
+
+/// Identical requests that arrive together, from clients that know nothing of each other (no
+/// Idempotency-Key), get one run: PostgreSQL admits a dataset's runs one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_posts_coalesce_into_one_run() -> anyhow::Result<()> {
+    // No worker: the run stays queued while the requests arrive.
+    let app = TestApp::distributed(0).await?;
+    // Open the API's database connections first, so the requests below run side by side.
+    for answer in futures::future::join_all((0..8).map(|_| app.get_json("/ingestions"))).await {
+        assert_eq!(answer?.0, 200);
+    }
+    let body = json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-12"});
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.post_json("/ingestions", &body))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        let (status, _, run) = answer?;
+        assert_eq!(status, 202, "{run}");
+        ids.insert(run["ingestion_id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one run for all: {ids:?}");
+    let (_, runs) = app.get_json("/ingestions").await?;
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
+    // A different request for the dataset is a run of its own.
+    let (status, _, other) = app
+        .post_json(
+            "/ingestions",
+            &json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-13"}),
+        )
+        .await?;
+    assert_eq!(status, 202, "{other}");
+    assert!(!ids.contains(other["ingestion_id"].as_str().unwrap_or_default()));
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_make_post_retries_safe() -> anyhow::Result<()> {

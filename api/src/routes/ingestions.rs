@@ -136,25 +136,12 @@ pub async fn create_ingestion(
     };
     let request_json = serde_json::to_value(&request).map_err(ApiError::internal)?;
 
-    // Coalescing: an identical request already queued or running is the answer.
-    if let Some(active) = p.db.active_run(dataset_id.as_str()).await?
-        && active.request == request_json
-    {
-        let id = active.run_id.clone();
-        let mut res = (
-            StatusCode::ACCEPTED,
-            Json(RunView::new(active, None, &base)),
-        )
-            .into_response();
-        res.headers_mut()
-            .insert(header::LOCATION, location(&base, &id));
-        return Ok(res);
-    }
-
+    // Coalescing: an identical request already queued or running is the answer, also when
+    // identical requests arrive at once (the database admits a dataset's runs one at a time).
     let run_id = uuid::Uuid::now_v7().to_string();
     let now = Utc::now();
-    let run =
-        p.db.create_run(
+    let (run, created) =
+        p.db.create_run_coalescing(
             &NewRun {
                 run_id: run_id.clone(),
                 kind: RunKind::Ingestion,
@@ -171,8 +158,13 @@ pub async fn create_ingestion(
             },
         )
         .await?;
-    p.outbox_notify.notify_one();
-    tracing::info!(run.id = %run_id, dataset.id = %dataset_id, "ingestion accepted");
+    let run_id = run.run_id.clone();
+    if created {
+        p.outbox_notify.notify_one();
+        tracing::info!(run.id = %run_id, dataset.id = %dataset_id, "ingestion accepted");
+    } else {
+        tracing::info!(run.id = %run_id, dataset.id = %dataset_id, "identical ingestion already active; coalesced");
+    }
     let mut headers = HeaderMap::new();
     headers.insert(header::LOCATION, location(&base, &run_id));
     Ok((

@@ -409,6 +409,14 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn migrate(&self) -> DbResult<()>;
     /// Inserts a run and its announcement in one transaction.
     async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> DbResult<RunRecord>;
+    /// Like [`Database::create_run`], unless the dataset's newest active run is of the same kind
+    /// with the same request: that run is returned instead, with `false`. Admissions of one
+    /// dataset are serialised, so concurrent identical requests coalesce into one run.
+    async fn create_run_coalescing(
+        &self,
+        run: &NewRun,
+        outbox: &NewOutbox,
+    ) -> DbResult<(RunRecord, bool)>;
     /// One run.
     async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>>;
     /// Runs, newest first.
@@ -903,6 +911,22 @@ macro_rules! impl_database {
             }
 
             /// Inserts a queued run and its outbox message inside `tx`; returns the stored run.
+            /// The newest non-terminal run of a dataset.
+            async fn newest_active<'e, E>(executor: E, dataset_id: &str) -> DbResult<Option<RunRecord>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                sqlx::query(run_select!(
+                    "WHERE dataset_id = $1 AND status IN ('queued', 'running', 'retrying') \
+                     ORDER BY run_id DESC LIMIT 1"
+                ))
+                .bind(dataset_id)
+                .fetch_optional(executor)
+                .await?
+                .map(|r| Self::run_from_row(&r))
+                .transpose()
+            }
+
             async fn insert_run(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 run: &NewRun,
@@ -960,6 +984,11 @@ macro_rules! impl_database {
                         6,
                         "outbox_headers",
                         include_str!(concat!($migrations, "/0006_outbox_headers.sql")),
+                    ),
+                    (
+                        7,
+                        "run_admissions",
+                        include_str!(concat!($migrations, "/0007_run_admissions.sql")),
                     ),
                 ])
                 .run(&self.pool)
@@ -1281,6 +1310,34 @@ macro_rules! impl_database {
                 Ok(record)
             }
 
+            async fn create_run_coalescing(
+                &self,
+                run: &NewRun,
+                outbox: &NewOutbox,
+            ) -> DbResult<(RunRecord, bool)> {
+                let mut tx = self.pool.begin().await?;
+                // First a write: PostgreSQL holds the dataset's row, SQLite its write lock,
+                // until commit; the next admission of this dataset waits and then sees this one.
+                sqlx::query(
+                    "INSERT INTO run_admissions (dataset_id, admitted_at) VALUES ($1, $2) \
+                     ON CONFLICT (dataset_id) DO UPDATE SET admitted_at = excluded.admitted_at",
+                )
+                .bind(&run.dataset_id)
+                .bind(ms(run.created_at))
+                .execute(&mut *tx)
+                .await?;
+                if let Some(active) = Self::newest_active(&mut *tx, &run.dataset_id).await?
+                    && active.kind == run.kind
+                    && active.request == run.request
+                {
+                    tx.rollback().await?;
+                    return Ok((active, false));
+                }
+                let record = Self::insert_run(&mut tx, run, outbox).await?;
+                tx.commit().await?;
+                Ok((record, true))
+            }
+
 
             async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>> {
                 sqlx::query(run_select!("WHERE run_id = $1"))
@@ -1306,15 +1363,7 @@ macro_rules! impl_database {
             }
 
             async fn active_run(&self, dataset_id: &str) -> DbResult<Option<RunRecord>> {
-                sqlx::query(run_select!(
-                    "WHERE dataset_id = $1 AND status IN ('queued', 'running', 'retrying') \
-                     ORDER BY run_id DESC LIMIT 1"
-                ))
-                .bind(dataset_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| Self::run_from_row(&r))
-                .transpose()
+                Self::newest_active(&self.pool, dataset_id).await
             }
 
             async fn claim_run(

@@ -155,6 +155,7 @@ db_conformance!(
     migrate_is_idempotent,
     migrate_accepts_a_newer_releases_schema,
     create_run_persists_run_and_outbox,
+    identical_concurrent_requests_coalesce_into_one_run,
     outbox_respects_available_at_order_and_limit,
     list_runs_filters_newest_first_and_paginates,
     claim_run_honours_leases,
@@ -413,6 +414,79 @@ async fn create_run_persists_run_and_outbox(db: &TestDb) {
             .is_empty(),
         "a failed create_run leaves no outbox row"
     );
+}
+
+async fn identical_concurrent_requests_coalesce_into_one_run(db: &TestDb) {
+    // Open the pool's connections first, so the requests below really run side by side.
+    let warm: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.db.clone();
+            tokio::spawn(async move { db.ping().await.expect("ping") })
+        })
+        .collect();
+    for w in warm {
+        w.await.expect("ping task");
+    }
+    // Five datasets, eight identical requests each, all at once.
+    for (d, dataset) in ["ds-a", "ds-c", "ds-d", "ds-e", "ds-f"]
+        .into_iter()
+        .enumerate()
+    {
+        let t = at(i64::try_from(d).expect("small") * 100);
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8i64)
+            .map(|i| {
+                let db = db.db.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    let mut run = new_run(dataset, t);
+                    run.run_id = run_id_at(t + Duration::milliseconds(i));
+                    let outbox = task_outbox(&run.run_id, t);
+                    barrier.wait().await;
+                    db.create_run_coalescing(&run, &outbox)
+                        .await
+                        .expect("create_run_coalescing")
+                })
+            })
+            .collect();
+        let mut ids = BTreeSet::new();
+        let mut created = 0;
+        for task in tasks {
+            let (run, new) = task.await.expect("admission task");
+            ids.insert(run.run_id);
+            created += usize::from(new);
+        }
+        assert_eq!(created, 1, "{dataset}: one request creates the run");
+        assert_eq!(
+            ids.len(),
+            1,
+            "{dataset}: every request gets that run: {ids:?}"
+        );
+        let announced = announced_runs(&drain_outbox(db).await);
+        assert_eq!(
+            announced,
+            ids.iter().cloned().collect::<Vec<_>>(),
+            "{dataset}: announced once"
+        );
+    }
+
+    // Another request for the same dataset is a run of its own, queued behind.
+    let mut other = new_run("ds-a", at(10));
+    other.request = json!({"periods": ["2021-01", "2021-12"], "force": false});
+    let (run, new) = db
+        .create_run_coalescing(&other, &task_outbox(&other.run_id, at(10)))
+        .await
+        .expect("create_run_coalescing");
+    assert!(new);
+    assert_eq!(run.run_id, other.run_id);
+    // The same request for another dataset too.
+    let third = new_run("ds-b", at(20));
+    let (run, new) = db
+        .create_run_coalescing(&third, &task_outbox(&third.run_id, at(20)))
+        .await
+        .expect("create_run_coalescing");
+    assert!(new);
+    assert_eq!(run.dataset_id, "ds-b");
 }
 
 async fn outbox_respects_available_at_order_and_limit(db: &TestDb) {
