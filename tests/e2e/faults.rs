@@ -320,8 +320,8 @@ async fn a_worker_sigkilled_mid_segment_loses_nothing() -> anyhow::Result<()> {
 /// RabbitMQ closes the channel of a consumer that holds a delivery longer than its
 /// `consumer_timeout` (30 minutes by default; 2 s on this node). Steps here take longer than
 /// that, and deliveries wait for a free slot longer than that, yet the worker's channel
-/// survives: every delivery is handed over after `worker.max_delivery_hold_seconds` and the
-/// steps finish under their leases.
+/// survives: after `worker.max_delivery_hold_seconds` a running step's delivery is acknowledged
+/// (the step finishes under its lease) and a waiting one is handed over as a fresh copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_longer_than_the_consumer_timeout_keep_the_channel() -> anyhow::Result<()> {
     let mock = MockUpstream::start().await?;
@@ -349,7 +349,7 @@ async fn steps_longer_than_the_consumer_timeout_keep_the_channel() -> anyhow::Re
     assert_converged(&app, &id).await?;
     let logs = app.full_logs();
     assert!(
-        logs.contains("delivery handed over"),
+        logs.contains("the lease guards the rest"),
         "no step outlasted the hold, so this test proves nothing: {}",
         app.logs()
     );

@@ -51,6 +51,8 @@ pub struct Context {
 #[derive(Debug, Default)]
 struct Leases {
     held: std::sync::Mutex<std::collections::HashMap<u64, (String, Option<u32>)>>,
+    /// Those of `held` whose claim succeeded.
+    claimed: std::sync::Mutex<std::collections::HashSet<u64>>,
     next: std::sync::atomic::AtomicU64,
     /// Cancelled when the leases are handed back: heartbeats stop renewing them.
     released: CancellationToken,
@@ -59,6 +61,17 @@ struct Leases {
 /// Unregisters a lease when the heartbeat that keeps it ends (also when aborted).
 struct HeldLease(Arc<Leases>, u64);
 
+impl HeldLease {
+    /// The claim succeeded: from now on the lease, not the delivery, guards the step.
+    fn claimed(&self) {
+        self.0
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.1);
+    }
+}
+
 impl Drop for HeldLease {
     fn drop(&mut self) {
         self.0
@@ -66,10 +79,29 @@ impl Drop for HeldLease {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.1);
+        self.0
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.1);
     }
 }
 
 impl Leases {
+    /// Whether this process holds the claimed lease of a run (`None`) or one of its segments.
+    fn is_claimed(&self, run_id: &str, segment: Option<u32>) -> bool {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let claimed = self
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.iter()
+            .any(|(id, (r, s))| r == run_id && *s == segment && claimed.contains(id))
+    }
+
     /// Records a lease about to be claimed (before the claim, so a shutdown racing with the
     /// claim still hands it back); `None` once the leases were handed back: take no new work.
     fn hold(self: &Arc<Self>, run_id: &str, segment: Option<u32>) -> Option<HeldLease> {
@@ -199,7 +231,8 @@ impl Context {
 ///
 /// No delivery stays unacknowledged longer than `worker.max_delivery_hold_seconds` from its
 /// arrival, so the broker's consumer timeout never closes the channel: a delivery still waiting
-/// for a free slot then, or whose step is still running, is handed over ([`hand_over`]).
+/// for a free slot then is handed over ([`hand_over`]); one whose step is still running is
+/// acknowledged, and the step's lease guards the rest.
 ///
 /// # Errors
 /// Never returns an error today; the signature leaves room for fatal conditions.
@@ -295,11 +328,12 @@ async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Settles a delivery that has been held as long as it may: publishes a fresh copy of the
+/// Settles a delivery that has been held as long as it may while no lease guards its step
+/// (still waiting for a slot, or its claim has not gone through): publishes a fresh copy of the
 /// message, then acknowledges the original. Whoever receives the copy either finds the step's
-/// lease live (the step is running here: it acknowledges the copy without work) or runs it, so
-/// the step is neither lost nor done twice. If the copy cannot be published the delivery is
-/// returned to the queue instead.
+/// lease live (it acknowledges the copy without work) or runs it, so the step is neither lost
+/// nor done twice. If the copy cannot be published the delivery is returned to the queue
+/// instead.
 async fn hand_over(ctx: &Context, delivery: &Delivery, reason: &'static str) {
     match ctx
         .platform
@@ -373,11 +407,22 @@ async fn handle(ctx: &Context, delivery: Delivery, due: tokio::time::Instant) {
         let result = tokio::select! {
             result = &mut work => result,
             () = tokio::time::sleep_until(due) => {
-                tracing::info!(
-                    hold_seconds = ctx.platform.config.worker.max_delivery_hold_seconds,
-                    "step outlasts worker.max_delivery_hold_seconds: delivery handed over, the lease guards the rest"
-                );
-                hand_over(ctx, &delivery, "running").await;
+                let segment = match msg.step {
+                    Step::Segment(i) => Some(i),
+                    Step::Plan | Step::Finalize => None,
+                };
+                let hold_seconds = ctx.platform.config.worker.max_delivery_hold_seconds;
+                if ctx.leases.is_claimed(&msg.run_id, segment) {
+                    // The lease guards the step (the reaper re-announces it if this worker
+                    // dies); a copy would only start a second chain of announcements.
+                    tracing::info!(hold_seconds, "step outlasts worker.max_delivery_hold_seconds: delivery acknowledged, the lease guards the rest");
+                    settle(&delivery, true).await;
+                    metrics::counter!("climate_deliveries_handed_over_total", "reason" => "leased").increment(1);
+                } else {
+                    // Not claimed yet (the database is slow): nothing guards it but the message.
+                    tracing::info!(hold_seconds, "step not claimed within worker.max_delivery_hold_seconds: delivery handed over");
+                    hand_over(ctx, &delivery, "unclaimed").await;
+                }
                 handed_over = true;
                 work.await
             }
@@ -385,6 +430,10 @@ async fn handle(ctx: &Context, delivery: Delivery, due: tokio::time::Instant) {
         if handed_over {
             // The delivery is settled; only a final failure leaves a trace in the dead-letter
             // queue. Anything else unfinished is recovered through the lease by the reaper.
+            match &result {
+                Ok(_) => tracing::debug!("step ended after its delivery was settled"),
+                Err(e) => tracing::warn!(error = %e, "step ended with an error after its delivery was settled; the reaper recovers it when its lease expires"),
+            }
             if let Ok(Settle::DeadLetter) = result
                 && let Err(e) = ctx
                     .platform
@@ -552,7 +601,7 @@ async fn release_if_cancelled(ctx: &Context, run_id: &str) {
 }
 
 async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
-    let Some(_held) = ctx.leases.hold(run_id, None) else {
+    let Some(held) = ctx.leases.hold(run_id, None) else {
         return Ok(Settle::Leave);
     };
     let db = &ctx.platform.db;
@@ -565,6 +614,7 @@ async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
         tracing::debug!("run not claimable for planning; dropping duplicate delivery");
         return Ok(Settle::Ack);
     };
+    held.claimed();
     // One run writes a dataset at a time: the lock (owned by the run, kept alive by whichever
     // worker works on it) and, as a backstop should it expire, the database.
     let busy = match ctx
@@ -709,7 +759,7 @@ fn retry_or_fail(
 }
 
 async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle, DbError> {
-    let Some(_held) = ctx.leases.hold(run_id, Some(index)) else {
+    let Some(held) = ctx.leases.hold(run_id, Some(index)) else {
         return Ok(Settle::Leave);
     };
     let db = &ctx.platform.db;
@@ -723,6 +773,7 @@ async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle,
         cleanup_if_cancelled(ctx, run_id).await;
         return Ok(Settle::Ack);
     };
+    held.claimed();
     let Some(run) = db.get_run(run_id).await? else {
         return Ok(Settle::Ack);
     };
@@ -836,7 +887,7 @@ async fn segment_step(ctx: &Context, run_id: &str, index: u32) -> Result<Settle,
 }
 
 async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
-    let Some(_held) = ctx.leases.hold(run_id, None) else {
+    let Some(held) = ctx.leases.hold(run_id, None) else {
         return Ok(Settle::Leave);
     };
     let db = &ctx.platform.db;
@@ -850,6 +901,7 @@ async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
         cleanup_if_cancelled(ctx, run_id).await;
         return Ok(Settle::Ack);
     };
+    held.claimed();
     let chunks: u64 = db
         .list_segments(run_id)
         .await?

@@ -293,7 +293,7 @@ pub struct WorkerConfig {
     /// Longest time a worker keeps a queue delivery unacknowledged, counted from its arrival.
     /// A step still running then has its delivery acknowledged and goes on under its lease
     /// (heartbeats; the reaper re-announces it if the worker dies); a delivery still waiting
-    /// for a free slot is handed back as a fresh copy so another worker can take it. Keep it
+    /// for a free slot (or whose claim has not gone through) is handed over as a fresh copy. Keep it
     /// below the broker's consumer timeout (RabbitMQ `consumer_timeout`, 30 minutes by
     /// default), which closes the channel of a consumer that holds a delivery longer.
     #[serde(default = "default_max_delivery_hold_seconds")]

@@ -315,7 +315,7 @@ fn describe() {
     );
     describe_counter!(
         "climate_deliveries_handed_over_total",
-        "Deliveries held for worker.max_delivery_hold_seconds and handed over as a fresh copy, by reason (waiting for a slot, step still running)"
+        "Deliveries settled after worker.max_delivery_hold_seconds, by reason: waiting (for a slot) and unclaimed (step not yet holding its lease) are handed over as a fresh copy; leased ones are acknowledged while the step finishes under its lease"
     );
     describe_histogram!(
         "climate_task_duration_seconds",
