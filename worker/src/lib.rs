@@ -50,12 +50,20 @@ pub struct Context {
 /// its tasks hands them back at once instead of leaving them to expire.
 #[derive(Debug, Default)]
 struct Leases {
-    held: std::sync::Mutex<std::collections::HashMap<u64, (String, Option<u32>)>>,
-    /// Those of `held` whose claim succeeded.
-    claimed: std::sync::Mutex<std::collections::HashSet<u64>>,
+    held: std::sync::Mutex<std::collections::HashMap<u64, Held>>,
     next: std::sync::atomic::AtomicU64,
     /// Cancelled when the leases are handed back: heartbeats stop renewing them.
     released: CancellationToken,
+}
+
+/// One lease of [`Leases`].
+#[derive(Debug)]
+struct Held {
+    run_id: String,
+    /// `None`: the run's own step (plan or finalize).
+    segment: Option<u32>,
+    /// The claim has succeeded (until then only the delivery guards the step).
+    claimed: bool,
 }
 
 /// Unregisters a lease when the heartbeat that keeps it ends (also when aborted).
@@ -64,11 +72,15 @@ struct HeldLease(Arc<Leases>, u64);
 impl HeldLease {
     /// The claim succeeded: from now on the lease, not the delivery, guards the step.
     fn claimed(&self) {
-        self.0
-            .claimed
+        if let Some(entry) = self
+            .0
+            .held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(self.1);
+            .get_mut(&self.1)
+        {
+            entry.claimed = true;
+        }
     }
 }
 
@@ -79,27 +91,17 @@ impl Drop for HeldLease {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.1);
-        self.0
-            .claimed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.1);
     }
 }
 
 impl Leases {
     /// Whether this process holds the claimed lease of a run (`None`) or one of its segments.
     fn is_claimed(&self, run_id: &str, segment: Option<u32>) -> bool {
-        let held = self
-            .held
+        self.held
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let claimed = self
-            .claimed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        held.iter()
-            .any(|(id, (r, s))| r == run_id && *s == segment && claimed.contains(id))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .any(|h| h.claimed && h.run_id == run_id && h.segment == segment)
     }
 
     /// Records a lease about to be claimed (before the claim, so a shutdown racing with the
@@ -113,7 +115,14 @@ impl Leases {
             return None;
         }
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        held.insert(id, (run_id.to_owned(), segment));
+        held.insert(
+            id,
+            Held {
+                run_id: run_id.to_owned(),
+                segment,
+                claimed: false,
+            },
+        );
         Some(HeldLease(self.clone(), id))
     }
 
@@ -140,7 +149,7 @@ impl Leases {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .values()
-                .cloned()
+                .map(|h| (h.run_id.clone(), h.segment))
                 .collect();
             let db = &ctx.platform.db;
             let now = Utc::now();
@@ -366,7 +375,8 @@ async fn settle(delivery: &Delivery, ok: bool) {
 
 /// Handles one delivery end to end. Never panics on bad input: undecodable messages are
 /// dead-lettered, everything else ends with the run in a consistent state. A step still running
-/// at `due` has its delivery handed over and finishes under its lease.
+/// at `due` has its delivery settled (acknowledged once the step holds its lease, handed over
+/// before that) and finishes under its lease.
 async fn handle(ctx: &Context, delivery: Delivery, due: tokio::time::Instant) {
     let msg = match TaskMessage::decode(&delivery.payload) {
         Ok(m) => m,

@@ -910,7 +910,6 @@ macro_rules! impl_database {
                 Ok(())
             }
 
-            /// Inserts a queued run and its outbox message inside `tx`; returns the stored run.
             /// The newest non-terminal run of a dataset.
             async fn newest_active<'e, E>(executor: E, dataset_id: &str) -> DbResult<Option<RunRecord>>
             where
@@ -927,6 +926,7 @@ macro_rules! impl_database {
                 .transpose()
             }
 
+            /// Inserts a queued run and its outbox message inside `tx`; returns the stored run.
             async fn insert_run(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 run: &NewRun,
