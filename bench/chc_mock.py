@@ -1,8 +1,9 @@
-"""A CHC-like file server for the latency benchmark: serves the kit's three CHIRPS-layout COGs
+"""A CHC-like file server for the latency benchmark: serves the three CHIRPS-layout COGs
+(tests/fixtures/make_chirps_cogs.py)
 cyclically for any day under the CHC URL layout, honours HEAD and single byte ranges (206), and
 adds a fixed latency to every response, like a distant upstream.
 
-    python bench/chc_mock.py --port 9100 --latency-ms 50 --data ../shared/data
+    python bench/chc_mock.py --port 9100 --latency-ms 50 --data bench/data/chirps/source
 """
 
 import argparse

@@ -9,12 +9,13 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 LAT="${1:-50}"
-SHARED="${CLIMATE_SHARED_DIR:-$REPO/../shared}"
 PY="$REPO/.venv/bin/python"
 WORK="$REPO/bench/results/latency"
 rm -rf "$WORK"; mkdir -p "$WORK"
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --bins -p climate-api -q
-"$PY" bench/chc_mock.py --port 9100 --latency-ms "$LAT" --data "$SHARED/data" & MOCK=$!
+COGS="$REPO/bench/data/chirps/source"
+[ -e "$COGS/chirps-v3.0.rnl.2024.01.03.cog" ] || "$PY" tests/fixtures/make_chirps_cogs.py --out "$COGS"
+"$PY" bench/chc_mock.py --port 9100 --latency-ms "$LAT" --data "$COGS" & MOCK=$!
 trap 'kill $MOCK 2>/dev/null || true' EXIT
 sleep 1
 echo "| workers | latency ms | days | segments | run s (finished − started) |"

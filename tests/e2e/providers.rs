@@ -184,15 +184,9 @@ pub(crate) fn chirps_path(day: u32) -> String {
     format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.01.{day:02}.cog")
 }
 
-/// The kit's three CHIRPS-layout COGs, cycled over `days` days of January 2024.
+/// The three generated CHIRPS-layout COGs, cycled over the days of January 2024.
 pub(crate) fn chirps_fixture(day: u32) -> std::path::PathBuf {
-    let shared = std::env::var_os("CLIMATE_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    shared.join(format!(
-        "data/chirps-v3.0.rnl.2024.01.{:02}.cog",
-        (day - 1) % 3 + 1
-    ))
+    climate_tests::chirps_cog(day)
 }
 
 pub(crate) fn chirps_mock(mock: &MockUpstream, days: u32) {
@@ -200,7 +194,7 @@ pub(crate) fn chirps_mock(mock: &MockUpstream, days: u32) {
     for d in 1..=days {
         mock.serve_file(
             &chirps_path(d),
-            std::fs::read(chirps_fixture(d)).expect("CHIRPS fixture in ../shared/data"),
+            std::fs::read(chirps_fixture(d)).expect("generated CHIRPS fixture"),
         );
     }
 }
@@ -639,13 +633,10 @@ async fn command_runs_an_external_program_and_reports_its_failure() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn era5_land_precipitation_is_deaccumulated_to_hourly_amounts() -> anyhow::Result<()> {
-    let shared = std::env::var_os("CLIMATE_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    let source = shared.join("data/era5land_hourly_2024-01-01_03_sle.nc");
+    let source = climate_tests::era5_hourly_sample();
     assert!(
         source.exists(),
-        "{} (the kit's accumulated ERA5-Land sample)",
+        "{} (the accumulated ERA5-Land sample)",
         source.display()
     );
     let app = TestApp::start(
@@ -692,10 +683,7 @@ async fn era5_land_precipitation_is_deaccumulated_to_hourly_amounts() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hourly_sources_aggregate_to_daily_means_and_maxima() -> anyhow::Result<()> {
-    let shared = std::env::var_os("CLIMATE_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    let source = shared.join("data/era5land_hourly_2024-01-01_03_sle.nc");
+    let source = climate_tests::era5_hourly_sample();
     let template = |id: &str, method: &str| {
         format!(
             "- id: {id}\n  name: ERA5-Land t2m, daily {method} (sample)\n  variable: t2m\n  period_type: daily\n  units: degC\n  ingestion:\n    provider: file\n    params: {{path: \"{}\", variable: t2m}}\n  aggregate: {{from: hourly, method: {method}}}\n  transforms: [kelvin_to_celsius]\n",
@@ -749,10 +737,7 @@ async fn hourly_sources_aggregate_to_daily_means_and_maxima() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cds_jobs_are_awaited_without_holding_a_worker() -> anyhow::Result<()> {
-    let shared = std::env::var_os("CLIMATE_SHARED_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
-    let source = shared.join("data/era5land_hourly_2024-01-01_03_sle.nc");
+    let source = climate_tests::era5_hourly_sample();
     let mock = MockUpstream::start().await?;
     // The CDS job reports accepted/running for four polls (one per second) before succeeding.
     mock.enable_cds("test-key", 4, std::fs::read(&source)?);

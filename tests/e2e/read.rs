@@ -1,6 +1,6 @@
 //! The read surface: STAC, and (as they land) OGC API, downloads and pinned versions.
 
-use climate_tests::{Options, Shape, TestApp, python, shared_dir};
+use climate_tests::{Options, Shape, TestApp, python};
 use serde_json::json;
 
 const EXTENTS: &str = "extents:\n  - extent_id: sle\n    name: Sierra Leone\n    bbox: [-13.5, 6.9, -10.1, 10.0]\n    country_code: SLE\n  - extent_id: sle_utm\n    name: Sierra Leone (UTM 29N)\n    bbox: [-13.5, 6.9, -10.1, 10.0]\n    crs: \"EPSG:32629\"\n    resolution: 10000\n";
@@ -77,7 +77,9 @@ async fn stac_documents_validate_and_real_clients_walk_the_catalog() -> anyhow::
             "--url",
             &app.url(""),
             "--schemas",
-            &shared_dir().join("schemas").to_string_lossy(),
+            &climate_tests::fixtures_dir()
+                .join("schemas")
+                .to_string_lossy(),
             "--expect",
             "sample_era5land_t2m_daily_sle,sample_era5land_t2m_daily_sle_utm",
         ],
@@ -429,7 +431,7 @@ async fn a_sync_appends_only_the_new_time_chunks_and_reuses_the_rest() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_sync_rebuilds_with_the_newer_release() -> anyhow::Result<()> {
-    let tif = climate_tests::shared_dir().join("data/worldpop_sle_2026_1km.tif");
+    let tif = climate_tests::worldpop_sample();
     let app = TestApp::start(
         Shape::Standalone,
         Options {

@@ -3,14 +3,11 @@
 use std::time::{Duration, Instant};
 
 use climate_tests::mock::MockUpstream;
-use climate_tests::{Options, Shape, TestApp, python, shared_dir};
+use climate_tests::{Options, Shape, TestApp, python};
 use serde_json::{Value, json};
 
 fn fixture(day: u32) -> std::path::PathBuf {
-    shared_dir().join(format!(
-        "data/chirps-v3.0.rnl.2024.01.{:02}.cog",
-        (day - 1) % 3 + 1
-    ))
+    climate_tests::chirps_cog(day)
 }
 
 /// "Publishes" day `day` of January 2024 in the upstream directory the template reads.

@@ -2,8 +2,8 @@
 
 1. Every document (root catalog, each child collection, /stac/collections) validates against
    the official STAC 1.1.0 schemas and the schemas of the extensions it declares, loaded from
-   the kit's copies (--schemas), offline. The render extension, whose schema the kit lacks, is
-   the only one allowed without a local schema.
+   the repository's copies (--schemas, tests/fixtures/schemas), offline. The render extension,
+   whose schema is not kept there, is the only one allowed without a local schema.
 2. The children are exactly the expected (published) dataset ids.
 3. pystac reads the catalog and its collections; pystac-client opens it as a STAC API and lists
    the same collections.
@@ -39,7 +39,7 @@ def fail(msg):
 
 
 def load_schemas(root: pathlib.Path):
-    """A registry of every kit schema under the URLs documents and schemas refer to."""
+    """A registry of every local schema under the URLs documents and schemas refer to."""
     resources = {}
     spec = referencing.jsonschema.DRAFT7
 
@@ -62,8 +62,8 @@ def load_schemas(root: pathlib.Path):
             f"https://stac-extensions.github.io/{name}/v{version}/schema.json",
             root / f"{name}-{version}" / "schema.json",
         )
-    # The projection schema refers to PROJJSON's own schema for `proj:projjson`, which the kit
-    # lacks. We never emit `proj:projjson`; a stand-in that accepts any object lets the rest of
+    # The projection schema refers to PROJJSON's own schema for `proj:projjson`, which is not
+    # kept locally. We never emit `proj:projjson`; a stand-in that accepts any object lets the rest of
     # the projection schema be checked offline.
     resources["https://proj.org/schemas/v0.7/projjson.schema.json"] = referencing.Resource.from_contents(
         {"type": "object"}, default_specification=spec)

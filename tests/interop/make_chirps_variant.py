@@ -1,8 +1,8 @@
-"""Rewrites a CHIRPS-layout COG the way CHC's real files are reported to be laid out
-(../shared/PROTOCOLS.md §4): 512×512 tiles, LZW, no predictor, and −9999 stored as a plain
+"""Rewrites a CHIRPS-layout COG the way CHC's real files are reported to be laid out:
+512×512 tiles, LZW, no predictor, and −9999 stored as a plain
 value with no GDAL_NODATA tag. Georeferencing (GeoTIFF tags) is kept; overviews are dropped.
-A block of −9999 is also written over Sierra Leone (12°W–11.5°W, 8°N–8.5°N), where the kit's
-files have none, so a reader that trusts only the tag shows the value as rain.
+A block of −9999 is also written over Sierra Leone (12°W–11.5°W, 8°N–8.5°N), where the generated
+files (tests/fixtures/make_chirps_cogs.py) have none, so a reader that trusts only the tag shows the value as rain.
 
 Usage: make_chirps_variant.py --src FILE --out FILE
 """

@@ -719,10 +719,7 @@ async fn create_database(base_url: &str, db: &str) -> anyhow::Result<()> {
 /// # Errors
 /// When the script fails; the error carries its output.
 pub fn python(script: &str, args: &[&str]) -> anyhow::Result<String> {
-    let py = env(
-        "CLIMATE_TEST_PYTHON",
-        Some(&repo_root().join(".venv/bin/python").to_string_lossy()),
-    );
+    let py = python_bin();
     let out = Command::new(&py)
         .arg(repo_root().join("tests/interop").join(script))
         .args(args)
@@ -737,6 +734,14 @@ pub fn python(script: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(stdout)
+}
+
+/// The test venv's interpreter (`$CLIMATE_TEST_PYTHON`, else `.venv/bin/python`).
+fn python_bin() -> String {
+    env(
+        "CLIMATE_TEST_PYTHON",
+        Some(&repo_root().join(".venv/bin/python").to_string_lossy()),
+    )
 }
 
 /// The sizes of every file under `dir`, recursively (empty when it does not exist).
@@ -767,11 +772,80 @@ pub fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The kit beside the project (`../shared`, or `$CLIMATE_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("CLIMATE_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"))
+/// The test fixtures the repository keeps (`tests/fixtures`): small files with their
+/// provenance in its README, the STAC schemas under `schemas/`.
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+/// The synthetic ERA5-Land hourly sample in the layout of a CDS download (72 hours from
+/// 2024-01-01T00Z, `t2m` and accumulated `tp`).
+pub fn era5_hourly_sample() -> PathBuf {
+    fixtures_dir().join("era5land_hourly_2024-01-01_03_sle.nc")
+}
+
+/// The bundled WorldPop sample (population 2026, Sierra Leone, 1 km BigTIFF).
+pub fn worldpop_sample() -> PathBuf {
+    repo_root().join("config/samples/worldpop_sle_2026_1km.tif")
+}
+
+/// The CHIRPS-layout COG of day `day` of January 2024: the three generated files
+/// (`tests/fixtures/make_chirps_cogs.py`) cycled over the days.
+///
+/// # Panics
+/// When the files cannot be generated.
+pub fn chirps_cog(day: u32) -> PathBuf {
+    chirps_cogs_dir().join(format!(
+        "chirps-v3.0.rnl.2024.01.{:02}.cog",
+        (day - 1) % 3 + 1
+    ))
+}
+
+/// The directory of the generated CHIRPS-layout COGs, generated on first use. Test processes
+/// race for it: each writes into a directory of its own and renames it into place, so a reader
+/// only ever sees the complete set.
+///
+/// # Panics
+/// When the generator fails.
+pub fn chirps_cogs_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"));
+        // The generator's version is in the name: a changed generator writes a new set.
+        let script = fixtures_dir().join("make_chirps_cogs.py");
+        let text = std::fs::read(&script).unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        let digest = climate_infra::auth::sha256_hex(&[&text]);
+        let dir = target.join(format!("fixtures/chirps-{}", &digest[..12]));
+        if !dir.exists() {
+            let tmp = target.join(format!(
+                "fixtures/.chirps-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ));
+            let out = Command::new(python_bin())
+                .arg(&script)
+                .arg("--out")
+                .arg(&tmp)
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+            assert!(
+                out.status.success(),
+                "{} failed:\n{}{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Another process may have won the race: its set is as good as ours.
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            assert!(dir.exists(), "{} was not created", dir.display());
+        }
+        dir
+    })
+    .clone()
 }
 
 /// The bundled ERA5-Land sample (daily t2m, July 2025, Sierra Leone).
