@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 
 use crate::openapi::ApiDoc;
 use crate::routes::{
-    credentials, datasets, download, ingestions, meta, ogc, stac, sync, templates, zarr,
+    credentials, datasets, download, ingestions, meta, ogcapi, stac, sync, templates, zarr,
 };
 use crate::state::AppState;
 use crate::{auth, error, idempotency};
@@ -62,25 +62,34 @@ pub fn router(state: AppState) -> Router {
         .route("/datasets", get(datasets::list_datasets))
         .route("/datasets/{id}", get(datasets::get_dataset))
         .route("/datasets/{id}/download", get(download::download))
-        .route("/ogcapi", get(ogc::landing))
-        .route("/ogcapi/conformance", get(ogc::conformance))
-        .route("/ogcapi/collections", get(ogc::collections))
-        .route("/ogcapi/collections/{id}", get(ogc::collection))
-        .route("/ogcapi/collections/{id}/coverage", get(ogc::coverage))
+        .route("/ogcapi", get(ogcapi::common::landing))
+        .route("/ogcapi/conformance", get(ogcapi::common::conformance))
+        .route("/ogcapi/collections", get(ogcapi::common::collections))
+        .route("/ogcapi/collections/{id}", get(ogcapi::common::collection))
+        .route(
+            "/ogcapi/collections/{id}/coverage",
+            get(ogcapi::coverages::coverage),
+        )
         .route(
             "/ogcapi/collections/{id}/coverage/domainset",
-            get(ogc::domainset),
+            get(ogcapi::coverages::domainset),
         )
         .route(
             "/ogcapi/collections/{id}/coverage/rangetype",
-            get(ogc::rangetype),
+            get(ogcapi::coverages::rangetype),
         )
-        .route("/ogcapi/collections/{id}/position", get(ogc::position))
-        .route("/ogcapi/collections/{id}/area", get(ogc::area))
-        .route("/ogcapi/collections/{id}/map/tiles", get(ogc::tilesets))
+        .route(
+            "/ogcapi/collections/{id}/position",
+            get(ogcapi::edr::position),
+        )
+        .route("/ogcapi/collections/{id}/area", get(ogcapi::edr::area))
+        .route(
+            "/ogcapi/collections/{id}/map/tiles",
+            get(ogcapi::tiles::tilesets),
+        )
         .route(
             "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
-            get(ogc::tile),
+            get(ogcapi::tiles::tile),
         )
         .route("/sync/{id}", axum::routing::post(sync::run_sync))
         .route(

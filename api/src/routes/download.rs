@@ -18,7 +18,7 @@ use climate_geodata::encode::NetcdfWriter;
 use tokio_util::io::ReaderStream;
 
 use crate::error::ApiError;
-use crate::routes::ogc::{self, Query};
+use crate::routes::ogcapi::{self, Query};
 use crate::state::AppState;
 
 /// Values held in memory at once while writing a download.
@@ -57,16 +57,16 @@ pub async fn download(
             "format: '{f}' is not offered; use format=netcdf (or read the Zarr store at /zarr/{id})"
         )));
     }
-    let o = ogc::open(&state, &id).await?;
+    let o = ogcapi::open(&state, &id).await?;
     let (rows, cols) = match q.one("bbox")? {
-        Some(b) => ogc::bbox_window(&o.grid, ogc::parse_bbox(b)?)?,
+        Some(b) => ogcapi::bbox_window(&o.grid, ogcapi::parse_bbox(b)?)?,
         None => (0..o.grid.y.len, 0..o.grid.x.len),
     };
     let sel = q
         .one("datetime")?
-        .map(|s| ogc::parse_datetime("datetime", s))
+        .map(|s| ogcapi::parse_datetime("datetime", s))
         .transpose()?;
-    let t = ogc::select_times(&o, sel, "datetime")?;
+    let t = ogcapi::select_times(&o, sel, "datetime")?;
     let grid = climate_domain::grid::Grid {
         crs: o.grid.crs.clone(),
         x: o.grid.x.slice(cols.clone()),

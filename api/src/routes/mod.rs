@@ -5,7 +5,7 @@ pub mod datasets;
 pub mod download;
 pub mod ingestions;
 pub mod meta;
-pub mod ogc;
+pub mod ogcapi;
 pub mod stac;
 pub mod sync;
 pub mod templates;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::routes::ingestions::location;
-use crate::routes::ogc::Query;
+use crate::routes::ogcapi::Query;
 use crate::state::{AppState, BaseUrl};
 use crate::views::{RunView, unknown_dataset};
 

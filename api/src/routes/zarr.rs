@@ -218,7 +218,7 @@ pub async fn serve_object(
     let os = state.platform.store.object_store();
     // An appended version holds its new objects; the rest are its bases' (newest first).
     let mut locations = std::iter::once(version.storage_prefix.clone())
-        .chain(crate::routes::ogc::version_bases(version))
+        .chain(crate::routes::ogcapi::version_bases(version))
         .map(|p| StorePath::from(format!("{p}/{key}")))
         .peekable();
     let etag = format!("\"{:016x}\"", fnv1a(&[&version.artifact_id, key]));
