@@ -88,14 +88,14 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
                 tracing::info!(runs = n, "re-announced unfinished runs");
             }
         }
-        let ctx = climate_worker::Context::new(platform.clone())?
+        let ctx = climate_ingest::Context::new(platform.clone())?
             .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default());
         let s = shutdown.clone();
         let c = ctx.clone();
-        tasks.spawn(async move { climate_worker::run(c, s).await });
+        tasks.spawn(async move { climate_ingest::worker::run(c, s).await });
         let (c, s) = (ctx.clone(), shutdown.clone());
         tasks.spawn(async move {
-            climate_scheduler::run(c, s).await;
+            climate_ingest::scheduler::run(c, s).await;
             Ok(())
         });
     } else {

@@ -19,7 +19,7 @@ pub struct App {
     /// Downloads being written at once (each holds a slab in memory and a temporary file).
     pub downloads: tokio::sync::Semaphore,
     /// Providers and HTTP settings, for syncs whose availability probes the provider.
-    pub providers: climate_worker::Context,
+    pub providers: climate_ingest::Context,
     /// Authentication settings and OIDC verifiers.
     pub auth: crate::auth::Auth,
     /// Renders the process's Prometheus metrics.
@@ -41,7 +41,7 @@ impl App {
     /// When the providers' HTTP clients cannot be built.
     pub fn new(platform: Platform) -> anyhow::Result<Self> {
         Ok(Self {
-            providers: climate_worker::Context::new(platform.clone())?,
+            providers: climate_ingest::Context::new(platform.clone())?,
             auth: crate::auth::Auth::new(platform.config.auth.clone())?,
             metrics: climate_infra::telemetry::metrics(None)?,
             shutdown: tokio_util::sync::CancellationToken::new(),

@@ -31,9 +31,9 @@ async fn main_async() -> anyhow::Result<()> {
         .await
         .context("starting the scheduler")?;
     // Providers are only probed (availability `probe`), never run to completion, here.
-    let ctx = climate_worker::Context::new(platform).context("starting the scheduler")?;
+    let ctx = climate_ingest::Context::new(platform).context("starting the scheduler")?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(climate_scheduler::run(ctx, shutdown.clone()));
+    let task = tokio::spawn(climate_ingest::scheduler::run(ctx, shutdown.clone()));
     climate_infra::shutdown::signal().await;
     shutdown.cancel();
     task.await?;

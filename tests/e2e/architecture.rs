@@ -1,30 +1,84 @@
 //! The architecture invariants of ARCHITECTURE.md, checked mechanically so they cannot erode:
-//! crate dependency edges (from the manifests) and the "domain does no I/O" rule (from sources).
+//! crate dependency edges (from `cargo metadata`), the "domain does no I/O" rule (from sources),
+//! and that nothing in the repository reads the project kit beside it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use climate_tests::repo_root;
 
-/// Names under `[dependencies]` of a crate manifest (dev-dependencies do not count).
+/// One workspace package as `cargo metadata` describes it.
+#[derive(Debug)]
+struct Package {
+    /// Directory of its manifest, relative to the repository root (`shared/domain`).
+    dir: String,
+    /// Names of its normal dependencies (not dev- or build-dependencies).
+    normal: BTreeSet<String>,
+    /// Names of every dependency, of any kind.
+    all: BTreeSet<String>,
+}
+
+/// The workspace's packages by name, read once from `cargo metadata --no-deps`.
+fn workspace() -> &'static BTreeMap<String, Package> {
+    static PACKAGES: OnceLock<BTreeMap<String, Package>> = OnceLock::new();
+    PACKAGES.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+        let out = std::process::Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .current_dir(repo_root())
+            .output()
+            .expect("running cargo metadata");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+        let root = repo_root();
+        let mut packages = BTreeMap::new();
+        for p in meta["packages"].as_array().expect("packages") {
+            let manifest = PathBuf::from(p["manifest_path"].as_str().expect("manifest_path"));
+            let dir = manifest
+                .parent()
+                .and_then(|d| d.strip_prefix(&root).ok())
+                .map(|d| d.to_string_lossy().into_owned())
+                .expect("a workspace package under the repository");
+            let deps = p["dependencies"].as_array().expect("dependencies");
+            let names = |normal_only: bool| {
+                deps.iter()
+                    .filter(|d| !normal_only || d["kind"].is_null())
+                    .map(|d| d["name"].as_str().expect("name").to_owned())
+                    .collect::<BTreeSet<_>>()
+            };
+            packages.insert(
+                p["name"].as_str().expect("name").to_owned(),
+                Package {
+                    dir,
+                    normal: names(true),
+                    all: names(false),
+                },
+            );
+        }
+        packages
+    })
+}
+
+/// Names of the normal dependencies of the workspace crate in `krate` (a directory).
 fn dependencies(krate: &str) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo_root().join(krate).join("Cargo.toml"))
-        .unwrap_or_else(|e| panic!("{krate}/Cargo.toml: {e}"));
-    let mut in_deps = false;
-    let mut deps = BTreeSet::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_deps = line == "[dependencies]";
-            continue;
-        }
-        if in_deps && let Some((name, _)) = line.split_once(['=', '.']) {
-            let name = name.trim();
-            if !name.is_empty() && !name.starts_with('#') {
-                deps.insert(name.to_owned());
-            }
-        }
-    }
-    deps
+    workspace()
+        .values()
+        .find(|p| p.dir == krate)
+        .unwrap_or_else(|| panic!("no workspace crate in {krate}/"))
+        .normal
+        .clone()
 }
 
 #[test]
@@ -66,6 +120,99 @@ fn only_the_api_knows_http_servers() {
                 "{krate} depends on {forbidden}: only api/ knows HTTP"
             );
         }
+    }
+    // Every production crate, including ones added later: no HTTP-server crate outside api/
+    // (the test-support crate runs mock upstreams and is not shipped).
+    let servers = [
+        "axum",
+        "tower-http",
+        "utoipa",
+        "hyper",
+        "actix-web",
+        "warp",
+        "tiny_http",
+    ];
+    for (name, p) in workspace() {
+        if name == "climate-api" || name == "climate-tests" {
+            continue;
+        }
+        for forbidden in servers {
+            assert!(
+                !p.normal.contains(forbidden),
+                "{name} ({}) depends on {forbidden}: only api/ knows HTTP servers",
+                p.dir
+            );
+        }
+    }
+}
+
+#[test]
+fn nothing_depends_on_the_binaries() {
+    let packages = workspace();
+    for krate in ["climate-worker", "climate-scheduler"] {
+        assert!(packages.contains_key(krate), "{krate} is a workspace crate");
+    }
+    assert!(
+        packages["climate-api"].normal.contains("climate-ingest"),
+        "the parsed dependencies miss climate-ingest"
+    );
+    for (name, p) in packages {
+        for binary in ["climate-worker", "climate-scheduler", "climate-api"] {
+            assert!(
+                !p.all.contains(binary),
+                "{name} depends on {binary}: the binaries are thin; what they run lives in \
+                 library crates (climate-ingest)"
+            );
+        }
+    }
+}
+
+#[test]
+fn nothing_reads_the_project_kit() {
+    // The kit (../shared beside the repository) is not part of a user's clone.
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(repo_root())
+        .output()
+        .expect("git ls-files");
+    assert!(out.status.success(), "git ls-files failed");
+    let files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "tests/e2e/architecture.rs"),
+        "git ls-files lists the sources"
+    );
+    let kit_var = ["CLIMATE", "SHARED", "DIR"].join("_");
+    for file in files {
+        let code = [
+            ".rs", ".py", ".sh", ".toml", ".yaml", ".yml", "Makefile", ".ci/run",
+        ]
+        .iter()
+        .any(|ext| file.ends_with(ext));
+        if !code {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(repo_root().join(&file)) else {
+            continue;
+        };
+        // Unsetting it (.ci/run, before the isolated run) is the one use allowed.
+        let unset = format!("unset {kit_var}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains(&kit_var) && l.trim() != unset),
+            "{file} reads {kit_var}: tests and tools use the fixtures in the repository"
+        );
+        // fuzz/ is a workspace of its own one level down: its ../shared is the project's.
+        let kit_path = ["..", "shared", "data"].join("/");
+        let kit_schemas = ["..", "shared", "schemas"].join("/");
+        assert!(
+            !text.contains(&kit_path) && !text.contains(&kit_schemas),
+            "{file} reads the project kit: copy what it needs into tests/fixtures"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use climate_tests::TestApp;
+use climate_tests::{Options, Shape, TestApp};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
@@ -39,6 +39,59 @@ async fn identical_concurrent_posts_coalesce_into_one_run() -> anyhow::Result<()
     assert_eq!(status, 202, "{other}");
     assert!(!ids.contains(other["ingestion_id"].as_str().unwrap_or_default()));
     Ok(())
+}
+
+/// `POST /sync/{id}` goes through the same admission as `POST /ingestions`: eight identical
+/// syncs that arrive together make one run, on SQLite (standalone) and PostgreSQL (distributed).
+async fn identical_concurrent_syncs_make_one_run(shape: Shape) -> anyhow::Result<()> {
+    let mut app = TestApp::start(shape, Options::default()).await?;
+    let id = "sample_era5land_t2m_daily_sle";
+    let first = app
+        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-05"}))
+        .await?;
+    assert_eq!(first["status"], "succeeded", "{first}\n{}", app.logs());
+    // Only the API from now on, so the sync runs stay queued while the requests arrive.
+    app.stop();
+    app.spawn("climate-api", &["serve"])?;
+    app.wait_ready().await?;
+    for answer in futures::future::join_all((0..8).map(|_| app.get_json("/ingestions"))).await {
+        assert_eq!(answer?.0, 200);
+    }
+    let body = json!({"end": "2025-07-20"});
+    let answers = futures::future::join_all((0..8).map(|_| app.post_sync(id, &body))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        let (status, answer) = answer?;
+        assert_eq!(status, 202, "{answer}");
+        ids.insert(
+            answer["run"]["ingestion_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(ids.len(), 1, "one run for all: {ids:?}");
+    let (_, runs) = app.get_json("/ingestions").await?;
+    let syncs: Vec<&Value> = runs["items"]
+        .as_array()
+        .map(|items| items.iter().filter(|r| r["kind"] == "sync").collect())
+        .unwrap_or_default();
+    assert_eq!(syncs.len(), 1, "{runs}");
+    // Another end is another request: a run of its own.
+    let (status, other) = app.post_sync(id, &json!({"end": "2025-07-21"})).await?;
+    assert_eq!(status, 202, "{other}");
+    assert!(!ids.contains(other["run"]["ingestion_id"].as_str().unwrap_or_default()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_syncs_make_one_run_on_sqlite() -> anyhow::Result<()> {
+    identical_concurrent_syncs_make_one_run(Shape::Standalone).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_syncs_make_one_run_on_postgres() -> anyhow::Result<()> {
+    identical_concurrent_syncs_make_one_run(Shape::Distributed { workers: 1 }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,8 @@ async fn main_async() -> anyhow::Result<()> {
         platform.clone(),
         shutdown.clone(),
     ));
-    let worker = tokio::spawn(climate_worker::run(
-        climate_worker::Context::new(platform)?
+    let worker = tokio::spawn(climate_ingest::worker::run(
+        climate_ingest::Context::new(platform)?
             .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default()),
         shutdown.clone(),
     ));

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use climate_domain::run::{RunKind, RunRequest, RunStatus};
 use climate_domain::{DatasetId, Period, PeriodRange};
-use climate_infra::db::{NewOutbox, NewRun, RunFilter, RunRecord};
+use climate_infra::db::{Admission, Admitted, NewOutbox, NewRun, RunFilter, RunRecord};
 use climate_infra::messages::{TASK_TOPIC, TaskMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -140,8 +140,8 @@ pub async fn create_ingestion(
     // identical requests arrive at once (the database admits a dataset's runs one at a time).
     let run_id = uuid::Uuid::now_v7().to_string();
     let now = Utc::now();
-    let (run, created) =
-        p.db.create_run_coalescing(
+    let admitted =
+        p.db.admit_run(
             &NewRun {
                 run_id: run_id.clone(),
                 kind: RunKind::Ingestion,
@@ -156,8 +156,18 @@ pub async fn create_ingestion(
                 payload: TaskMessage::new(&run_id).to_json(),
                 available_at: now,
             },
+            Admission::Coalesce,
         )
         .await?;
+    let (run, created) = match admitted {
+        Admitted::Created(run) => (run, true),
+        Admitted::Coalesced(run) => (run, false),
+        Admitted::DueTimeTaken => {
+            return Err(ApiError::internal(
+                "an unscheduled admission reported a due time",
+            ));
+        }
+    };
     let run_id = run.run_id.clone();
     if created {
         p.outbox_notify.notify_one();

@@ -1,7 +1,7 @@
 //! `/sync`: keeping managed datasets current (SPEC §7): `GET /sync/{id}/plan` is the dry run,
 //! `POST /sync/{id}` executes it as a run of kind `sync` (an append writes only the new time
 //! chunks and reuses the current version's others); `GET|PATCH /datasets/{id}/schedule` show
-//! and change when the scheduler syncs a dataset. The logic is `climate_scheduler::sync`.
+//! and change when the scheduler syncs a dataset. The logic is `climate_ingest::sync`.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -12,7 +12,7 @@ use chrono::Utc;
 use climate_domain::sync::{Schedule, SyncDetail};
 use climate_domain::template::SyncKind;
 use climate_infra::db::ScheduleRecord;
-use climate_scheduler::sync::{self, Started, SyncError};
+use climate_ingest::sync::{self, Started, SyncError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;

@@ -130,6 +130,45 @@ pub struct NewRun {
     pub created_at: DateTime<Utc>,
 }
 
+/// How [`Database::admit_run`] admits a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission<'a> {
+    /// A run of its own, whatever else is active (a job that is not a dataset's refresh).
+    Always,
+    /// An explicit request: when the dataset's newest active run is of the same kind with the
+    /// same request, that run is the answer and nothing is written.
+    Coalesce,
+    /// A scheduled sync for due time `due_key`: the due time is recorded with its run (an
+    /// identical active run counts, as with [`Admission::Coalesce`]); a due time that already
+    /// has its run is left alone — another scheduler replica got there first.
+    Scheduled {
+        /// The due time (a cron occurrence, or `available:<period>`), numbered for retries.
+        due_key: &'a str,
+    },
+}
+
+/// What [`Database::admit_run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admitted {
+    /// The run was inserted with its announcement.
+    Created(RunRecord),
+    /// An identical run was already queued or running; it is returned, nothing was inserted.
+    Coalesced(RunRecord),
+    /// [`Admission::Scheduled`]: the due time already has its run; nothing was written.
+    DueTimeTaken,
+}
+
+impl Admitted {
+    /// The run admitted (created or coalesced with), if any.
+    #[must_use]
+    pub fn run(self) -> Option<RunRecord> {
+        match self {
+            Self::Created(r) | Self::Coalesced(r) => Some(r),
+            Self::DueTimeTaken => None,
+        }
+    }
+}
+
 /// A managed dataset as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetRecord {
@@ -407,16 +446,17 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> DbResult<()>;
     /// Applies pending migrations.
     async fn migrate(&self) -> DbResult<()>;
-    /// Inserts a run and its announcement in one transaction.
-    async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> DbResult<RunRecord>;
-    /// Like [`Database::create_run`], unless the dataset's newest active run is of the same kind
-    /// with the same request: that run is returned instead, with `false`. Admissions of one
-    /// dataset are serialised, so concurrent identical requests coalesce into one run.
-    async fn create_run_coalescing(
+    /// Admits a run: inserts it with its announcement in one transaction, as `admission` says.
+    /// This is the one way runs come into being — `POST /ingestions`, `POST /sync/{id}` and
+    /// scheduled syncs all go through it. Admissions of one dataset are serialised (the
+    /// dataset's `run_admissions` row is written first), so concurrent identical requests
+    /// coalesce into one run and a due time gets exactly one.
+    async fn admit_run(
         &self,
         run: &NewRun,
         outbox: &NewOutbox,
-    ) -> DbResult<(RunRecord, bool)>;
+        admission: Admission<'_>,
+    ) -> DbResult<Admitted>;
     /// One run.
     async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>>;
     /// Runs, newest first.
@@ -599,15 +639,6 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn list_versions(&self, dataset_id: &str) -> DbResult<Vec<VersionRecord>>;
     /// One version.
     async fn get_version(&self, dataset_id: &str, version: i64) -> DbResult<Option<VersionRecord>>;
-    /// Starts a scheduled sync: records due time `due_key` of the dataset together with the run
-    /// and its outbox message, in one transaction. `None` (and nothing written) when that due
-    /// time already has its run — another scheduler replica got there first.
-    async fn create_sync_run(
-        &self,
-        due_key: &str,
-        run: &NewRun,
-        outbox: &NewOutbox,
-    ) -> DbResult<Option<RunRecord>>;
     /// The newest due time acted on for a dataset.
     async fn last_sync_tick(&self, dataset_id: &str) -> DbResult<Option<SyncTick>>;
     /// A dataset's schedule override and pause flag, if it has one.
@@ -996,33 +1027,6 @@ macro_rules! impl_database {
                 Ok(())
             }
 
-            async fn create_sync_run(
-                &self,
-                due_key: &str,
-                run: &NewRun,
-                outbox: &NewOutbox,
-            ) -> DbResult<Option<RunRecord>> {
-                let mut tx = self.pool.begin().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO sync_ticks (dataset_id, due_key, run_id, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(&run.dataset_id)
-                .bind(due_key)
-                .bind(&run.run_id)
-                .bind(ms(run.created_at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    tx.rollback().await?;
-                    return Ok(None);
-                }
-                let record = Self::insert_run(&mut tx, run, outbox).await?;
-                tx.commit().await?;
-                Ok(Some(record))
-            }
-
             async fn last_sync_tick(&self, dataset_id: &str) -> DbResult<Option<SyncTick>> {
                 let row = sqlx::query(
                     "SELECT due_key, run_id, created_at FROM sync_ticks WHERE dataset_id = $1 \
@@ -1303,41 +1307,60 @@ macro_rules! impl_database {
                     .rows_affected())
             }
 
-            async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> DbResult<RunRecord> {
-                let mut tx = self.pool.begin().await?;
-                let record = Self::insert_run(&mut tx, run, outbox).await?;
-                tx.commit().await?;
-                Ok(record)
-            }
-
-            async fn create_run_coalescing(
+            async fn admit_run(
                 &self,
                 run: &NewRun,
                 outbox: &NewOutbox,
-            ) -> DbResult<(RunRecord, bool)> {
+                admission: Admission<'_>,
+            ) -> DbResult<Admitted> {
                 let mut tx = self.pool.begin().await?;
-                // First a write: PostgreSQL holds the dataset's row, SQLite its write lock,
-                // until commit; the next admission of this dataset waits and then sees this one.
-                sqlx::query(
-                    "INSERT INTO run_admissions (dataset_id, admitted_at) VALUES ($1, $2) \
-                     ON CONFLICT (dataset_id) DO UPDATE SET admitted_at = excluded.admitted_at",
-                )
-                .bind(&run.dataset_id)
-                .bind(ms(run.created_at))
-                .execute(&mut *tx)
-                .await?;
-                if let Some(active) = Self::newest_active(&mut *tx, &run.dataset_id).await?
-                    && active.kind == run.kind
-                    && active.request == run.request
-                {
-                    tx.rollback().await?;
-                    return Ok((active, false));
+                if admission != Admission::Always {
+                    // First a write: PostgreSQL holds the dataset's row, SQLite its write lock,
+                    // until commit; the next admission of this dataset waits and then sees this
+                    // one.
+                    sqlx::query(
+                        "INSERT INTO run_admissions (dataset_id, admitted_at) VALUES ($1, $2) \
+                         ON CONFLICT (dataset_id) DO UPDATE SET admitted_at = excluded.admitted_at",
+                    )
+                    .bind(&run.dataset_id)
+                    .bind(ms(run.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let identical = match admission {
+                    Admission::Always => None,
+                    Admission::Coalesce | Admission::Scheduled { .. } => {
+                        Self::newest_active(&mut *tx, &run.dataset_id)
+                            .await?
+                            .filter(|a| a.kind == run.kind && a.request == run.request)
+                    }
+                };
+                if let Admission::Scheduled { due_key } = admission {
+                    let run_id = identical.as_ref().map_or(&run.run_id, |a| &a.run_id);
+                    let inserted = sqlx::query(
+                        "INSERT INTO sync_ticks (dataset_id, due_key, run_id, created_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&run.dataset_id)
+                    .bind(due_key)
+                    .bind(run_id)
+                    .bind(ms(run.created_at))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 0 {
+                        tx.rollback().await?;
+                        return Ok(Admitted::DueTimeTaken);
+                    }
+                }
+                if let Some(active) = identical {
+                    tx.commit().await?;
+                    return Ok(Admitted::Coalesced(active));
                 }
                 let record = Self::insert_run(&mut tx, run, outbox).await?;
                 tx.commit().await?;
-                Ok((record, true))
+                Ok(Admitted::Created(record))
             }
-
 
             async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>> {
                 sqlx::query(run_select!("WHERE run_id = $1"))

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use climate_domain::run::{Progress, RunKind, RunStatus};
 use climate_infra::db::{
-    self, ApiKeyRecord, Database, DbError, IdempotencyBegin, NewOutbox, NewRun, NewSegment,
-    NewVersion, OutboxRow, RunError, RunFilter, RunOutcome, RunRecord, SegmentStatus,
-    VersionRecord,
+    self, Admission, Admitted, ApiKeyRecord, Database, DbError, IdempotencyBegin, NewOutbox,
+    NewRun, NewSegment, NewVersion, OutboxRow, RunError, RunFilter, RunOutcome, RunRecord,
+    SegmentStatus, VersionRecord,
 };
 use climate_infra::messages::{Step, TASK_TOPIC, TaskMessage};
 use serde_json::json;
@@ -42,7 +42,39 @@ impl std::ops::Deref for TestDb {
     }
 }
 
+/// [`Database::admit_run`] with [`Admission::Coalesce`]: the run and whether it was created.
+async fn coalesce(
+    db: &dyn Database,
+    run: &NewRun,
+    outbox: &NewOutbox,
+) -> Result<(RunRecord, bool), DbError> {
+    Ok(
+        match db.admit_run(run, outbox, Admission::Coalesce).await? {
+            Admitted::Created(r) => (r, true),
+            Admitted::Coalesced(r) => (r, false),
+            Admitted::DueTimeTaken => panic!("an unscheduled admission reported a due time"),
+        },
+    )
+}
+
 impl TestDb {
+    /// [`Database::admit_run`] with [`Admission::Always`]: the run inserted.
+    async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> Result<RunRecord, DbError> {
+        match self.db.admit_run(run, outbox, Admission::Always).await? {
+            Admitted::Created(r) => Ok(r),
+            other => panic!("Admission::Always must insert, got {other:?}"),
+        }
+    }
+
+    /// [`coalesce`] on this database.
+    async fn create_run_coalescing(
+        &self,
+        run: &NewRun,
+        outbox: &NewOutbox,
+    ) -> Result<(RunRecord, bool), DbError> {
+        coalesce(self.db.as_ref(), run, outbox).await
+    }
+
     /// A SQLite database file in a fresh tempdir.
     async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("create tempdir");
@@ -156,6 +188,7 @@ db_conformance!(
     migrate_accepts_a_newer_releases_schema,
     create_run_persists_run_and_outbox,
     identical_concurrent_requests_coalesce_into_one_run,
+    scheduled_admissions_start_a_due_time_once,
     outbox_respects_available_at_order_and_limit,
     list_runs_filters_newest_first_and_paginates,
     claim_run_honours_leases,
@@ -443,7 +476,7 @@ async fn identical_concurrent_requests_coalesce_into_one_run(db: &TestDb) {
                     run.run_id = run_id_at(t + Duration::milliseconds(i));
                     let outbox = task_outbox(&run.run_id, t);
                     barrier.wait().await;
-                    db.create_run_coalescing(&run, &outbox)
+                    coalesce(db.as_ref(), &run, &outbox)
                         .await
                         .expect("create_run_coalescing")
                 })
@@ -487,6 +520,95 @@ async fn identical_concurrent_requests_coalesce_into_one_run(db: &TestDb) {
         .expect("create_run_coalescing");
     assert!(new);
     assert_eq!(run.dataset_id, "ds-b");
+}
+
+async fn scheduled_admissions_start_a_due_time_once(db: &TestDb) {
+    for _ in 0..4 {
+        db.ping().await.expect("ping");
+    }
+    let sync_run = |t: DateTime<Utc>, i: i64| NewRun {
+        run_id: run_id_at(t + Duration::milliseconds(i)),
+        kind: RunKind::Sync,
+        ..new_run("ds-sched", t)
+    };
+    // Eight replicas reach the same due time at once: one run, seven find it taken.
+    let t = at(0);
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8i64)
+        .map(|i| {
+            let (db, barrier) = (db.db.clone(), barrier.clone());
+            let run = sync_run(t, i);
+            tokio::spawn(async move {
+                let outbox = task_outbox(&run.run_id, t);
+                barrier.wait().await;
+                db.admit_run(
+                    &run,
+                    &outbox,
+                    Admission::Scheduled {
+                        due_key: "2026-01-01T06:00:00Z",
+                    },
+                )
+                .await
+                .expect("admit_run")
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut taken = 0;
+    for task in tasks {
+        match task.await.expect("admission task") {
+            Admitted::Created(r) => created.push(r),
+            Admitted::DueTimeTaken => taken += 1,
+            Admitted::Coalesced(r) => panic!("the first run of a due time coalesced with {r:?}"),
+        }
+    }
+    assert_eq!((created.len(), taken), (1, 7), "{created:?}");
+    let first = created.remove(0);
+    let tick = db
+        .last_sync_tick("ds-sched")
+        .await
+        .expect("last_sync_tick")
+        .expect("the due time is recorded");
+    assert_eq!(tick.due_key, "2026-01-01T06:00:00Z");
+    assert_eq!(tick.run_id, first.run_id);
+    assert_eq!(
+        announced_runs(&drain_outbox(db).await),
+        vec![first.run_id.clone()]
+    );
+
+    let scheduled = |run: NewRun, due_key: &'static str| async move {
+        db.admit_run(
+            &run,
+            &task_outbox(&run.run_id, run.created_at),
+            Admission::Scheduled { due_key },
+        )
+        .await
+        .expect("admit_run")
+    };
+    // The next due time while that identical sync is still queued: recorded against it, no
+    // second run.
+    let admitted = scheduled(sync_run(at(60), 0), "2026-01-02T06:00:00Z").await;
+    assert_eq!(admitted, Admitted::Coalesced(first.clone()));
+    let tick = db
+        .last_sync_tick("ds-sched")
+        .await
+        .expect("last_sync_tick")
+        .expect("tick");
+    assert_eq!(
+        (tick.due_key.as_str(), tick.run_id.as_str()),
+        ("2026-01-02T06:00:00Z", first.run_id.as_str())
+    );
+    assert!(drain_outbox(db).await.is_empty(), "nothing announced twice");
+
+    // A different request at another due time is a run of its own.
+    let mut other = sync_run(at(120), 0);
+    other.request = json!({"periods": ["2020-01", "2021-01"], "force": false});
+    let other_id = other.run_id.clone();
+    let admitted = scheduled(other, "2026-01-03T06:00:00Z").await;
+    assert!(
+        matches!(&admitted, Admitted::Created(r) if r.run_id == other_id),
+        "{admitted:?}"
+    );
 }
 
 async fn outbox_respects_available_at_order_and_limit(db: &TestDb) {

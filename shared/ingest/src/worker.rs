@@ -1,15 +1,10 @@
-//! # climate-worker
-//!
-//! Takes task messages from the queue and executes the step they name — plan a run, write one
+//! The worker loop: takes task messages from the queue and executes the step they name — plan a run, write one
 //! of its segments, or finalize it (see [`pipeline`]) — under a lease renewed by heartbeats,
 //! acknowledging the message only once the step's outcome is committed. A run's dataset is
 //! locked from planning to publication (the lock belongs to the run, so whichever worker writes
 //! one of its segments keeps it alive). Transient failures are retried with exponential backoff
 //! and jitter; permanent ones fail the run with a clear error. Delivery is at-least-once; claims
 //! make effects exactly-once.
-
-pub mod failpoints;
-pub mod pipeline;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::failpoints::FailPoints;
-use crate::pipeline::{Planned, TaskError};
+use crate::pipeline::{self, Planned, TaskError};
 
 /// What a worker task is handed.
 #[derive(Debug, Clone)]

@@ -7,14 +7,16 @@
 //! same tick start it once; a tick missed during downtime is replayed once, as the newest due
 //! time.
 
+use crate::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use climate_domain::Period;
 use climate_domain::run::{RunKind, RunRequest};
 use climate_domain::sync::{self, Schedule, SyncAction, SyncDetail};
 use climate_domain::template::SyncKind;
-use climate_infra::db::{DatasetRecord, DbError, NewOutbox, NewRun, RunRecord};
+use climate_infra::db::{
+    Admission, Admitted, DatasetRecord, DbError, NewOutbox, NewRun, RunRecord,
+};
 use climate_infra::messages::{TASK_TOPIC, TaskMessage};
-use climate_worker::Context;
 
 /// Why a sync could not be planned or started.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +97,7 @@ pub async fn detail(
             .ok_or_else(|| {
                 SyncError::Unavailable(format!("extent '{}' is no longer configured", ds.extent_id))
             })?;
-        climate_worker::pipeline::probe_latest(ctx, t, &loaded.base_dir, extent, current.1.next())
+        crate::pipeline::probe_latest(ctx, t, &loaded.base_dir, extent, current.1.next())
             .await
             .map_err(|e| {
                 SyncError::Unavailable(format!("probing provider {}: {e}", t.ingestion.provider))
@@ -149,13 +151,6 @@ pub async fn start(
     };
     let request_json =
         serde_json::to_value(&request).map_err(|e| SyncError::Unavailable(e.to_string()))?;
-    let db = &ctx.platform.db;
-    if due_key.is_none()
-        && let Some(active) = db.active_run(&ds.dataset_id).await?
-        && active.request == request_json
-    {
-        return Ok(Started::Run(d, Box::new(active)));
-    }
     let run_id = uuid::Uuid::now_v7().to_string();
     let run = NewRun {
         run_id: run_id.clone(),
@@ -171,12 +166,15 @@ pub async fn start(
         payload: TaskMessage::new(&run_id).to_json(),
         available_at: now,
     };
-    let record = match due_key {
-        Some(key) => match db.create_sync_run(key, &run, &outbox).await? {
-            Some(r) => r,
-            None => return Ok(Started::AlreadyStarted(d)),
-        },
-        None => db.create_run(&run, &outbox).await?,
+    let admission = match due_key {
+        Some(due_key) => Admission::Scheduled { due_key },
+        None => Admission::Coalesce,
+    };
+    let record = match ctx.platform.db.admit_run(&run, &outbox, admission).await? {
+        Admitted::Created(r) => r,
+        // An identical sync is already queued or running: that run is the answer.
+        Admitted::Coalesced(active) => return Ok(Started::Run(d, Box::new(active))),
+        Admitted::DueTimeTaken => return Ok(Started::AlreadyStarted(d)),
     };
     ctx.platform.outbox_notify.notify_one();
     tracing::info!(run.id = %run_id, dataset.id = %ds.dataset_id, action = ?d.action, due = ?due_key, "sync started");

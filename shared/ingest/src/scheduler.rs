@@ -1,13 +1,10 @@
-//! # climate-scheduler
-//!
 //! The platform's clock. It runs the housekeeping loop — the outbox relay and the lease reaper,
 //! which re-announces runs whose worker died — and the sync loop: every `scheduler.tick_seconds`
 //! it starts the syncs that are due ([`sync::tick`]). Several replicas may run: each due time
 //! of a dataset gets exactly one run (see [`sync`]).
 
-pub mod sync;
-
-use climate_worker::Context;
+use crate::Context;
+use crate::sync;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`.
