@@ -13,7 +13,7 @@
 //! - [`scheduler`]: the clock (housekeeping and the sync tick);
 //! - [`failpoints`]: the named failure points tests use to kill a process mid-run.
 //!
-//! Runs come into being through one admission path, `Database::admit_run`.
+//! Runs come into being through one admission path, `RunStore::admit_run` (part of `Database`).
 
 pub mod failpoints;
 pub mod pipeline;

@@ -42,7 +42,7 @@ impl std::ops::Deref for TestDb {
     }
 }
 
-/// [`Database::admit_run`] with [`Admission::Coalesce`]: the run and whether it was created.
+/// [`RunStore::admit_run`](climate_infra::db::RunStore::admit_run) with [`Admission::Coalesce`]: the run and whether it was created.
 async fn coalesce(
     db: &dyn Database,
     run: &NewRun,
@@ -58,7 +58,7 @@ async fn coalesce(
 }
 
 impl TestDb {
-    /// [`Database::admit_run`] with [`Admission::Always`]: the run inserted.
+    /// [`RunStore::admit_run`](climate_infra::db::RunStore::admit_run) with [`Admission::Always`]: the run inserted.
     async fn create_run(&self, run: &NewRun, outbox: &NewOutbox) -> Result<RunRecord, DbError> {
         match self.db.admit_run(run, outbox, Admission::Always).await? {
             Admitted::Created(r) => Ok(r),

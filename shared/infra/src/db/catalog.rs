@@ -1,0 +1,256 @@
+//! The catalog: managed datasets and their immutable versions, published in one transaction
+//! with the run that wrote them.
+
+use super::*;
+
+/// A managed dataset as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetRecord {
+    /// Public id.
+    pub dataset_id: String,
+    /// Template.
+    pub template_id: String,
+    /// Extent.
+    pub extent_id: String,
+    /// Version number of the current version.
+    pub current_version: Option<i64>,
+    /// Visible on the public catalog.
+    pub published: bool,
+    /// First version published at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An immutable version (artifact) as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    /// Dataset.
+    pub dataset_id: String,
+    /// 1, 2, 3, … per dataset.
+    pub version: i64,
+    /// Internal artifact id (never shown publicly).
+    pub artifact_id: String,
+    /// Object-store prefix of the Zarr store.
+    pub storage_prefix: String,
+    /// Run that wrote it.
+    pub run_id: String,
+    /// First period covered (canonical).
+    pub coverage_start: String,
+    /// Last period covered (canonical).
+    pub coverage_end: String,
+    /// Grid, chunking, format and provenance.
+    pub metadata: serde_json::Value,
+    /// Published at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A version to publish.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Dataset.
+    pub dataset_id: String,
+    /// Template.
+    pub template_id: String,
+    /// Extent.
+    pub extent_id: String,
+    /// Internal artifact id.
+    pub artifact_id: String,
+    /// Object-store prefix.
+    pub storage_prefix: String,
+    /// First period covered.
+    pub coverage_start: String,
+    /// Last period covered.
+    pub coverage_end: String,
+    /// Grid, chunking, format and provenance.
+    pub metadata: serde_json::Value,
+    /// Make the dataset visible on the public catalog (a dataset once published stays so).
+    pub publish: bool,
+}
+
+const VERSION_SELECT: &str = "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, \
+    coverage_start, coverage_end, metadata, created_at FROM dataset_versions ";
+
+const DATASET_SELECT: &str = "SELECT dataset_id, template_id, extent_id, current_version, published, \
+    created_at, updated_at FROM managed_datasets ";
+
+/// Managed datasets and versions. Part of [`Database`].
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Publishes a version: creates the dataset if new, inserts the version with the next
+    /// number, makes it current and marks the run succeeded — one transaction.
+    ///
+    /// # Errors
+    /// [`DbError::LeaseLost`] (and nothing is written) when `owner` no longer holds the run.
+    async fn publish_version(
+        &self,
+        run_id: &str,
+        owner: &str,
+        version: &NewVersion,
+        now: DateTime<Utc>,
+    ) -> DbResult<VersionRecord>;
+    /// Managed datasets with at least one version, by id.
+    async fn list_datasets(&self) -> DbResult<Vec<DatasetRecord>>;
+    /// One managed dataset.
+    async fn get_dataset(&self, dataset_id: &str) -> DbResult<Option<DatasetRecord>>;
+    /// Versions of a dataset, oldest first.
+    async fn list_versions(&self, dataset_id: &str) -> DbResult<Vec<VersionRecord>>;
+    /// One version.
+    async fn get_version(&self, dataset_id: &str, version: i64) -> DbResult<Option<VersionRecord>>;
+}
+
+macro_rules! impl_catalog {
+    ($name:ident, $db:ty, $row:ty) => {
+        impl $name {
+            pub(super) fn dataset_from_row(row: &$row) -> DbResult<DatasetRecord> {
+                Ok(DatasetRecord {
+                    dataset_id: row.try_get("dataset_id")?,
+                    template_id: row.try_get("template_id")?,
+                    extent_id: row.try_get("extent_id")?,
+                    current_version: row.try_get("current_version")?,
+                    published: row.try_get("published")?,
+                    created_at: from_ms(row.try_get("created_at")?)?,
+                    updated_at: from_ms(row.try_get("updated_at")?)?,
+                })
+            }
+
+            pub(super) fn version_from_row(row: &$row) -> DbResult<VersionRecord> {
+                let metadata: Json<serde_json::Value> = row.try_get("metadata")?;
+                Ok(VersionRecord {
+                    dataset_id: row.try_get("dataset_id")?,
+                    version: row.try_get("version")?,
+                    artifact_id: row.try_get("artifact_id")?,
+                    storage_prefix: row.try_get("storage_prefix")?,
+                    run_id: row.try_get("run_id")?,
+                    coverage_start: row.try_get("coverage_start")?,
+                    coverage_end: row.try_get("coverage_end")?,
+                    metadata: metadata.0,
+                    created_at: from_ms(row.try_get("created_at")?)?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl CatalogStore for $name {
+            async fn publish_version(
+                &self,
+                run_id: &str,
+                owner: &str,
+                v: &NewVersion,
+                now: DateTime<Utc>,
+            ) -> DbResult<VersionRecord> {
+                let now_ms = ms(now);
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO managed_datasets (dataset_id, template_id, extent_id, published, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (dataset_id) DO NOTHING",
+                )
+                .bind(&v.dataset_id)
+                .bind(&v.template_id)
+                .bind(&v.extent_id)
+                .bind(v.publish)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                // Touching the row first takes its lock on PostgreSQL, so concurrent publishers
+                // of one dataset serialise here and number their versions without collisions.
+                sqlx::query("UPDATE managed_datasets SET updated_at = $2 WHERE dataset_id = $1")
+                    .bind(&v.dataset_id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let next: i64 = sqlx::query(
+                    "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM dataset_versions WHERE dataset_id = $1",
+                )
+                .bind(&v.dataset_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("next")?;
+                sqlx::query(
+                    "INSERT INTO dataset_versions (dataset_id, version, artifact_id, storage_prefix, run_id, \
+                     coverage_start, coverage_end, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&v.dataset_id)
+                .bind(next)
+                .bind(&v.artifact_id)
+                .bind(&v.storage_prefix)
+                .bind(run_id)
+                .bind(&v.coverage_start)
+                .bind(&v.coverage_end)
+                .bind(Json(&v.metadata))
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE managed_datasets SET current_version = $2, published = (published OR $3) WHERE dataset_id = $1",
+                )
+                    .bind(&v.dataset_id)
+                    .bind(next)
+                    .bind(v.publish)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query(
+                    "UPDATE ingestion_runs SET status = 'succeeded', version = $3, finished_at = $4, \
+                     updated_at = $4, lease_owner = NULL, lease_expires_at = NULL, error_code = NULL, \
+                     error_message = NULL, progress_done = progress_total \
+                     WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
+                )
+                .bind(run_id)
+                .bind(owner)
+                .bind(next)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                // Dropping the transaction rolls it back.
+                held(done.rows_affected(), run_id)?;
+                tx.commit().await?;
+                self.get_version(&v.dataset_id, next)
+                    .await?
+                    .ok_or_else(|| DbError::Corrupt("published version vanished".into()))
+            }
+
+            async fn list_datasets(&self) -> DbResult<Vec<DatasetRecord>> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{DATASET_SELECT} WHERE current_version IS NOT NULL ORDER BY dataset_id"
+                )))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::dataset_from_row).collect()
+            }
+
+            async fn get_dataset(&self, dataset_id: &str) -> DbResult<Option<DatasetRecord>> {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{DATASET_SELECT} WHERE dataset_id = $1")))
+                    .bind(dataset_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| Self::dataset_from_row(&r))
+                    .transpose()
+            }
+
+            async fn list_versions(&self, dataset_id: &str) -> DbResult<Vec<VersionRecord>> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{VERSION_SELECT} WHERE dataset_id = $1 ORDER BY version"
+                )))
+                .bind(dataset_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::version_from_row).collect()
+            }
+
+            async fn get_version(&self, dataset_id: &str, version: i64) -> DbResult<Option<VersionRecord>> {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{VERSION_SELECT} WHERE dataset_id = $1 AND version = $2"
+                )))
+                .bind(dataset_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| Self::version_from_row(&r))
+                .transpose()
+            }
+        }
+    };
+}
+
+impl_catalog!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+impl_catalog!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
