@@ -1,0 +1,183 @@
+//! An external program that writes the files.
+
+use super::*;
+
+/// An external program (any language) that writes NetCDF or GeoTIFF files into a directory:
+/// `params: {program, args?, pattern?, variable?, period?, timeout_seconds?}`. It is run as
+/// `program --start S --end E --bbox W,S,E,N --dir DIR [args…]`; the files matching `pattern`
+/// (default `*`, with `{year}`-style placeholders for files without a time axis) are then read
+/// like the `file` provider's. A non-zero exit fails the run with the tail of its stderr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandProvider;
+
+impl CommandProvider {
+    fn params(template: &DatasetTemplate) -> Result<CommandParams, String> {
+        let p = &template.ingestion.params;
+        check_param_names(
+            "command",
+            p,
+            &[
+                "program",
+                "args",
+                "pattern",
+                "variable",
+                "period",
+                "timeout_seconds",
+            ],
+        )?;
+        let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let program = s("program").ok_or("param 'program' (the executable to run) is required")?;
+        let args = match p.get("args") {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or("param 'args' must be a list of strings")
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("param 'args' must be a list of strings".into()),
+        };
+        let pattern = s("pattern").unwrap_or_else(|| "*".into());
+        if pattern.contains("..") || pattern.starts_with('/') {
+            return Err(
+                "param 'pattern' is a file name pattern inside the output directory".into(),
+            );
+        }
+        let timeout = p
+            .get("timeout_seconds")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(3600);
+        Ok(CommandParams {
+            program,
+            args,
+            pattern,
+            variable: s("variable"),
+            period: s("period"),
+            timeout: std::time::Duration::from_secs(timeout.max(1)),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct CommandParams {
+    program: String,
+    args: Vec<String>,
+    pattern: String,
+    variable: Option<String>,
+    period: Option<String>,
+    timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl Provider for CommandProvider {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+        let c = Self::params(template)?;
+        if let Some(p) = c.period {
+            Period::parse(template.period_type, &p).map_err(|e| format!("param 'period': {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+        const NAME: &str = "command";
+        let err = |retry: Retry, message: String| ProviderError {
+            provider: NAME,
+            message,
+            retry,
+        };
+        let c = Self::params(req.template).map_err(|m| err(Retry::Permanent, m))?;
+        let end = req.end.ok_or_else(|| {
+            err(
+                Retry::Permanent,
+                "the command provider needs an end period: give `end` in the request".into(),
+            )
+        })?;
+        let program = if c.program.contains('/') && !Path::new(&c.program).is_absolute() {
+            req.base_dir.join(&c.program)
+        } else {
+            PathBuf::from(&c.program)
+        };
+        let dir = req.env.scratch_dir(&format!("command/{:016x}", rand_id()));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            err(
+                Retry::Transient,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+        let b = req.extent.bbox;
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("--start")
+            .arg(req.start.canonical())
+            .arg("--end")
+            .arg(end.canonical())
+            .arg("--bbox")
+            .arg(format!(
+                "{},{},{},{}",
+                b.west(),
+                b.south(),
+                b.east(),
+                b.north()
+            ))
+            .arg("--dir")
+            .arg(&dir)
+            .args(&c.args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let shown = program.display().to_string();
+        let child = cmd
+            .spawn()
+            .map_err(|e| err(Retry::Permanent, format!("cannot run {shown}: {e}")))?;
+        let out = match tokio::time::timeout(c.timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(err(Retry::Transient, format!("{shown}: {e}"))),
+            Err(_) => {
+                return Err(err(
+                    Retry::Transient,
+                    format!("{shown} timed out after {} s", c.timeout.as_secs()),
+                ));
+            }
+        };
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(err(
+                Retry::Permanent,
+                format!("{shown} exited with {}: {}", out.status, tail.trim()),
+            ));
+        }
+        let kind = req.template.period_type;
+        let fixed = c
+            .period
+            .map(|p| {
+                Period::parse(kind, &p)
+                    .map_err(|e| err(Retry::Permanent, format!("param 'period': {e}")))
+            })
+            .transpose()?;
+        let full = dir.join(&c.pattern).to_string_lossy().into_owned();
+        locate_files(
+            NAME,
+            full,
+            c.variable.or_else(|| Some(req.template.variable.clone())),
+            fixed,
+            kind,
+            req.start,
+            Some(end),
+        )
+        .await
+    }
+}

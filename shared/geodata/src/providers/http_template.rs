@@ -1,0 +1,150 @@
+//! Files over HTTP from a URL template per period.
+
+use super::*;
+
+/// Any HTTP(S) URL template with period placeholders (`{year}`, `{month}`, `{day}`, `{hour}`,
+/// `{doy}`), NetCDF or GeoTIFF: `params: {url, variable?}`. Files are downloaded whole through
+/// the cache; a URL may hold several periods (a monthly NetCDF of daily steps), each fetched
+/// once. Open-ended runs stop at the first period whose file is not published (404).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpTemplateProvider;
+
+/// Fills `{year}`, `{month}`, `{day}`, `{hour}` and `{doy}` from a period's start.
+pub fn fill_period_template(template: &str, p: &Period) -> String {
+    let t = p.start();
+    template
+        .replace("{year}", &format!("{:04}", t.date().year()))
+        .replace("{month}", &format!("{:02}", t.date().month()))
+        .replace("{day}", &format!("{:02}", t.date().day()))
+        .replace("{hour}", &format!("{:02}", chrono::Timelike::hour(&t)))
+        .replace("{doy}", &format!("{:03}", t.date().ordinal()))
+}
+
+impl HttpTemplateProvider {
+    fn params(template: &DatasetTemplate) -> Result<(String, Option<String>), String> {
+        let p = &template.ingestion.params;
+        check_param_names("http_template", p, &["url", "variable"])?;
+        let url = p
+            .get("url")
+            .and_then(|v| v.as_str())
+            .ok_or("param 'url' (an http(s) URL template with {year}, {month}, {day}, … placeholders) is required")?
+            .to_owned();
+        let sample = url
+            .replace("{year}", "2000")
+            .replace("{month}", "01")
+            .replace("{day}", "01")
+            .replace("{hour}", "00")
+            .replace("{doy}", "001");
+        let parsed = url::Url::parse(&sample).map_err(|e| format!("param 'url': {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("param 'url' must be an http(s) URL".into());
+        }
+        let ext = parsed
+            .path()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !matches!(ext.as_str(), "nc" | "nc4" | "tif" | "tiff" | "cog") {
+            return Err(
+                "param 'url' must end in .nc, .nc4, .tif, .tiff or .cog (the file type)".into(),
+            );
+        }
+        let variable = p
+            .get("variable")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok((url, variable))
+    }
+}
+
+#[async_trait]
+impl Provider for HttpTemplateProvider {
+    fn name(&self) -> &'static str {
+        "http_template"
+    }
+
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+        Self::params(template).map(|_| ())
+    }
+
+    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+        const NAME: &str = "http_template";
+        let perm = |message: String| ProviderError {
+            provider: NAME,
+            message,
+            retry: Retry::Permanent,
+        };
+        let (template_url, variable) = Self::params(req.template).map_err(perm)?;
+        let variable = variable.or_else(|| Some(req.template.variable.clone()));
+        let kind = req.template.period_type;
+        let (last, open_end) = match req.end {
+            Some(e) => (e, false),
+            None => (req.start.offset(CHIRPS3_MAX_OPEN_DAYS - 1), true),
+        };
+        let dl = req.env.downloader(NAME).clone();
+        let validate = {
+            let variable = variable.clone();
+            move |p: &Path| {
+                raster::open(p, variable.as_deref())
+                    .map(|_| ())
+                    .or_else(|_| raster::open(p, None).map(|_| ()))
+                    .map_err(|e| e.message)
+            }
+        };
+        let mut steps: BTreeMap<Period, Step> = BTreeMap::new();
+        let mut previous: Option<String> = None;
+        let mut p = req.start;
+        while p <= last {
+            let url = fill_period_template(&template_url, &p);
+            if previous.as_deref() == Some(url.as_str()) {
+                if !steps.contains_key(&p) {
+                    return Err(perm(format!(
+                        "{}: the URL does not change between {kind} periods and the file has no step for {p}",
+                        crate::http::redact_url(&url)
+                    )));
+                }
+                p = p.next();
+                continue;
+            }
+            let fetched = match dl.fetch(NAME, &url, &validate).await {
+                Ok(f) => f,
+                Err(e) if open_end && p > req.start && e.message.contains("HTTP 404") => break,
+                Err(e) => return Err(e),
+            };
+            let (path, var) = (fetched.path.clone(), variable.clone());
+            let source: Arc<dyn RasterSource> = tokio::task::spawn_blocking(move || {
+                raster::open(&path, var.as_deref()).or_else(|_| raster::open(&path, None))
+            })
+            .await
+            .map_err(|e| perm(format!("decoder task failed: {e}")))?
+            .map(Arc::from)
+            .map_err(|e| perm(e.to_string()))?;
+            if source.times().is_empty() {
+                steps.insert(
+                    p,
+                    Step {
+                        source: source.clone(),
+                        time_index: 0,
+                    },
+                );
+            } else {
+                for (i, t) in source.times().iter().enumerate() {
+                    let q = Period::containing(kind, *t);
+                    if q >= req.start && q <= last {
+                        steps.insert(
+                            q,
+                            Step {
+                                source: source.clone(),
+                                time_index: i,
+                            },
+                        );
+                    }
+                }
+            }
+            previous = Some(url);
+            p = p.next();
+        }
+        Ok(SourceSet { steps })
+    }
+}
