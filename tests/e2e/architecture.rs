@@ -186,6 +186,11 @@ fn nothing_reads_the_project_kit() {
         "git ls-files lists the sources"
     );
     let kit_var = ["CLIMATE", "SHARED", "DIR"].join("_");
+    // Only the kit's data and schemas: fuzz/ is a workspace one level down, whose ../shared is
+    // the project's own crates.
+    let kit_path = ["..", "shared", "data"].join("/");
+    let kit_schemas = ["..", "shared", "schemas"].join("/");
+    let unset = format!("unset {kit_var}");
     for file in files {
         let code = [
             ".rs", ".py", ".sh", ".toml", ".yaml", ".yml", "Makefile", ".ci/run",
@@ -199,16 +204,12 @@ fn nothing_reads_the_project_kit() {
             continue;
         };
         // Unsetting it (.ci/run, before the isolated run) is the one use allowed.
-        let unset = format!("unset {kit_var}");
         assert!(
             !text
                 .lines()
                 .any(|l| l.contains(&kit_var) && l.trim() != unset),
             "{file} reads {kit_var}: tests and tools use the fixtures in the repository"
         );
-        // fuzz/ is a workspace of its own one level down: its ../shared is the project's.
-        let kit_path = ["..", "shared", "data"].join("/");
-        let kit_schemas = ["..", "shared", "schemas"].join("/");
         assert!(
             !text.contains(&kit_path) && !text.contains(&kit_schemas),
             "{file} reads the project kit: copy what it needs into tests/fixtures"

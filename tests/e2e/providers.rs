@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use climate_tests::mock::{Fault, MockUpstream};
-use climate_tests::{Options, Shape, TestApp, python, repo_root};
+use climate_tests::{Options, Shape, TestApp, chirps_cog, python, repo_root};
 use serde_json::json;
 
 const WORLDPOP_2026: &str = "/GIS/Population/Global_2015_2030/R2025A/2026/SLE/v1/1km_ua/constrained/sle_pop_2026_CN_1km_R2025A_UA_v1.tif";
@@ -184,17 +184,12 @@ pub(crate) fn chirps_path(day: u32) -> String {
     format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.01.{day:02}.cog")
 }
 
-/// The three generated CHIRPS-layout COGs, cycled over the days of January 2024.
-pub(crate) fn chirps_fixture(day: u32) -> std::path::PathBuf {
-    climate_tests::chirps_cog(day)
-}
-
 pub(crate) fn chirps_mock(mock: &MockUpstream, days: u32) {
     mock.honour_ranges();
     for d in 1..=days {
         mock.serve_file(
             &chirps_path(d),
-            std::fs::read(chirps_fixture(d)).expect("generated CHIRPS fixture"),
+            std::fs::read(chirps_cog(d)).expect("generated CHIRPS fixture"),
         );
     }
 }
@@ -231,7 +226,7 @@ async fn chirps_reads_only_the_tiles_covering_the_extent() -> anyhow::Result<()>
         .await?;
     assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
     for d in 1..=10 {
-        let size = std::fs::metadata(chirps_fixture(d))?.len();
+        let size = std::fs::metadata(chirps_cog(d))?.len();
         let served = mock.bytes_served(&chirps_path(d));
         assert!(served > 0, "day {d} was read");
         assert!(
@@ -250,7 +245,7 @@ async fn chirps_reads_only_the_tiles_covering_the_extent() -> anyhow::Result<()>
                 "--url",
                 &app.url(&format!("/zarr/{id}")),
                 "--source",
-                &chirps_fixture(d).to_string_lossy(),
+                &chirps_cog(d).to_string_lossy(),
                 "--var",
                 "precip",
                 "--bbox=-13.5,6.9,-10.1,10.0",
@@ -305,7 +300,7 @@ async fn chirps_files_in_the_real_chc_variant_lzw_512_tiles_no_nodata_tag() -> a
             "make_chirps_variant.py",
             &[
                 "--src",
-                &chirps_fixture(d).to_string_lossy(),
+                &chirps_cog(d).to_string_lossy(),
                 "--out",
                 &out.to_string_lossy(),
             ],
@@ -379,7 +374,7 @@ async fn a_world_extent_gets_a_pyramid_that_xarray_reads_level_by_level() -> any
             "--url",
             &url,
             "--source",
-            &chirps_fixture(2).to_string_lossy(),
+            &chirps_cog(2).to_string_lossy(),
             "--var",
             "precip",
             "--bbox=-180,-90,180,90",
@@ -497,12 +492,12 @@ async fn chirps_segments_run_on_two_workers_through_faults() -> anyhow::Result<(
     mock.honour_ranges();
     mock.set_latency(Duration::from_millis(20));
     for d in 1..=31u32 {
-        mock.serve_file(&chirps_path(d), std::fs::read(chirps_fixture(d))?);
+        mock.serve_file(&chirps_path(d), std::fs::read(chirps_cog(d))?);
     }
     for d in 1..=14u32 {
         let path =
             format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.02.{d:02}.cog");
-        mock.serve_file(&path, std::fs::read(chirps_fixture(d))?);
+        mock.serve_file(&path, std::fs::read(chirps_cog(d))?);
     }
     mock.fail_next(
         &chirps_path(5),
@@ -525,7 +520,7 @@ async fn chirps_segments_run_on_two_workers_through_faults() -> anyhow::Result<(
             "--url",
             &app.url("/zarr/chirps_test_sle"),
             "--source",
-            &chirps_fixture(35 - 31).to_string_lossy(),
+            &chirps_cog(35 - 31).to_string_lossy(),
             "--var",
             "precip",
             "--bbox=-13.5,6.9,-10.1,10.0",
@@ -857,16 +852,16 @@ async fn cancelling_stops_runs_at_the_next_boundary_and_publishes_nothing() -> a
     mock.honour_ranges();
     mock.set_latency(Duration::from_millis(60));
     for d in 1..=31u32 {
-        mock.serve_file(&chirps_path(d), std::fs::read(chirps_fixture(d))?);
+        mock.serve_file(&chirps_path(d), std::fs::read(chirps_cog(d))?);
     }
     for d in 1..=29u32 {
         let path =
             format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.02.{d:02}.cog");
-        mock.serve_file(&path, std::fs::read(chirps_fixture(d))?);
+        mock.serve_file(&path, std::fs::read(chirps_cog(d))?);
     }
     mock.serve_file(
         &format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.03.01.cog"),
-        std::fs::read(chirps_fixture(1))?,
+        std::fs::read(chirps_cog(1))?,
     );
     let app = chirps_app(&mock, Shape::Standalone).await?;
     let body = json!({"dataset_id": "chirps_test", "start": "2024-01-01", "end": "2024-03-01"});

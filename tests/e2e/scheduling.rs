@@ -3,19 +3,15 @@
 use std::time::{Duration, Instant};
 
 use climate_tests::mock::MockUpstream;
-use climate_tests::{Options, Shape, TestApp, python};
+use climate_tests::{Options, Shape, TestApp, chirps_cog, python};
 use serde_json::{Value, json};
-
-fn fixture(day: u32) -> std::path::PathBuf {
-    climate_tests::chirps_cog(day)
-}
 
 /// "Publishes" day `day` of January 2024 in the upstream directory the template reads.
 fn publish_day(app: &TestApp, day: u32) -> anyhow::Result<()> {
     let dir = app.dir.path().join("upstream");
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!(".{day}.partial"));
-    std::fs::copy(fixture(day), &tmp)?;
+    std::fs::copy(chirps_cog(day), &tmp)?;
     // A rename, so a probe never sees half a file.
     std::fs::rename(&tmp, dir.join(format!("2024-01-{day:02}.cog")))?;
     Ok(())
@@ -27,7 +23,7 @@ const CHIRPS_ROOT: &str = "/products/CHIRPS/v3.0";
 fn chc_publishes(mock: &MockUpstream, day: u32) -> anyhow::Result<()> {
     mock.serve_file(
         &format!("{CHIRPS_ROOT}/daily/final/rnl/cogs/2024/chirps-v3.0.rnl.2024.01.{day:02}.cog"),
-        std::fs::read(fixture(day))?,
+        std::fs::read(chirps_cog(day))?,
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use climate_domain::run::{RunKind, RunRequest, RunStatus};
 use climate_domain::{DatasetId, Period, PeriodRange};
-use climate_infra::db::{Admission, Admitted, NewOutbox, NewRun, RunFilter, RunRecord};
+use climate_infra::db::{Admission, NewOutbox, NewRun, RunFilter, RunRecord};
 use climate_infra::messages::{TASK_TOPIC, TaskMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -159,15 +159,9 @@ pub async fn create_ingestion(
             Admission::Coalesce,
         )
         .await?;
-    let (run, created) = match admitted {
-        Admitted::Created(run) => (run, true),
-        Admitted::Coalesced(run) => (run, false),
-        Admitted::DueTimeTaken => {
-            return Err(ApiError::internal(
-                "an unscheduled admission reported a due time",
-            ));
-        }
-    };
+    let (run, created) = admitted
+        .run_and_created()
+        .ok_or_else(|| ApiError::internal("an unscheduled admission reported a due time"))?;
     let run_id = run.run_id.clone();
     if created {
         p.outbox_notify.notify_one();

@@ -94,11 +94,13 @@ pub enum Admitted {
 }
 
 impl Admitted {
-    /// The run admitted (created or coalesced with), if any.
+    /// The run an unscheduled admission ([`Admission::Always`] or [`Admission::Coalesce`])
+    /// answers with, and whether it was created; `None` only for [`Admitted::DueTimeTaken`].
     #[must_use]
-    pub fn run(self) -> Option<RunRecord> {
+    pub fn run_and_created(self) -> Option<(RunRecord, bool)> {
         match self {
-            Self::Created(r) | Self::Coalesced(r) => Some(r),
+            Self::Created(r) => Some((r, true)),
+            Self::Coalesced(r) => Some((r, false)),
             Self::DueTimeTaken => None,
         }
     }

@@ -48,13 +48,11 @@ async fn coalesce(
     run: &NewRun,
     outbox: &NewOutbox,
 ) -> Result<(RunRecord, bool), DbError> {
-    Ok(
-        match db.admit_run(run, outbox, Admission::Coalesce).await? {
-            Admitted::Created(r) => (r, true),
-            Admitted::Coalesced(r) => (r, false),
-            Admitted::DueTimeTaken => panic!("an unscheduled admission reported a due time"),
-        },
-    )
+    Ok(db
+        .admit_run(run, outbox, Admission::Coalesce)
+        .await?
+        .run_and_created()
+        .expect("an unscheduled admission never reports a due time"))
 }
 
 impl TestDb {
