@@ -88,6 +88,19 @@ impl From<climate_infra::db::DbError> for ApiError {
     }
 }
 
+impl From<climate_catalog::CatalogError> for ApiError {
+    fn from(e: climate_catalog::CatalogError) -> Self {
+        use climate_catalog::CatalogError as E;
+        match e {
+            E::UnknownDataset(id) => crate::views::unknown_dataset(&id),
+            E::Selection(message) => Self::bad_request(message),
+            E::Store(cause) => Self::unavailable("object store", cause),
+            E::Db(e) => e.into(),
+            e @ (E::Metadata { .. } | E::Internal(_)) => Self::internal(e),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let status = match r {

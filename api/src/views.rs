@@ -255,12 +255,12 @@ impl DatasetSummary {
         base: &BaseUrl,
     ) -> Self {
         let t = template.map(|t| &t.template);
-        let meta = &current.metadata;
-        let bbox = meta
-            .get("bbox")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
+        // Unreadable metadata leaves the cube's fields empty rather than hiding the dataset.
+        let meta = climate_catalog::VersionMetadata::of(current).ok();
+        let field = |f: fn(&climate_catalog::VersionMetadata) -> String| {
+            meta.as_ref().map(f).unwrap_or_default()
+        };
+        let bbox = meta.as_ref().map(|m| m.bbox.to_vec()).unwrap_or_default();
         let id = &ds.dataset_id;
         Self {
             dataset_id: id.clone(),
@@ -270,21 +270,9 @@ impl DatasetSummary {
             short_name: t
                 .and_then(|t| t.short_name.clone().or_else(|| Some(t.name.clone())))
                 .unwrap_or_else(|| ds.template_id.clone()),
-            variable: meta
-                .get("variable")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            period_type: meta
-                .get("period_type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            units: meta
-                .get("units")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            variable: field(|m| m.variable.clone()),
+            period_type: field(|m| m.period_type.as_str().to_owned()),
+            units: field(|m| m.units.clone()),
             resolution: t.and_then(|t| t.resolution.clone()),
             source: t.and_then(|t| t.source.clone()),
             source_url: t.and_then(|t| t.source_url.clone()),
@@ -292,10 +280,8 @@ impl DatasetSummary {
                 spatial: SpatialView {
                     bbox,
                     crs: meta
-                        .get("crs")
-                        .and_then(Value::as_str)
-                        .unwrap_or("EPSG:4326")
-                        .to_owned(),
+                        .as_ref()
+                        .map_or_else(|| "EPSG:4326".to_owned(), |m| m.crs.clone()),
                 },
                 temporal: TemporalView {
                     start: current.coverage_start.clone(),

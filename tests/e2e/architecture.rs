@@ -229,6 +229,26 @@ fn geodata_knows_no_database_queue_or_cache() {
 }
 
 #[test]
+fn the_read_model_does_not_depend_on_the_writer() {
+    // The catalog reads what the pipeline writes through one type (VersionMetadata); the
+    // pipeline depends on the catalog for it, never the other way round.
+    let packages = workspace();
+    assert!(
+        packages["climate-ingest"]
+            .normal
+            .contains("climate-catalog"),
+        "the pipeline writes version metadata through climate-catalog's type"
+    );
+    let deps = dependencies("shared/catalog");
+    for forbidden in ["climate-ingest", "lapin", "redis"] {
+        assert!(
+            !deps.contains(forbidden),
+            "climate-catalog depends on {forbidden}"
+        );
+    }
+}
+
+#[test]
 fn domain_sources_do_no_io() {
     let dir = repo_root().join("shared/domain/src");
     for entry in std::fs::read_dir(&dir).expect("domain sources") {

@@ -217,8 +217,9 @@ pub async fn serve_object(
     };
     let os = state.platform.store.object_store();
     // An appended version holds its new objects; the rest are its bases' (newest first).
+    let bases = climate_catalog::VersionMetadata::of(version)?.bases;
     let mut locations = std::iter::once(version.storage_prefix.clone())
-        .chain(crate::routes::ogcapi::version_bases(version))
+        .chain(bases)
         .map(|p| StorePath::from(format!("{p}/{key}")))
         .peekable();
     let etag = format!("\"{:016x}\"", fnv1a(&[&version.artifact_id, key]));

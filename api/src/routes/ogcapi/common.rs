@@ -137,9 +137,12 @@ pub async fn collections(
         let Some(v) = db.get_version(&ds.dataset_id, n).await? else {
             continue;
         };
-        let Some(cube) = CubeMeta::of(&v) else {
-            tracing::warn!(dataset = %ds.dataset_id, version = n, "version without cube metadata left out of /ogcapi/collections");
-            continue;
+        let cube = match CubeMeta::of(&v) {
+            Ok(cube) => cube,
+            Err(e) => {
+                tracing::warn!(dataset = %ds.dataset_id, version = n, error = %e, "version left out of /ogcapi/collections");
+                continue;
+            }
         };
         let template = state.platform.catalog.get_str(&ds.template_id);
         let long_name = template.map_or_else(

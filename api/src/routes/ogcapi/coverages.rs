@@ -228,7 +228,7 @@ pub async fn coverage(
             w.t.len()
         )));
     }
-    let values = read_window(&o, &w).await?;
+    let values = o.read(&w).await?;
     let grid = w.grid(g);
     let times = &o.times[w.t.clone()];
     let labels = o.labels();
@@ -263,7 +263,7 @@ pub async fn coverage(
                 .into_response()
         }
         Format::Png => {
-            let display = display_for(&o, w.t.start).await?;
+            let display = o.display(w.t.start).await?;
             let bytes = encode::png(&values, grid.y.len, grid.x.len, &display)
                 .map_err(ApiError::internal)?;
             ([(header::CONTENT_TYPE, "image/png")], bytes).into_response()

@@ -145,16 +145,14 @@ pub async fn position(
             "narrow datetime",
         ));
     }
-    let values = read_window(
-        &o,
-        &Window {
+    let values = o
+        .read(&Window {
             t: t.clone(),
             rows: row..row + 1,
             cols: col..col + 1,
             step: 1,
-        },
-    )
-    .await?;
+        })
+        .await?;
     let grid = Grid {
         crs: o.grid.crs.clone(),
         x: Axis {
@@ -282,7 +280,7 @@ pub async fn area(
             "draw a smaller polygon or narrow datetime",
         ));
     }
-    let mut values = read_window(&o, &win).await?;
+    let mut values = o.read(&win).await?;
     let grid = win.grid(&o.grid);
     // Which cells are in: centres tested in CRS84.
     let mut centres: Vec<(f64, f64)> = Vec::with_capacity(grid.y.len * grid.x.len);

@@ -154,7 +154,7 @@ pub async fn tile(
         }
         level += 1;
     };
-    let display = display_for(&o, t).await?;
+    let display = o.display(t).await?;
     let mut field = vec![f32::NAN; TILE * TILE];
     if r0 < r1 && c0 < c1 && ((r1 - r0) * (c1 - c0)) as u64 <= MAX_READ_CELLS {
         let window = o

@@ -2,6 +2,7 @@
 //! consolidates the store and publishes the version.
 
 use super::*;
+use climate_catalog::VersionMetadata;
 
 /// Writes one segment's time chunks. Returns the number of chunk objects stored.
 ///
@@ -193,23 +194,25 @@ pub async fn finalize(
     writer.finish().await?;
     ctx.failpoints.hit("before_publish");
     let t = l.template;
-    let metadata = json!({
-        "format": "zarr",
-        "zarr_format": 3,
-        "variable": t.variable,
-        "units": t.units,
-        "period_type": t.period_type.as_str(),
-        "crs": crs,
-        "bbox": bbox,
-        "shape": shape,
-        "chunks": plan.chunks.to_array(),
-        "transform": transform,
-        "chunks_written": chunks_written,
-        "bases": plan.bases,
-        "first_chunk": plan.first_chunk,
-        "provider": t.ingestion.provider,
-        "request": run.request,
-    });
+    let metadata = VersionMetadata {
+        format_version: climate_catalog::FORMAT_VERSION,
+        format: "zarr".into(),
+        zarr_format: 3,
+        variable: t.variable.clone(),
+        units: t.units.clone(),
+        period_type: t.period_type,
+        crs,
+        bbox,
+        shape,
+        chunks: plan.chunks.to_array(),
+        transform,
+        chunks_written,
+        bases: plan.bases.clone(),
+        first_chunk: plan.first_chunk,
+        provider: t.ingestion.provider.clone(),
+        request: run.request.clone(),
+    }
+    .to_json();
     let version = NewVersion {
         dataset_id: run.dataset_id.clone(),
         template_id: run.template_id.clone(),
