@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -27,7 +27,7 @@ use climate_infra::db::ApiKeyRecord;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// How long a fetched JWKS is trusted before it is fetched again.
@@ -95,13 +95,13 @@ impl Auth {
 }
 
 /// 401 with the challenge naming the accepted schemes.
-fn unauthorized(code: &'static str, message: impl Into<String>) -> Response {
+fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Response {
     (
         [(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Bearer realm="climate-api""#),
         )],
-        ApiError::new(StatusCode::UNAUTHORIZED, code, message),
+        ApiError::new(code, message),
     )
         .into_response()
 }
@@ -118,7 +118,7 @@ pub enum Denied {
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
         match self {
-            Self::Invalid(message) => unauthorized("invalid_credentials", message),
+            Self::Invalid(message) => unauthorized(ErrorCode::InvalidCredentials, message),
             Self::Error(e) => e.into_response(),
         }
     }
@@ -278,7 +278,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     match (&principal, needed) {
         (None, Some(scope)) => {
             return unauthorized(
-                "authentication_required",
+                ErrorCode::AuthenticationRequired,
                 format!(
                     "{} {route} needs credentials with scope '{scope}': send `Authorization: Bearer <API key>` (created with `climate-api keys create`)",
                     req.method()
@@ -287,8 +287,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         }
         (Some(p), Some(scope)) if !p.can(scope) => {
             return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
+                ErrorCode::InsufficientScope,
                 format!(
                     "{} {route} needs scope '{scope}'; these credentials have '{}'",
                     req.method(),
@@ -313,8 +312,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 return (
                     [(header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
                     ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
+ ErrorCode::RateLimited,
                         format!(
                             "more than {} requests in a minute for these credentials; retry after {} s",
                             cfg.requests_per_minute,

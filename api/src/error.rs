@@ -2,7 +2,8 @@
 //! `{"code": "...", "message": "...", "id": "<request id>"}` (the OGC GeoDataCube error object).
 //!
 //! Handlers return [`ApiError`]; the [`envelope`] middleware fills in the request id, which the
-//! handler does not know. Internal causes are logged once here and never sent to clients.
+//! handler does not know, and logs the cause of a 5xx once, with that id. Causes are never sent
+//! to clients. [`ErrorCode`] is the one table of codes and their statuses.
 
 use axum::Json;
 use axum::extract::Request;
@@ -15,22 +16,139 @@ use serde::Serialize;
 /// Header carrying the request id (echoed if the client sent one).
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// Every error code the API answers, with its HTTP status in [`ErrorCode::status`] (one
+/// exhaustive table, so a new code cannot be added without its status). Serialised in
+/// `snake_case`; the OpenAPI error schema lists them as an enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A query or body parameter is malformed or out of range.
+    InvalidParameter,
+    /// The body is not valid JSON, has an unknown field or lacks a required one.
+    InvalidBody,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than accepted.
+    BodyTooLarge,
+    /// A path segment is malformed.
+    InvalidPath,
+    /// A `Range` header cannot be satisfied.
+    InvalidRange,
+    /// No such resource.
+    NotFound,
+    /// No published dataset with this id.
+    UnknownDataset,
+    /// No configured extent with this id.
+    UnknownExtent,
+    /// No ingestion (run) with this id.
+    UnknownIngestion,
+    /// No template with this id.
+    UnknownTemplate,
+    /// No such version of the dataset.
+    UnknownVersion,
+    /// The route needs credentials and none were sent.
+    AuthenticationRequired,
+    /// The credentials sent are not valid.
+    InvalidCredentials,
+    /// The credentials lack the scope the route needs.
+    InsufficientScope,
+    /// The method is not allowed on the resource.
+    MethodNotAllowed,
+    /// The run already finished, so it cannot be cancelled.
+    AlreadyFinished,
+    /// A request with this `Idempotency-Key` is still being handled.
+    IdempotencyKeyInUse,
+    /// This `Idempotency-Key` was used for a different request.
+    IdempotencyKeyReused,
+    /// The selection is larger than answered synchronously.
+    TooLarge,
+    /// The principal sent too many requests.
+    RateLimited,
+    /// The client went away while its answer was being written.
+    Cancelled,
+    /// A bug or corrupt data; the cause is in the server log under the request id.
+    InternalError,
+    /// Every slot for this kind of request is taken; retry shortly.
+    Busy,
+    /// A backend (database, store, queue) is unavailable; retry later.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status of the code.
+    #[must_use]
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidParameter | Self::InvalidBody | Self::InvalidPath | Self::Cancelled => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::AuthenticationRequired | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::NotFound
+            | Self::UnknownDataset
+            | Self::UnknownExtent
+            | Self::UnknownIngestion
+            | Self::UnknownTemplate
+            | Self::UnknownVersion => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AlreadyFinished | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Self::BodyTooLarge | Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Busy | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Every code, for the table's tests and documentation.
+    pub const ALL: &[Self] = &[
+        Self::InvalidParameter,
+        Self::InvalidBody,
+        Self::UnsupportedMediaType,
+        Self::BodyTooLarge,
+        Self::InvalidPath,
+        Self::InvalidRange,
+        Self::NotFound,
+        Self::UnknownDataset,
+        Self::UnknownExtent,
+        Self::UnknownIngestion,
+        Self::UnknownTemplate,
+        Self::UnknownVersion,
+        Self::AuthenticationRequired,
+        Self::InvalidCredentials,
+        Self::InsufficientScope,
+        Self::MethodNotAllowed,
+        Self::AlreadyFinished,
+        Self::IdempotencyKeyInUse,
+        Self::IdempotencyKeyReused,
+        Self::TooLarge,
+        Self::RateLimited,
+        Self::Cancelled,
+        Self::InternalError,
+        Self::Busy,
+        Self::ServiceUnavailable,
+    ];
+}
+
 /// An error answered to a client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine-readable code.
-    pub code: &'static str,
+    /// Stable machine-readable code; the status is the code's.
+    pub code: ErrorCode,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// For 5xx answers: what failed, logged once (with the request id) by [`envelope`] and
+    /// never sent to the client.
+    pub cause: Option<String>,
 }
 
 /// The error body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `invalid_parameter`.
-    pub code: String,
+    pub code: ErrorCode,
     /// Human-readable explanation telling the client how to fix the request.
     pub message: String,
     /// Request id, also in the `x-request-id` header and the server logs.
@@ -38,43 +156,51 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    /// 400 with code `invalid_parameter`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
-    }
-
-    /// 404 with the given code.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    /// Any status and code.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code` (and its status).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
+            cause: None,
         }
     }
 
-    /// 500: the cause is logged, the client gets an opaque message with the request id.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error; quote the request id when reporting it",
-        )
+    /// The HTTP status.
+    #[must_use]
+    pub const fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
-    /// 503: a backend is unavailable.
+    /// 400 with code `invalid_parameter`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameter, message)
+    }
+
+    /// 404 with the given code.
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message)
+    }
+
+    /// 500: the client gets an opaque message with the request id; the cause is logged.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self {
+            cause: Some(cause.to_string()),
+            ..Self::new(
+                ErrorCode::InternalError,
+                "internal error; quote the request id when reporting it",
+            )
+        }
+    }
+
+    /// 503: a backend is unavailable; the cause is logged.
     pub fn unavailable(what: &str, cause: impl std::fmt::Display) -> Self {
-        tracing::warn!(backend = what, error = %cause, "backend unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            format!("the {what} is temporarily unavailable; retry later"),
-        )
+        Self {
+            cause: Some(format!("{what}: {cause}")),
+            ..Self::new(
+                ErrorCode::ServiceUnavailable,
+                format!("the {what} is temporarily unavailable; retry later"),
+            )
+        }
     }
 }
 
@@ -103,16 +229,12 @@ impl From<climate_catalog::CatalogError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let status = match r {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
+        let code = match r {
+            JsonRejection::MissingJsonContentType(_) => ErrorCode::UnsupportedMediaType,
+            JsonRejection::BytesRejection(_) => ErrorCode::BodyTooLarge,
+            _ => ErrorCode::InvalidBody,
         };
-        Self::new(
-            status,
-            "invalid_body",
-            format!("invalid request body: {}", r.body_text()),
-        )
+        Self::new(code, format!("invalid request body: {}", r.body_text()))
     }
 }
 
@@ -131,16 +253,18 @@ impl From<PathRejection> for ApiError {
 /// Marker carried from [`ApiError::into_response`] to [`envelope`].
 #[derive(Debug, Clone)]
 struct PendingError {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
+    cause: Option<String>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = self.status.into_response();
+        let mut res = self.status().into_response();
         res.extensions_mut().insert(PendingError {
             code: self.code,
             message: self.message,
+            cause: self.cause,
         });
         res
     }
@@ -162,9 +286,21 @@ pub async fn envelope(mut req: Request, next: Next) -> Response {
     let pending = res.extensions_mut().remove::<PendingError>();
     let status = res.status();
     let error = match pending {
-        Some(p) => Some((p.code.to_owned(), p.message)),
+        Some(p) => {
+            // 5xx causes are logged here, once, with the request id the client was given.
+            match (p.code, &p.cause) {
+                (ErrorCode::InternalError, cause) => {
+                    tracing::error!(request_id = %id, error = cause.as_deref().unwrap_or(""), "internal error");
+                }
+                (_, Some(cause)) if status.is_server_error() => {
+                    tracing::warn!(request_id = %id, error = %cause, "backend unavailable");
+                }
+                _ => {}
+            }
+            Some((p.code, p.message))
+        }
         None if status == StatusCode::METHOD_NOT_ALLOWED => Some((
-            "method_not_allowed".to_owned(),
+            ErrorCode::MethodNotAllowed,
             format!("method {method} is not allowed on this resource"),
         )),
         _ => None,
@@ -214,7 +350,31 @@ pub struct RequestId(pub String);
 /// Fallback for unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::not_found(
-        "not_found",
+        ErrorCode::NotFound,
         "no such resource; see /openapi.json for the available endpoints",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_code_has_a_client_or_server_error_status_and_a_distinct_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            let status = code.status();
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{code:?}"
+            );
+            let name = serde_json::to_value(code).expect("serialises");
+            assert!(names.insert(name.as_str().map(str::to_owned)), "{code:?}");
+        }
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert_eq!(
+            serde_json::to_value(ErrorCode::IdempotencyKeyReused).expect("serialises"),
+            "idempotency_key_reused"
+        );
+    }
 }

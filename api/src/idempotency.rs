@@ -18,7 +18,7 @@ use climate_infra::housekeeping::IDEMPOTENCY_RETENTION;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// The request header.
@@ -74,8 +74,7 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("request body larger than {MAX_BODY} bytes"),
         )
         .into_response();
@@ -100,14 +99,12 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
     match begin {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyBegin::InFlight) => ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
+ ErrorCode::IdempotencyKeyInUse,
             "a request with this Idempotency-Key is still being handled; retry in a moment",
         )
         .into_response(),
         Ok(IdempotencyBegin::Mismatch) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+ ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request; use a new key for a new request",
         )
         .into_response(),

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement};
 use utoipa::{Modify, OpenApi};
 
+use crate::error::ErrorCode;
 use crate::routes;
 
 /// The API description served at `/openapi.json`.
@@ -82,6 +83,25 @@ struct Conventions;
 impl Modify for Conventions {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
+        // The codes' statuses, from the one table, in the code enum's description.
+        if let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(codes))) =
+            components.schemas.get_mut("ErrorCode")
+        {
+            let table: Vec<String> = ErrorCode::ALL
+                .iter()
+                .map(|c| {
+                    let name = serde_json::to_value(c)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    format!("`{name}` {}", c.status().as_u16())
+                })
+                .collect();
+            codes.description = Some(format!(
+                "Stable error code; each has one HTTP status: {}.",
+                table.join(", ")
+            ));
+        }
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -127,6 +147,38 @@ impl Modify for Conventions {
                     op.security = Some(security.clone());
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiDoc;
+    use crate::error::ErrorCode;
+    use utoipa::OpenApi;
+
+    #[test]
+    fn the_error_schema_lists_every_code_with_its_status() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialises");
+        let body = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"];
+        assert_eq!(body["$ref"], "#/components/schemas/ErrorCode", "{body}");
+        let codes = &doc["components"]["schemas"]["ErrorCode"];
+        let listed: Vec<&str> = codes["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(listed.len(), ErrorCode::ALL.len(), "{codes}");
+        let description = codes["description"].as_str().expect("described");
+        for code in ErrorCode::ALL {
+            let name = serde_json::to_value(code).expect("serialises");
+            let name = name.as_str().expect("a string");
+            assert!(listed.contains(&name), "{name} missing from the enum");
+            assert!(
+                description.contains(&format!("`{name}` {}", code.status().as_u16())),
+                "{name} missing from the status table"
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Response shapes of the native API and their conversion from stored records. Artifact ids,
 //! storage prefixes and provider internals never appear here.
 
+use crate::error::ErrorCode;
 use chrono::{DateTime, Utc};
 use climate_infra::db::{DatasetRecord, RunRecord, VersionRecord};
 use climate_infra::templates::LoadedTemplate;
@@ -410,7 +411,7 @@ pub async fn dataset_summary(
 /// 404 for a dataset that does not exist or has no version yet.
 pub fn unknown_dataset(id: &str) -> crate::error::ApiError {
     crate::error::ApiError::not_found(
-        "unknown_dataset",
+        ErrorCode::UnknownDataset,
         format!("no dataset '{id}'; GET /datasets lists the published ones"),
     )
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{Principal, verify_api_key};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
 
 /// Answer of `GET /credentials/basic`.
@@ -30,8 +30,7 @@ pub async fn basic(State(state): State<AppState>, headers: HeaderMap) -> Respons
         (
             [(header::WWW_AUTHENTICATE, r#"Basic realm="climate-api""#)],
             ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "authentication_required",
+ ErrorCode::AuthenticationRequired,
                 "send HTTP Basic credentials: user = the API key's name or id, password = the API key",
             ),
         )
@@ -143,8 +142,7 @@ pub struct Me {
 pub async fn me(principal: Option<axum::Extension<Principal>>) -> Result<Json<Me>, ApiError> {
     let axum::Extension(p) = principal.ok_or_else(|| {
         ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "authentication_required",
+            ErrorCode::AuthenticationRequired,
             "GET /me needs credentials",
         )
     })?;

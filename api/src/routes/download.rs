@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use climate_geodata::encode::NetcdfWriter;
 use tokio_util::io::ReaderStream;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::routes::ogcapi::{self, Query};
 use crate::state::AppState;
 
@@ -84,8 +83,7 @@ pub async fn download(
     let values = (plane * times.len()) as u64;
     if values > MAX_DOWNLOAD_VALUES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!(
                 "the download holds {values} values, more than {MAX_DOWNLOAD_VALUES}: cut it with bbox or datetime, or read the Zarr store at /zarr/{id}"
             ),
@@ -93,8 +91,7 @@ pub async fn download(
     }
     let Ok(_permit) = state.downloads.try_acquire() else {
         let mut busy = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            ErrorCode::Busy,
             "all download slots are in use; retry in a few seconds",
         )
         .into_response();
@@ -130,11 +127,7 @@ pub async fn download(
         let mut done = 0;
         while done < times.len() {
             if cancelled.load(Ordering::Relaxed) {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "cancelled",
-                    "the client went away",
-                ));
+                return Err(ApiError::new(ErrorCode::Cancelled, "the client went away"));
             }
             // Slabs end on stored chunk boundaries.
             let at = t.start + done;

@@ -13,7 +13,7 @@ use climate_infra::messages::{TASK_TOPIC, TaskMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::{AppState, BaseUrl};
 use crate::views::{DatasetSummary, Link, RunView, SegmentView, dataset_summary};
 
@@ -68,7 +68,7 @@ pub async fn create_ingestion(
     let p = &state.platform;
     let loaded = p.catalog.get_str(&body.dataset_id).ok_or_else(|| {
         ApiError::not_found(
-            "unknown_template",
+ ErrorCode::UnknownTemplate,
             format!(
                 "dataset_id: unknown dataset template '{}'; GET /dataset-templates lists the available ones",
                 body.dataset_id
@@ -84,7 +84,7 @@ pub async fn create_ingestion(
             .find(|e| e.extent_id.as_str() == id)
             .ok_or_else(|| {
                 ApiError::not_found(
-                    "unknown_extent",
+                    ErrorCode::UnknownExtent,
                     format!(
                         "extent_id: unknown extent '{id}'; GET /extent lists the configured ones"
                     ),
@@ -276,7 +276,10 @@ pub async fn get_ingestion(
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let run = state.platform.db.get_run(&id).await?.ok_or_else(|| {
-        ApiError::not_found("unknown_ingestion", format!("no ingestion with id '{id}'"))
+        ApiError::not_found(
+            ErrorCode::UnknownIngestion,
+            format!("no ingestion with id '{id}'"),
+        )
     })?;
     Ok(Json(run_view(&state, run, &base).await?))
 }
@@ -326,7 +329,10 @@ pub async fn ingestion_events(
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let first = state.platform.db.get_run(&id).await?.ok_or_else(|| {
-        ApiError::not_found("unknown_ingestion", format!("no ingestion with id '{id}'"))
+        ApiError::not_found(
+            ErrorCode::UnknownIngestion,
+            format!("no ingestion with id '{id}'"),
+        )
     })?;
     let stream = futures::stream::unfold(
         (Some(first), None::<String>, false),
@@ -403,12 +409,14 @@ pub async fn cancel_ingestion(
 ) -> Result<Json<RunView>, ApiError> {
     let db = &state.platform.db;
     let run = db.get_run(&id).await?.ok_or_else(|| {
-        ApiError::not_found("unknown_ingestion", format!("no ingestion with id '{id}'"))
+        ApiError::not_found(
+            ErrorCode::UnknownIngestion,
+            format!("no ingestion with id '{id}'"),
+        )
     })?;
     if run.status.is_terminal() {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_finished",
+            ErrorCode::AlreadyFinished,
             format!(
                 "ingestion '{id}' already {}; only queued or running ingestions can be cancelled",
                 run.status.as_str()
@@ -416,13 +424,15 @@ pub async fn cancel_ingestion(
         ));
     }
     let run = db.cancel_run(&id, Utc::now()).await?.ok_or_else(|| {
-        ApiError::not_found("unknown_ingestion", format!("no ingestion with id '{id}'"))
+        ApiError::not_found(
+            ErrorCode::UnknownIngestion,
+            format!("no ingestion with id '{id}'"),
+        )
     })?;
     if run.status != RunStatus::Cancelled {
         // It finished between the two reads.
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_finished",
+            ErrorCode::AlreadyFinished,
             format!("ingestion '{id}' already {}", run.status.as_str()),
         ));
     }

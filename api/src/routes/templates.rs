@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, BaseUrl};
 use crate::views::Link;
 
@@ -84,7 +84,7 @@ pub async fn get_template(
 ) -> Result<Json<Value>, ApiError> {
     let t = state.platform.catalog.get_str(&id).ok_or_else(|| {
         ApiError::not_found(
-            "unknown_template",
+            ErrorCode::UnknownTemplate,
             format!(
                 "unknown dataset template '{id}'; GET /dataset-templates lists the available ones"
             ),

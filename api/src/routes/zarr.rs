@@ -17,7 +17,7 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::{AppState, BaseUrl};
 use crate::views::current_version;
 
@@ -114,8 +114,7 @@ fn validate_key(path: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ErrorCode::InvalidPath,
             format!(
                 "'{path}' is not a valid store key: use '/'-separated names without '.', '..' or empty segments"
             ),
@@ -211,7 +210,7 @@ pub async fn serve_object(
     let immutable = cache_control.contains("immutable");
     let not_found = || {
         ApiError::not_found(
-            "not_found",
+            ErrorCode::NotFound,
             format!("no object '{key}' in dataset '{}'", version.dataset_id),
         )
     };
@@ -325,8 +324,7 @@ pub async fn serve_object(
         },
         Err(()) => {
             let mut e = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "invalid_range",
+                ErrorCode::InvalidRange,
                 "Range must be 'bytes=START-END', 'bytes=START-' or 'bytes=-SUFFIX'",
             )
             .into_response();
@@ -405,7 +403,7 @@ async fn pinned(state: &AppState, id: &str, n: i64) -> Result<VersionRecord, Api
     }
     db.get_version(id, n).await?.ok_or_else(|| {
         ApiError::not_found(
-            "unknown_version",
+            ErrorCode::UnknownVersion,
             format!("dataset '{id}' has no version {n}; GET /datasets/{id} lists its versions"),
         )
     })

@@ -16,7 +16,7 @@ mod query;
 pub mod tiles;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, NaiveDateTime};
 use std::ops::Range;
@@ -30,7 +30,7 @@ use climate_geodata::encode;
 use climate_infra::db::DatasetRecord;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, BaseUrl};
 
 pub use common::CONFORMANCE;
@@ -61,8 +61,7 @@ pub async fn open(state: &AppState, id: &str) -> Result<Opened, ApiError> {
 
 fn too_large(cells: u64, limit: u64, id: &str, narrow: &str) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
+        ErrorCode::TooLarge,
         format!(
             "the request selects {cells} values, more than the {limit} answered synchronously: {narrow}, or read the whole cube from /zarr/{id} (or stream it as NetCDF from /datasets/{id}/download?format=netcdf)"
         ),
