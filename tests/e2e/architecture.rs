@@ -249,6 +249,24 @@ fn the_read_model_does_not_depend_on_the_writer() {
 }
 
 #[test]
+fn the_job_engine_knows_no_particular_job() {
+    // Ingestion is a job kind of the engine, not part of it: the engine depends on the
+    // backends only, and ingestion on the engine.
+    let packages = workspace();
+    assert!(
+        packages["climate-ingest"].normal.contains("climate-jobs"),
+        "ingestion runs as a job kind of climate-jobs"
+    );
+    let deps = dependencies("shared/jobs");
+    for forbidden in ["climate-ingest", "climate-geodata", "climate-catalog", "axum"] {
+        assert!(
+            !deps.contains(forbidden),
+            "climate-jobs depends on {forbidden}"
+        );
+    }
+}
+
+#[test]
 fn domain_sources_do_no_io() {
     let dir = repo_root().join("shared/domain/src");
     for entry in std::fs::read_dir(&dir).expect("domain sources") {

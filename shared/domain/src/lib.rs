@@ -19,6 +19,7 @@ pub mod extent;
 pub mod grid;
 pub mod ids;
 pub mod period;
+pub mod retry;
 pub mod run;
 pub mod sync;
 pub mod template;

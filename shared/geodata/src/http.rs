@@ -881,13 +881,9 @@ impl Downloader {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self
-            .settings
-            .base_delay
-            .saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-            .min(self.settings.max_delay);
-        let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
-        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+        climate_domain::retry::RetryPolicy::new(self.settings.base_delay, self.settings.max_delay)
+            .delay(attempt, rand::rng().random::<f64>())
+            .max(Duration::from_millis(1))
     }
 
     async fn attempt(&self, url: &str, tmp: &Path) -> Attempt<u64> {

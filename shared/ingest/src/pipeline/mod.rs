@@ -366,7 +366,7 @@ async fn set_progress(
     };
     ctx.platform
         .db
-        .update_progress(&run.run_id, &ctx.worker_id, &progress)
+        .update_progress(&run.run_id, ctx.worker.id(), &progress)
         .await?;
     Ok(())
 }

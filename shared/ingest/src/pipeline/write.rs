@@ -192,7 +192,9 @@ pub async fn finalize(
     );
     let writer = ZarrWriter::open(ctx.platform.store.object_store(), &plan.prefix, layout).await?;
     writer.finish().await?;
-    ctx.failpoints.hit("before_publish");
+    ctx.worker
+        .failpoints
+        .hit(climate_jobs::FailPoint::BeforePublish);
     let t = l.template;
     let metadata = VersionMetadata {
         format_version: climate_catalog::FORMAT_VERSION,
@@ -227,6 +229,6 @@ pub async fn finalize(
     Ok(ctx
         .platform
         .db
-        .publish_version(&run.run_id, &ctx.worker_id, &version, Utc::now())
+        .publish_version(&run.run_id, ctx.worker.id(), &version, Utc::now())
         .await?)
 }

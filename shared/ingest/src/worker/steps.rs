@@ -4,13 +4,9 @@
 
 use super::*;
 
-/// Exponential backoff with full jitter: up to 2^attempt × 2 s, capped at 5 minutes.
+/// The wait before a failed step's next attempt.
 fn backoff(attempt: u32) -> Duration {
-    let cap = 2_u64
-        .saturating_pow(attempt.min(16))
-        .saturating_mul(2_000)
-        .min(300_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap.max(1)))
+    RetryPolicy::STEPS.delay(attempt, rand::rng().random())
 }
 
 fn lock_key(run: &RunRecord) -> String {
@@ -47,7 +43,7 @@ where
     let lease = ctx.lease();
     let locks = ctx.platform.locks.clone();
     let (key, owner) = (lock_key(run), run.run_id.clone());
-    let released = ctx.leases.released.clone();
+    let released = ctx.worker.released();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -74,7 +70,7 @@ fn run_heartbeat(
     let (db, id, owner, lease) = (
         ctx.platform.db.clone(),
         run.run_id.clone(),
-        ctx.worker_id.clone(),
+        ctx.worker.id().to_owned(),
         ctx.lease(),
     );
     heartbeat(ctx, run, lost, move || {
@@ -120,13 +116,13 @@ async fn release_if_cancelled(ctx: &Context, run_id: &str) {
 }
 
 pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
-    let Some(held) = ctx.leases.hold(run_id, None) else {
+    let Some(held) = ctx.worker.hold(lease_key(run_id, None)) else {
         return Ok(Settle::Leave);
     };
     let db = &ctx.platform.db;
     let now = Utc::now();
     let Some(run) = db
-        .claim_run(run_id, &ctx.worker_id, now, now + ctx.lease())
+        .claim_run(run_id, ctx.worker.id(), now, now + ctx.lease())
         .await?
     else {
         // Finished, cancelled, planned already, or held by a live worker.
@@ -158,7 +154,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
     if busy {
         db.defer_run(
             &run.run_id,
-            &ctx.worker_id,
+            ctx.worker.id(),
             &announce(run_id, Step::Plan, Duration::from_secs(3)),
             Utc::now(),
         )
@@ -174,7 +170,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
         Ok(Planned::AlreadyCovered) => {
             db.finish_run(
                 &run.run_id,
-                &ctx.worker_id,
+                ctx.worker.id(),
                 &RunOutcome::Succeeded,
                 Utc::now(),
             )
@@ -187,7 +183,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
             let stored = db
                 .plan_run(
                     &run.run_id,
-                    &ctx.worker_id,
+                    ctx.worker.id(),
                     &plan_json,
                     &segments,
                     TASK_TOPIC,
@@ -197,7 +193,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
             match stored {
                 Ok(()) => {
                     tracing::info!(segments = segments.len(), "run planned");
-                    ctx.failpoints.hit("after_plan");
+                    ctx.worker.failpoints.hit(FailPoint::AfterPlan);
                     ctx.platform.outbox_notify.notify_one();
                     Ok(Settle::Ack)
                 }
@@ -225,7 +221,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
             tracing::info!(waiting = %message, retry_in_ms = after.as_millis() as u64, "upstream job pending; run suspended");
             db.suspend_run(
                 &run.run_id,
-                &ctx.worker_id,
+                ctx.worker.id(),
                 &state,
                 &message,
                 &announce(run_id, Step::Plan, after),
@@ -239,7 +235,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
         Err(e) => {
             let outcome = retry_or_fail(ctx, &e, run.attempts, run_id, Step::Plan);
             let exhausted = matches!(outcome, RunOutcome::Failed(_)) && e.is_transient();
-            db.finish_run(&run.run_id, &ctx.worker_id, &outcome, Utc::now())
+            db.finish_run(&run.run_id, ctx.worker.id(), &outcome, Utc::now())
                 .await?;
             if matches!(outcome, RunOutcome::Failed(_)) {
                 release_lock(ctx, &run).await;
@@ -282,13 +278,13 @@ pub(super) async fn segment_step(
     run_id: &str,
     index: u32,
 ) -> Result<Settle, DbError> {
-    let Some(held) = ctx.leases.hold(run_id, Some(index)) else {
+    let Some(held) = ctx.worker.hold(lease_key(run_id, Some(index))) else {
         return Ok(Settle::Leave);
     };
     let db = &ctx.platform.db;
     let now = Utc::now();
     let Some(segment) = db
-        .claim_segment(run_id, index, &ctx.worker_id, now, now + ctx.lease())
+        .claim_segment(run_id, index, ctx.worker.id(), now, now + ctx.lease())
         .await?
     else {
         tracing::debug!("segment not claimable; dropping duplicate delivery");
@@ -305,7 +301,7 @@ pub(super) async fn segment_step(
         let (db, id, owner, lease) = (
             db.clone(),
             run_id.to_owned(),
-            ctx.worker_id.clone(),
+            ctx.worker.id().to_owned(),
             ctx.lease(),
         );
         heartbeat(ctx, &run, lost.clone(), move || {
@@ -321,12 +317,12 @@ pub(super) async fn segment_step(
     beat.abort();
     match result {
         Ok(chunks) => {
-            ctx.failpoints.hit("after_segment_write");
+            ctx.worker.failpoints.hit(FailPoint::AfterSegmentWrite);
             let last = db
                 .complete_segment(
                     run_id,
                     index,
-                    &ctx.worker_id,
+                    ctx.worker.id(),
                     chunks,
                     TASK_TOPIC,
                     Utc::now(),
@@ -364,7 +360,7 @@ pub(super) async fn segment_step(
             db.retry_segment(
                 run_id,
                 index,
-                &ctx.worker_id,
+                ctx.worker.id(),
                 &error,
                 &announce(run_id, Step::Segment(index), after),
                 Utc::now(),
@@ -382,7 +378,7 @@ pub(super) async fn segment_step(
                 db.retry_segment(
                     run_id,
                     index,
-                    &ctx.worker_id,
+                    ctx.worker.id(),
                     &error,
                     &announce(run_id, Step::Segment(index), delay),
                     Utc::now(),
@@ -393,7 +389,7 @@ pub(super) async fn segment_step(
             } else {
                 tracing::error!(error = %e, segment = index, "segment failed; failing the run");
                 metrics::counter!("climate_runs_total", "outcome" => "failed").increment(1);
-                db.fail_segment(run_id, index, &ctx.worker_id, &error, Utc::now())
+                db.fail_segment(run_id, index, ctx.worker.id(), &error, Utc::now())
                     .await?;
                 if let Ok(plan) = pipeline::stored_plan(&run) {
                     pipeline::collect_garbage(&ctx.platform.store, &plan.prefix).await;
@@ -410,13 +406,13 @@ pub(super) async fn segment_step(
 }
 
 pub(super) async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
-    let Some(held) = ctx.leases.hold(run_id, None) else {
+    let Some(held) = ctx.worker.hold(lease_key(run_id, None)) else {
         return Ok(Settle::Leave);
     };
     let db = &ctx.platform.db;
     let now = Utc::now();
     let Some(run) = db
-        .claim_finalize(run_id, &ctx.worker_id, now, now + ctx.lease())
+        .claim_finalize(run_id, ctx.worker.id(), now, now + ctx.lease())
         .await?
     else {
         tracing::debug!("run not ready or already finalized; dropping duplicate delivery");
@@ -455,7 +451,7 @@ pub(super) async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle,
             metrics::counter!("climate_runs_total", "outcome" => "failed").increment(1);
             db.finish_run(
                 &run.run_id,
-                &ctx.worker_id,
+                ctx.worker.id(),
                 &RunOutcome::Failed(run_error(&e)),
                 Utc::now(),
             )
