@@ -3,7 +3,7 @@
 The chart's ConfigMap and the compose stack's configuration file must only use keys that the
 product accepts (its structs are `deny_unknown_fields`, so an unknown key stops every process).
 Instead of a hand-kept list, the key sets and field types are parsed from
-shared/infra/src/config.rs and shared/domain/src/extent.rs, so the checks follow the product.
+shared/infra/src/config/mod.rs and shared/domain/src/extent.rs, so the checks follow the product.
 
 Also here: the product's `${VAR}` / `${VAR:-default}` / `$$` substitution and its
 `CLIMATE_API__SECTION__KEY` environment overrides, re-implemented to the same rules, so a file
@@ -19,7 +19,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [
-    REPO / "shared/infra/src/config.rs",
+    REPO / "shared/infra/src/config/mod.rs",
     REPO / "shared/domain/src/extent.rs",
 ]
 ENV_PREFIX = "CLIMATE_API__"
