@@ -74,7 +74,7 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return ApiError::new(
-            ErrorCode::InvalidBody,
+            ErrorCode::BodyTooLarge,
             format!("request body larger than {MAX_BODY} bytes"),
         )
         .into_response();
@@ -99,12 +99,12 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
     match begin {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyBegin::InFlight) => ApiError::new(
- ErrorCode::IdempotencyKeyInUse,
+            ErrorCode::IdempotencyKeyInUse,
             "a request with this Idempotency-Key is still being handled; retry in a moment",
         )
         .into_response(),
         Ok(IdempotencyBegin::Mismatch) => ApiError::new(
- ErrorCode::IdempotencyKeyReused,
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request; use a new key for a new request",
         )
         .into_response(),
