@@ -312,7 +312,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 return (
                     [(header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
                     ApiError::new(
- ErrorCode::RateLimited,
+                        ErrorCode::RateLimited,
                         format!(
                             "more than {} requests in a minute for these credentials; retry after {} s",
                             cfg.requests_per_minute,

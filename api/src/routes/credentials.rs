@@ -30,7 +30,7 @@ pub async fn basic(State(state): State<AppState>, headers: HeaderMap) -> Respons
         (
             [(header::WWW_AUTHENTICATE, r#"Basic realm="climate-api""#)],
             ApiError::new(
- ErrorCode::AuthenticationRequired,
+                ErrorCode::AuthenticationRequired,
                 "send HTTP Basic credentials: user = the API key's name or id, password = the API key",
             ),
         )

@@ -68,7 +68,7 @@ pub async fn create_ingestion(
     let p = &state.platform;
     let loaded = p.catalog.get_str(&body.dataset_id).ok_or_else(|| {
         ApiError::not_found(
- ErrorCode::UnknownTemplate,
+            ErrorCode::UnknownTemplate,
             format!(
                 "dataset_id: unknown dataset template '{}'; GET /dataset-templates lists the available ones",
                 body.dataset_id
@@ -275,12 +275,12 @@ pub async fn get_ingestion(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    let run = state.platform.db.get_run(&id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::UnknownIngestion,
-            format!("no ingestion with id '{id}'"),
-        )
-    })?;
+    let run = state
+        .platform
+        .db
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| unknown_ingestion(&id))?;
     Ok(Json(run_view(&state, run, &base).await?))
 }
 
@@ -328,12 +328,12 @@ pub async fn ingestion_events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let first = state.platform.db.get_run(&id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::UnknownIngestion,
-            format!("no ingestion with id '{id}'"),
-        )
-    })?;
+    let first = state
+        .platform
+        .db
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| unknown_ingestion(&id))?;
     let stream = futures::stream::unfold(
         (Some(first), None::<String>, false),
         move |(mut next, mut last, done)| {
@@ -408,12 +408,10 @@ pub async fn cancel_ingestion(
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let db = &state.platform.db;
-    let run = db.get_run(&id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::UnknownIngestion,
-            format!("no ingestion with id '{id}'"),
-        )
-    })?;
+    let run = db
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| unknown_ingestion(&id))?;
     if run.status.is_terminal() {
         return Err(ApiError::new(
             ErrorCode::AlreadyFinished,
@@ -423,12 +421,10 @@ pub async fn cancel_ingestion(
             ),
         ));
     }
-    let run = db.cancel_run(&id, Utc::now()).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::UnknownIngestion,
-            format!("no ingestion with id '{id}'"),
-        )
-    })?;
+    let run = db
+        .cancel_run(&id, Utc::now())
+        .await?
+        .ok_or_else(|| unknown_ingestion(&id))?;
     if run.status != RunStatus::Cancelled {
         // It finished between the two reads.
         return Err(ApiError::new(
@@ -438,4 +434,12 @@ pub async fn cancel_ingestion(
     }
     tracing::info!(run.id = %id, "ingestion cancelled");
     Ok(Json(RunView::new(run, None, &base)))
+}
+
+/// 404 for a run id nobody knows.
+fn unknown_ingestion(id: &str) -> ApiError {
+    ApiError::not_found(
+        ErrorCode::UnknownIngestion,
+        format!("no ingestion with id '{id}'"),
+    )
 }

@@ -107,9 +107,8 @@ fn collection_doc(o: &Described<'_>, template_name: &str, base: &BaseUrl) -> Val
 
 fn template_name(state: &AppState, ds: &DatasetRecord) -> String {
     state
-        .platform
         .catalog
-        .get_str(&ds.template_id)
+        .template(ds)
         .map_or_else(|| ds.template_id.clone(), |t| t.template.name.clone())
 }
 
@@ -121,30 +120,16 @@ pub async fn collections(
 ) -> Result<Response, ApiError> {
     // Built from the versions' metadata, without opening stores; a dataset whose metadata is
     // unreadable is left out (and logged) rather than failing the list.
-    let db = &state.platform.db;
-    let mut datasets: Vec<DatasetRecord> = db
-        .list_datasets()
-        .await?
-        .into_iter()
-        .filter(|d| d.published)
-        .collect();
-    datasets.sort_by(|a, b| a.dataset_id.cmp(&b.dataset_id));
     let mut docs = Vec::new();
-    for ds in datasets {
-        let Some(n) = ds.current_version else {
-            continue;
-        };
-        let Some(v) = db.get_version(&ds.dataset_id, n).await? else {
-            continue;
-        };
+    for (ds, v) in state.catalog.published().await? {
         let cube = match CubeMeta::of(&v) {
             Ok(cube) => cube,
             Err(e) => {
-                tracing::warn!(dataset = %ds.dataset_id, version = n, error = %e, "version left out of /ogcapi/collections");
+                tracing::warn!(dataset = %ds.dataset_id, version = v.version, error = %e, "version left out of /ogcapi/collections");
                 continue;
             }
         };
-        let template = state.platform.catalog.get_str(&ds.template_id);
+        let template = state.catalog.template(&ds);
         let long_name = template.map_or_else(
             || cube.variable.clone(),
             |t| t.template.long_name().to_owned(),

@@ -94,7 +94,7 @@ impl Context {
     /// Arms the failure points named in `spec` (the `CLIMATE_API_FAILPOINTS` syntax).
     #[must_use]
     pub fn with_failpoints(mut self, spec: &str) -> Self {
-        self.worker = Worker::new(self.worker.id(), FailPoints::parse(spec));
+        self.worker.failpoints = FailPoints::parse(spec);
         self
     }
 
