@@ -1,4 +1,4 @@
-//! Identifiers of templates, extents and managed datasets.
+//! Identifiers of templates, extents, managed datasets and jobs.
 //!
 //! Ids appear in URLs, object-store prefixes and queue messages, so they are restricted to a
 //! small, URL- and path-safe alphabet and validated once, on construction.
@@ -127,6 +127,61 @@ pub fn is_store_key(path: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
+/// Why a job id was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid job id '{0}': a job id is a UUID, e.g. 0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f")]
+pub struct JobIdError(pub String);
+
+/// Id of a durable job (a process execution, a maintenance job): a UUID, made by the caller
+/// (version 7, so ids sort by creation), shown hyphenated in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    /// Parses a job id.
+    ///
+    /// # Errors
+    /// [`JobIdError`] when `value` is not a UUID.
+    pub fn new(value: &str) -> Result<Self, JobIdError> {
+        uuid::Uuid::try_parse(value)
+            .map(Self)
+            .map_err(|_| JobIdError(value.to_owned()))
+    }
+}
+
+impl From<uuid::Uuid> for JobId {
+    fn from(value: uuid::Uuid) -> Self {
+        Self(value)
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = JobIdError;
+    fn try_from(value: String) -> Result<Self, JobIdError> {
+        Self::new(&value)
+    }
+}
+
+impl From<JobId> for String {
+    fn from(value: JobId) -> String {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = JobIdError;
+    fn from_str(s: &str) -> Result<Self, JobIdError> {
+        Self::new(s)
+    }
+}
+
 impl DatasetId {
     /// The id of the managed dataset made from `template` over `extent`.
     pub fn managed(template: &TemplateId, extent: &ExtentId) -> Self {
@@ -158,6 +213,19 @@ mod tests {
         ] {
             let err = ExtentId::new(bad).expect_err(bad);
             assert!(err.to_string().starts_with("invalid extent id"), "{err}");
+        }
+    }
+
+    #[test]
+    fn job_ids_are_uuids_round_tripped_in_lower_case() {
+        let id = JobId::new("0193A5C2-7B1E-7C3D-9F00-1A2B3C4D5E6F").expect("a UUID");
+        assert_eq!(id.to_string(), "0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f");
+        assert_eq!(id.to_string().parse::<JobId>(), Ok(id));
+        let json = serde_json::to_string(&id).expect("serialise");
+        assert_eq!(json, "\"0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f\"");
+        for bad in ["", "42", "../etc", "0193a5c2-7b1e-7c3d-9f00"] {
+            let err = JobId::new(bad).expect_err(bad);
+            assert!(err.to_string().contains("a job id is a UUID"), "{err}");
         }
     }
 

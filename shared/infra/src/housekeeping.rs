@@ -97,7 +97,10 @@ pub async fn run(p: Platform, shutdown: CancellationToken) {
             last_reap = tokio::time::Instant::now();
             match p.db.requeue_expired(Utc::now(), TASK_TOPIC).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(runs = n, "re-queued runs whose lease expired"),
+                Ok(n) => tracing::warn!(
+                    count = n,
+                    "re-queued runs, segments and jobs whose lease expired"
+                ),
                 Err(e) => tracing::warn!(error = %e, "lease reaper failed"),
             }
             let forget = Utc::now() - IDEMPOTENCY_RETENTION;

@@ -102,9 +102,65 @@ impl TaskMessage {
     }
 }
 
+/// "Run this job": the message of every durable job kind but ingestion, whose messages
+/// predate kinds. Wire shape: `{"v":1,"kind":"…","job_id":"…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMessage {
+    /// Message format version.
+    pub v: u32,
+    /// The job kind (the engine dispatches on it).
+    pub kind: String,
+    /// The job.
+    pub job_id: climate_domain::ids::JobId,
+}
+
+impl JobMessage {
+    /// The message of job `job_id` of `kind`, in the current format.
+    pub fn new(kind: &str, job_id: climate_domain::ids::JobId) -> Self {
+        Self {
+            v: TASK_MESSAGE_VERSION,
+            kind: kind.to_owned(),
+            job_id,
+        }
+    }
+
+    /// As a JSON value (outbox payload).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"v": self.v, "kind": self.kind, "job_id": self.job_id})
+    }
+
+    /// Decodes a queue payload.
+    ///
+    /// # Errors
+    /// A message naming what is wrong; such deliveries are dead-lettered.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let m: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("undecodable job message: {e}"))?;
+        if m.v != TASK_MESSAGE_VERSION {
+            return Err(format!("unsupported job message version {}", m.v));
+        }
+        Ok(m)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_messages_round_trip_and_name_what_is_wrong() {
+        let id = climate_domain::ids::JobId::new("0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f")
+            .expect("a UUID");
+        let m = JobMessage::new("process", id);
+        let bytes = serde_json::to_vec(&m.to_json()).expect("json");
+        assert_eq!(JobMessage::decode(&bytes), Ok(m));
+        let wrong_version =
+            br#"{"v":2,"kind":"process","job_id":"0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f"}"#;
+        assert!(JobMessage::decode(wrong_version).is_err_and(|e| e.contains("version 2")));
+        let bad_id = br#"{"v":1,"kind":"process","job_id":"r1"}"#;
+        assert!(JobMessage::decode(bad_id).is_err_and(|e| e.contains("job id")));
+    }
 
     #[test]
     fn round_trips_and_rejects_unknown_versions() {

@@ -12,16 +12,21 @@
 //!   step, hand a lease back) and what a step answers ([`Settle`], [`Requeue`]).
 //! - [`lease`]: [`Worker`], one worker process (its id is the owner of its leases) and the
 //!   leases it holds.
+//! - [`durable`]: jobs of every kind but ingestion, on the database's `jobs` table: a
+//!   [`Work`] (inputs → result) becomes a [`JobKind`] through [`Durable`] (claim, heartbeats
+//!   with progress, cancel, retry, result expiry); [`submit`] creates one.
 //! - [`failpoints`]: [`FailPoint`]s, where tests kill a process mid-step.
 //!
 //! Retries back off by [`climate_domain::retry::RetryPolicy`], the one rule shared with
 //! downloads and reconnects. Ingestion (`climate-ingest`) is one job kind; the engine's tests
 //! drive another. Knows no HTTP server, no data formats and no particular job.
 
+pub mod durable;
 pub mod engine;
 pub mod failpoints;
 pub mod lease;
 
+pub use durable::{Durable, DurableSettings, JobContext, Work, WorkError, submit};
 pub use engine::{DEFAULT_KIND, Engine, EngineSettings, JobKind, Requeue, Settle, Task, kind_of};
 pub use failpoints::{FailPoint, FailPoints};
 pub use lease::{HeldLease, LeaseKey, Worker};

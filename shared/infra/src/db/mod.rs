@@ -3,7 +3,8 @@
 //!
 //! [`Database`] is the sum of one trait per aggregate — [`RunStore`] (runs and admission),
 //! [`SegmentStore`], [`OutboxStore`] (with lease recovery), [`CatalogStore`] (datasets and
-//! versions), [`KeyStore`], [`IdempotencyStore`] and [`ScheduleStore`] — each in a module of its
+//! versions), [`KeyStore`], [`IdempotencyStore`], [`ScheduleStore`] and [`JobStore`] (durable
+//! jobs of the other kinds) — each in a module of its
 //! own with its records. Methods called on `dyn Database` need no import; code generic over an
 //! engine brings the traits into scope with `use climate_infra::db::prelude::*`.
 //!
@@ -68,6 +69,7 @@ pub type DbResult<T> = Result<T, DbError>;
 
 pub use catalog::*;
 pub use idempotency::*;
+pub use jobs::*;
 pub use keys::*;
 pub use outbox::*;
 pub use runs::*;
@@ -77,8 +79,8 @@ pub use segments::*;
 /// The aggregate traits, for calling [`Database`] methods: `use climate_infra::db::prelude::*`.
 pub mod prelude {
     pub use super::{
-        CatalogStore, Database, IdempotencyStore, KeyStore, OutboxStore, RunStore, ScheduleStore,
-        SegmentStore,
+        CatalogStore, Database, IdempotencyStore, JobStore, KeyStore, OutboxStore, RunStore,
+        ScheduleStore, SegmentStore,
     };
 }
 
@@ -101,6 +103,7 @@ pub trait Database:
     + KeyStore
     + IdempotencyStore
     + ScheduleStore
+    + JobStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -218,6 +221,7 @@ macro_rules! api_key_select {
 // The aggregates; declared after the SQL macros above, which they use.
 mod catalog;
 mod idempotency;
+mod jobs;
 mod keys;
 mod outbox;
 mod runs;
@@ -287,6 +291,11 @@ macro_rules! impl_database {
                         7,
                         "run_admissions",
                         include_str!(concat!($migrations, "/0007_run_admissions.sql")),
+                    ),
+                    (
+                        8,
+                        "jobs",
+                        include_str!(concat!($migrations, "/0008_jobs.sql")),
                     ),
                 ])
                 .run(&self.pool)

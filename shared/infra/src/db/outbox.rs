@@ -1,7 +1,16 @@
 //! The outbox: messages written in the transaction of the state change they announce,
 //! published by the relay; and the recovery that announces again what a dead worker held.
 
+use climate_domain::ids::JobId;
+
 use super::*;
+use crate::messages::JobMessage;
+
+/// The row a lease-recovery update takes back: a run or job by id, or one part of a run.
+enum Key {
+    Id(String),
+    Part(String, i32),
+}
 
 /// A pending outbox message.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,9 +47,9 @@ pub trait OutboxStore: Send + Sync {
     async fn count_pending_outbox(&self, now: DateTime<Utc>) -> DbResult<u64>;
     /// Marks outbox rows published.
     async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> DbResult<()>;
-    /// Returns runs whose lease expired to `queued` and announces them again.
+    /// Takes back what expired leases held — runs, segments and jobs — and announces it again.
     async fn requeue_expired(&self, now: DateTime<Utc>, outbox_topic: &str) -> DbResult<u64>;
-    /// Re-announces every non-terminal run (used at start-up with a non-durable queue).
+    /// Re-announces every non-terminal run and job (used at start-up with a non-durable queue).
     async fn reannounce_unfinished(&self, now: DateTime<Utc>, outbox_topic: &str) -> DbResult<u64>;
 }
 
@@ -116,27 +125,22 @@ macro_rules! impl_outbox {
 
             async fn requeue_expired(&self, now: DateTime<Utc>, topic: &str) -> DbResult<u64> {
                 let t = ms(now);
-                let announce = |payload: serde_json::Value| NewOutbox {
-                    topic: topic.to_owned(),
-                    payload,
-                    available_at: now,
-                };
-                let mut n = 0;
-                // Runs whose plan or finalize step lost its worker.
-                let runs: Vec<(String, bool)> = sqlx::query(
+                // Each candidate: the guarded update that takes it back (`$last` is now) and the
+                // message announcing it again. A candidate whose lease was renewed or taken
+                // since the select is left alone by its update.
+                let mut candidates: Vec<(&'static str, Key, serde_json::Value)> = Vec::new();
+                // Runs whose plan or finalize step lost its worker: unplanned runs plan again
+                // from scratch; planned ones only finalize again.
+                for r in sqlx::query(
                     "SELECT run_id, plan IS NOT NULL AS planned FROM ingestion_runs \
                      WHERE status = 'running' AND lease_expires_at < $1",
                 )
                 .bind(t)
                 .fetch_all(&self.pool)
                 .await?
-                .iter()
-                .map(|r| Ok((r.try_get("run_id")?, r.try_get("planned")?)))
-                .collect::<DbResult<_>>()?;
-                for (id, planned) in runs {
-                    let mut tx = self.pool.begin().await?;
-                    // Unplanned runs plan again from scratch; planned ones only finalize again.
-                    let (sql, step) = if planned {
+                {
+                    let id: String = r.try_get("run_id")?;
+                    let (sql, step) = if r.try_get("planned")? {
                         (
                             "UPDATE ingestion_runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
                              WHERE run_id = $1 AND status = 'running' AND lease_expires_at < $2",
@@ -149,39 +153,56 @@ macro_rules! impl_outbox {
                             Step::Plan,
                         )
                     };
-                    let done = sqlx::query(sql).bind(&id).bind(t).execute(&mut *tx).await?;
-                    if done.rows_affected() == 1 {
-                        let msg = TaskMessage::step(&id, step).to_json();
-                        Self::insert_outbox(&mut *tx, &announce(msg), now).await?;
-                        n += 1;
-                    }
-                    tx.commit().await?;
+                    let msg = TaskMessage::step(&id, step).to_json();
+                    candidates.push((sql, Key::Id(id), msg));
                 }
                 // Segments whose worker stopped heartbeating.
-                let segments: Vec<(String, i32)> = sqlx::query(
+                for r in sqlx::query(
                     "SELECT run_id, segment FROM ingestion_segments WHERE status = 'running' AND lease_expires_at < $1",
                 )
                 .bind(t)
                 .fetch_all(&self.pool)
                 .await?
-                .iter()
-                .map(|r| Ok((r.try_get("run_id")?, r.try_get("segment")?)))
-                .collect::<DbResult<_>>()?;
-                for (id, seg) in segments {
-                    let mut tx = self.pool.begin().await?;
-                    let done = sqlx::query(
+                {
+                    let (id, seg): (String, i32) = (r.try_get("run_id")?, r.try_get("segment")?);
+                    let step = Step::Segment(u32::try_from(seg).unwrap_or(0));
+                    let msg = TaskMessage::step(&id, step).to_json();
+                    candidates.push((
                         "UPDATE ingestion_segments SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
                          updated_at = $3 WHERE run_id = $1 AND segment = $2 AND status = 'running' AND lease_expires_at < $3",
-                    )
-                    .bind(&id)
-                    .bind(seg)
+                        Key::Part(id, seg),
+                        msg,
+                    ));
+                }
+                // Jobs of the other kinds: queued again, for any worker to claim.
+                for r in sqlx::query("SELECT job_id, kind FROM jobs WHERE status = 'running' AND lease_expires_at < $1")
                     .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 1 {
-                        let step = Step::Segment(u32::try_from(seg).unwrap_or(0));
-                        let msg = TaskMessage::step(&id, step).to_json();
-                        Self::insert_outbox(&mut *tx, &announce(msg), now).await?;
+                    .fetch_all(&self.pool)
+                    .await?
+                {
+                    let (id, kind): (String, String) = (r.try_get("job_id")?, r.try_get("kind")?);
+                    let job_id = JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?;
+                    candidates.push((
+                        "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+                         updated_at = $2 WHERE job_id = $1 AND status = 'running' AND lease_expires_at < $2",
+                        Key::Id(id),
+                        JobMessage::new(&kind, job_id).to_json(),
+                    ));
+                }
+                let mut n = 0;
+                for (sql, key, payload) in candidates {
+                    let mut tx = self.pool.begin().await?;
+                    let query = match key {
+                        Key::Id(id) => sqlx::query(sql).bind(id),
+                        Key::Part(id, part) => sqlx::query(sql).bind(id).bind(part),
+                    };
+                    if query.bind(t).execute(&mut *tx).await?.rows_affected() == 1 {
+                        let announce = NewOutbox {
+                            topic: topic.to_owned(),
+                            payload,
+                            available_at: now,
+                        };
+                        Self::insert_outbox(&mut *tx, &announce, now).await?;
                         n += 1;
                     }
                     tx.commit().await?;
@@ -226,16 +247,28 @@ macro_rules! impl_outbox {
                         messages.push(TaskMessage::step(&id, Step::Segment(u32::try_from(seg).unwrap_or(0))));
                     }
                 }
-                for m in &messages {
+                let mut payloads: Vec<serde_json::Value> = messages.iter().map(TaskMessage::to_json).collect();
+                // Unfinished jobs of the other kinds.
+                for r in sqlx::query(
+                    "SELECT job_id, kind FROM jobs WHERE status IN ('queued', 'running', 'retrying') ORDER BY job_id",
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                {
+                    let (id, kind): (String, String) = (r.try_get("job_id")?, r.try_get("kind")?);
+                    let job_id = JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?;
+                    payloads.push(JobMessage::new(&kind, job_id).to_json());
+                }
+                for payload in &payloads {
                     let outbox = NewOutbox {
                         topic: topic.to_owned(),
-                        payload: m.to_json(),
+                        payload: payload.clone(),
                         available_at: now,
                     };
                     Self::insert_outbox(&mut *tx, &outbox, now).await?;
                 }
                 tx.commit().await?;
-                Ok(messages.len() as u64)
+                Ok(payloads.len() as u64)
             }
         }
     };

@@ -213,6 +213,8 @@ db_conformance!(
     idempotency_keys_replay_conflict_and_expire,
 );
 
+mod jobs;
+
 #[tokio::test]
 async fn connect_rejects_unsupported_urls() {
     let err = db::connect("mysql://localhost/climate", None)

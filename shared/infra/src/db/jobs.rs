@@ -1,0 +1,399 @@
+//! Durable jobs of every kind but ingestion (process executions, maintenance): created with
+//! their announcement, claimed under a lease renewed by heartbeats (which carry the progress),
+//! finished with a result or an error, retried with a delayed announcement, cancelled.
+//! Expired leases are recovered with the runs' (see [`OutboxStore::requeue_expired`]).
+
+use climate_domain::ids::JobId;
+
+use super::*;
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// Id (UUIDv7: ids sort by creation).
+    pub job_id: JobId,
+    /// The job kind (the engine dispatches its messages on it).
+    pub kind: String,
+    /// Who submitted it (an API key id, or `anonymous`).
+    pub principal: String,
+    /// Current status (`retrying`: waiting for the next attempt after a transient failure).
+    pub status: RunStatus,
+    /// The inputs as accepted.
+    pub inputs: serde_json::Value,
+    /// Progress so far.
+    pub progress: Progress,
+    /// Claims so far.
+    pub attempts: u32,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When the lease ends unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The result document of a succeeded job.
+    pub result: Option<serde_json::Value>,
+    /// Last error, if any.
+    pub error: Option<RunError>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// First claimed at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached a terminal status at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When a finished job (and its result) may be removed.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Id.
+    pub job_id: JobId,
+    /// Kind.
+    pub kind: String,
+    /// Submitter.
+    pub principal: String,
+    /// Inputs.
+    pub inputs: serde_json::Value,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which jobs [`JobStore::list_jobs`] returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this submitter's.
+    pub principal: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs older than this one (the next page).
+    pub before: Option<JobId>,
+    /// At most this many (0: 100).
+    pub limit: u32,
+}
+
+/// How a claimed job ends its attempt.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    /// Done: the result document, kept until `expires_at`.
+    Succeeded {
+        /// The result.
+        result: serde_json::Value,
+        /// When it may be removed.
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why.
+        error: RunError,
+        /// When the record may be removed.
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// Failed transiently: `retrying`, announced again by `outbox` (delayed), in the same
+    /// transaction.
+    Retry {
+        /// Why.
+        error: RunError,
+        /// The delayed announcement of the next attempt.
+        outbox: NewOutbox,
+    },
+}
+
+/// Durable jobs. Part of [`Database`].
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Inserts a queued job and its announcement in one transaction.
+    async fn create_job(&self, job: &NewJob, outbox: &NewOutbox) -> DbResult<JobRecord>;
+    /// One job.
+    async fn get_job(&self, job_id: JobId) -> DbResult<Option<JobRecord>>;
+    /// Jobs matching `filter`, newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> DbResult<Vec<JobRecord>>;
+    /// How many of `principal`'s jobs are not finished (queued, running or retrying).
+    async fn count_active_jobs(&self, principal: &str) -> DbResult<u64>;
+    /// Claims a queued or retrying job, or a running one whose lease expired, for `owner`
+    /// until `lease_until`; `None` when it is not claimable (held, finished, cancelled, gone).
+    async fn claim_job(
+        &self,
+        job_id: JobId,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> DbResult<Option<JobRecord>>;
+    /// Renews `owner`'s lease until `lease_until` (`now`: hands it back) and records
+    /// `progress` when given.
+    ///
+    /// # Errors
+    /// [`DbError::LeaseLost`] when `owner` no longer holds the job (expired and reclaimed, or
+    /// cancelled): the caller stops working on it.
+    async fn heartbeat_job(
+        &self,
+        job_id: JobId,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        progress: Option<&Progress>,
+    ) -> DbResult<()>;
+    /// Ends `owner`'s attempt with `outcome`, recording the attempt's last `progress` when
+    /// given.
+    ///
+    /// # Errors
+    /// [`DbError::LeaseLost`] when `owner` no longer holds the job; nothing is written.
+    async fn finish_job(
+        &self,
+        job_id: JobId,
+        owner: &str,
+        outcome: &JobOutcome,
+        progress: Option<&Progress>,
+        now: DateTime<Utc>,
+    ) -> DbResult<()>;
+    /// Cancels an unfinished job (its worker loses the lease at its next heartbeat); returns
+    /// the job as it is now, `None` when there is none.
+    async fn cancel_job(&self, job_id: JobId, now: DateTime<Utc>) -> DbResult<Option<JobRecord>>;
+    /// Removes a finished job's record; `false` when there is none or it is not finished.
+    async fn delete_job(&self, job_id: JobId) -> DbResult<bool>;
+}
+
+macro_rules! job_columns {
+    () => {
+        "job_id, kind, principal, status, inputs, progress_done, progress_total, progress_message, \
+         attempts, lease_owner, lease_expires_at, result, error_code, error_message, created_at, \
+         started_at, finished_at, updated_at, expires_at"
+    };
+}
+
+macro_rules! job_select {
+    ($tail:literal) => {
+        concat!("SELECT ", job_columns!(), " FROM jobs ", $tail)
+    };
+}
+
+macro_rules! impl_jobs {
+    ($name:ident, $db:ty, $row:ty) => {
+        impl $name {
+            fn job_from_row(row: &$row) -> DbResult<JobRecord> {
+                let id: String = row.try_get("job_id")?;
+                let status: String = row.try_get("status")?;
+                let code: Option<String> = row.try_get("error_code")?;
+                let message: Option<String> = row.try_get("error_message")?;
+                Ok(JobRecord {
+                    job_id: JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?,
+                    kind: row.try_get("kind")?,
+                    principal: row.try_get("principal")?,
+                    status: RunStatus::from_str(&status).map_err(DbError::Corrupt)?,
+                    inputs: row.try_get::<Json<serde_json::Value>, _>("inputs")?.0,
+                    progress: Progress {
+                        done: u64::try_from(row.try_get::<i64, _>("progress_done")?).unwrap_or(0),
+                        total: u64::try_from(row.try_get::<i64, _>("progress_total")?).unwrap_or(0),
+                        message: row.try_get("progress_message")?,
+                    },
+                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                    lease_owner: row.try_get("lease_owner")?,
+                    lease_expires_at: opt_ms(row.try_get("lease_expires_at")?)?,
+                    result: row
+                        .try_get::<Option<Json<serde_json::Value>>, _>("result")?
+                        .map(|j| j.0),
+                    error: code.map(|code| RunError {
+                        code,
+                        message: message.unwrap_or_default(),
+                    }),
+                    created_at: from_ms(row.try_get("created_at")?)?,
+                    started_at: opt_ms(row.try_get("started_at")?)?,
+                    finished_at: opt_ms(row.try_get("finished_at")?)?,
+                    updated_at: from_ms(row.try_get("updated_at")?)?,
+                    expires_at: opt_ms(row.try_get("expires_at")?)?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl JobStore for $name {
+            async fn create_job(&self, job: &NewJob, outbox: &NewOutbox) -> DbResult<JobRecord> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO jobs (job_id, kind, principal, status, inputs, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 'queued', $4, $5, $5)",
+                )
+                .bind(job.job_id.to_string())
+                .bind(&job.kind)
+                .bind(&job.principal)
+                .bind(Json(&job.inputs))
+                .bind(ms(job.created_at))
+                .execute(&mut *tx)
+                .await?;
+                Self::insert_outbox(&mut *tx, outbox, job.created_at).await?;
+                let row = sqlx::query(job_select!("WHERE job_id = $1"))
+                    .bind(job.job_id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let record = Self::job_from_row(&row)?;
+                tx.commit().await?;
+                Ok(record)
+            }
+
+            async fn get_job(&self, job_id: JobId) -> DbResult<Option<JobRecord>> {
+                sqlx::query(job_select!("WHERE job_id = $1"))
+                    .bind(job_id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| Self::job_from_row(&r))
+                    .transpose()
+            }
+
+            async fn list_jobs(&self, filter: &JobFilter) -> DbResult<Vec<JobRecord>> {
+                let limit = if filter.limit == 0 { 100 } else { filter.limit };
+                sqlx::query(job_select!(
+                    "WHERE ($1 IS NULL OR principal = $1) AND ($2 IS NULL OR kind = $2) \
+                     AND ($3 IS NULL OR job_id < $3) ORDER BY job_id DESC LIMIT $4"
+                ))
+                .bind(filter.principal.as_deref())
+                .bind(filter.kind.as_deref())
+                .bind(filter.before.map(|id| id.to_string()))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(Self::job_from_row)
+                .collect()
+            }
+
+            async fn count_active_jobs(&self, principal: &str) -> DbResult<u64> {
+                let n: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM jobs \
+                     WHERE principal = $1 AND status IN ('queued', 'running', 'retrying')",
+                )
+                .bind(principal)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn claim_job(
+                &self,
+                job_id: JobId,
+                owner: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+            ) -> DbResult<Option<JobRecord>> {
+                sqlx::query(concat!(
+                    "UPDATE jobs SET status = 'running', lease_owner = $2, lease_expires_at = $4, \
+                     attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
+                     WHERE job_id = $1 AND (status IN ('queued', 'retrying') \
+                       OR (status = 'running' AND lease_expires_at < $3)) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(job_id.to_string())
+                .bind(owner)
+                .bind(ms(now))
+                .bind(ms(lease_until))
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| Self::job_from_row(&r))
+                .transpose()
+            }
+
+            async fn heartbeat_job(
+                &self,
+                job_id: JobId,
+                owner: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                progress: Option<&Progress>,
+            ) -> DbResult<()> {
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                let done = sqlx::query(
+                    "UPDATE jobs SET lease_expires_at = $3, updated_at = $4, \
+                     progress_done = COALESCE($5, progress_done), \
+                     progress_total = COALESCE($6, progress_total), \
+                     progress_message = COALESCE($7, progress_message) \
+                     WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'",
+                )
+                .bind(job_id.to_string())
+                .bind(owner)
+                .bind(ms(lease_until))
+                .bind(ms(now))
+                .bind(progress.map(|p| count(p.done)))
+                .bind(progress.map(|p| count(p.total)))
+                .bind(progress.map(|p| p.message.as_str()))
+                .execute(&self.pool)
+                .await?;
+                held(done.rows_affected(), &job_id.to_string())
+            }
+
+            async fn finish_job(
+                &self,
+                job_id: JobId,
+                owner: &str,
+                outcome: &JobOutcome,
+                progress: Option<&Progress>,
+                now: DateTime<Utc>,
+            ) -> DbResult<()> {
+                let (status, result, error, expires_at) = match outcome {
+                    JobOutcome::Succeeded { result, expires_at } => {
+                        ("succeeded", Some(result), None, *expires_at)
+                    }
+                    JobOutcome::Failed { error, expires_at } => ("failed", None, Some(error), *expires_at),
+                    JobOutcome::Retry { error, .. } => ("retrying", None, Some(error), None),
+                };
+                let finished = (status != "retrying").then_some(ms(now));
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = $3, result = $4, error_code = $5, error_message = $6, \
+                     finished_at = $7, expires_at = $8, updated_at = $9, lease_owner = NULL, \
+                     lease_expires_at = NULL, progress_done = COALESCE($10, progress_done), \
+                     progress_total = COALESCE($11, progress_total), \
+                     progress_message = COALESCE($12, progress_message) \
+                     WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'",
+                )
+                .bind(job_id.to_string())
+                .bind(owner)
+                .bind(status)
+                .bind(result.map(Json))
+                .bind(error.map(|e| e.code.as_str()))
+                .bind(error.map(|e| e.message.as_str()))
+                .bind(finished)
+                .bind(expires_at.map(ms))
+                .bind(ms(now))
+                .bind(progress.map(|p| count(p.done)))
+                .bind(progress.map(|p| count(p.total)))
+                .bind(progress.map(|p| p.message.as_str()))
+                .execute(&mut *tx)
+                .await?;
+                // Dropping the transaction rolls it back.
+                held(done.rows_affected(), &job_id.to_string())?;
+                if let JobOutcome::Retry { outbox, .. } = outcome {
+                    Self::insert_outbox(&mut *tx, outbox, now).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn cancel_job(&self, job_id: JobId, now: DateTime<Utc>) -> DbResult<Option<JobRecord>> {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
+                     lease_owner = NULL, lease_expires_at = NULL, progress_message = 'cancelled' \
+                     WHERE job_id = $1 AND status IN ('queued', 'running', 'retrying')",
+                )
+                .bind(job_id.to_string())
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await?;
+                self.get_job(job_id).await
+            }
+
+            async fn delete_job(&self, job_id: JobId) -> DbResult<bool> {
+                let done = sqlx::query(
+                    "DELETE FROM jobs WHERE job_id = $1 AND status IN ('succeeded', 'failed', 'cancelled')",
+                )
+                .bind(job_id.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+impl_jobs!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+impl_jobs!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
