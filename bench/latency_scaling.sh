@@ -6,11 +6,10 @@
 # open. The run's three segments are what the workers share.
 # Prints a markdown table. Usage: bash bench/latency_scaling.sh [latency_ms]
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LAT="${1:-50}"
-PY="$REPO/.venv/bin/python"
-WORK="$REPO/bench/results/latency"
+WORK="$RESULTS/latency"
 rm -rf "$WORK"; mkdir -p "$WORK"
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --bins -p climate-api -q
 COGS="$REPO/bench/data/chirps/source"

@@ -20,7 +20,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import wrk_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -136,20 +138,7 @@ def pct(values: list[float], p: float) -> float:
 def wrk(url: str, seconds: int) -> dict:
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url],
                          check=True, capture_output=True, text=True).stdout
-
-    def ms(label: str):
-        m = re.search(r"^\s*" + label + r"\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not m:
-            return None
-        v, u = float(m.group(1)), m.group(2)
-        return round(v / 1000 if u == "us" else v * 1000 if u == "s" else v, 2)
-
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"requests_per_s": float(rps.group(1)) if rps else None, "p50_ms": ms("50%"),
-            "p99_ms": ms("99%"), "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(int(g) for g in sock.groups()) if sock else 0}
+    return wrk_summary.summary(out, digits=2)
 
 
 def main() -> None:

@@ -20,14 +20,10 @@
 # bench/results/read-raw-<stamp>.jsonl. Both servers and wrk share this machine's cores.
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-BENCH="$REPO/bench"
-DATA="$BENCH/data"
-RESULTS="$BENCH/results"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 WORK="$RESULTS/read-work"
 CONFIG="$BENCH/config/climate-api.bench.yaml"
-PY="$REPO/.venv/bin/python"
 API_BIN="$REPO/target/release/climate-api"
 REPS="${BENCH_REPS_READ:-30}"
 WRK_SECONDS="${BENCH_WRK_SECONDS:-10}"
@@ -93,20 +89,7 @@ timed() {
 
 # wrk_run URL: requests/s, p50 and p99 (ms) as JSON.
 wrk_run() {
-    wrk -t2 -c32 -d"${WRK_SECONDS}s" --latency "$1" | "$PY" -c '
-import json, re, sys
-text = sys.stdin.read()
-def ms(label):
-    m = re.search(r"^\s*" + label + r"\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    if not m:
-        return None
-    v, u = float(m.group(1)), m.group(2)
-    return round(v / 1000 if u == "us" else v * 1000 if u == "s" else v, 3)
-rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-print(json.dumps({"requests_per_s": float(rps.group(1)) if rps else None,
-                  "p50_ms": ms("50%"), "p99_ms": ms("99%"),
-                  "non_2xx": int(errors.group(1)) if errors else 0}))'
+    wrk -t2 -c32 -d"${WRK_SECONDS}s" --latency "$1" | "$PY" "$BENCH/wrk_summary.py"
 }
 
 # --- set-up ----------------------------------------------------------------------------------

@@ -15,14 +15,10 @@
 # BENCH_NO_BUILD=1 skips the cargo build (benchmarks whatever is in target/release).
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-BENCH="$REPO/bench"
-DATA="$BENCH/data"
-RESULTS="$BENCH/results"
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 WORK="$RESULTS/work"
 CONFIG="$BENCH/config/climate-api.bench.yaml"
-PY="$REPO/.venv/bin/python"
 API_BIN="$REPO/target/release/climate-api"
 WORKER_BIN="$REPO/target/release/climate-worker"
 REPS="${BENCH_REPS:-3}"

@@ -117,7 +117,7 @@ async fn unknown_resources_and_bad_queries_answer_with_the_envelope() -> anyhow:
     assert_envelope(s, &b, 400, "invalid_parameter", "status");
     let (s, b) = app.get_json("/ingestions?colour=red").await?;
     assert_envelope(s, &b, 400, "invalid_parameter", "colour");
-    let r = app.client.delete(app.url("/health")).send().await?;
+    let r = app.delete("/health").await?;
     let s = r.status().as_u16();
     let b: Value = r.json().await?;
     assert_envelope(s, &b, 405, "method_not_allowed", "DELETE");
@@ -203,28 +203,16 @@ async fn queued_runs_cancel_at_once_and_finished_ones_conflict() -> anyhow::Resu
         .post_json("/ingestions", &json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-02"}))
         .await?;
     let id = run["ingestion_id"].as_str().expect("id").to_owned();
-    let r = app
-        .client
-        .delete(app.url(&format!("/ingestions/{id}")))
-        .send()
-        .await?;
+    let r = app.delete(&format!("/ingestions/{id}")).await?;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await?;
     assert_eq!(body["status"], "cancelled");
     assert!(body["finished_at"].is_string());
-    let r = app
-        .client
-        .delete(app.url(&format!("/ingestions/{id}")))
-        .send()
-        .await?;
+    let r = app.delete(&format!("/ingestions/{id}")).await?;
     let s = r.status().as_u16();
     let b: Value = r.json().await?;
     assert_envelope(s, &b, 409, "already_finished", "cancelled");
-    let r = app
-        .client
-        .delete(app.url("/ingestions/nope"))
-        .send()
-        .await?;
+    let r = app.delete("/ingestions/nope").await?;
     let s = r.status().as_u16();
     let b: Value = r.json().await?;
     assert_envelope(s, &b, 404, "unknown_ingestion", "nope");
@@ -244,10 +232,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
         },
     )
     .await?;
-    let run = app
-        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-05"}))
-        .await?;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    app.ingest_ok(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-05"})).await?;
     let py = climate_tests::env(
         "CLIMATE_TEST_PYTHON",
         Some(

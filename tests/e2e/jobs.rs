@@ -165,19 +165,8 @@ async fn idempotency_keys_make_post_retries_safe() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_reports_progress_until_the_run_ends() -> anyhow::Result<()> {
     let app = TestApp::standalone().await?;
-    let (status, _, run) = app
-        .post_json(
-            "/ingestions",
-            &json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-20"}),
-        )
-        .await?;
-    assert_eq!(status, 202, "{run}");
-    let id = run["ingestion_id"].as_str().expect("id").to_owned();
-    let r = app
-        .client
-        .get(app.url(&format!("/ingestions/{id}/events")))
-        .send()
-        .await?;
+    let (_, id) = app.start_ingestion(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-20"})).await?;
+    let r = app.get(&format!("/ingestions/{id}/events")).await?;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.headers()["content-type"]
@@ -220,11 +209,7 @@ async fn the_event_stream_reports_progress_until_the_run_ends() -> anyhow::Resul
     // Consecutive events differ: the stream sends changes, not a heartbeat of copies.
     assert!(progress.windows(2).all(|w| w[0] != w[1]));
 
-    let r = app
-        .client
-        .get(app.url("/ingestions/nope/events"))
-        .send()
-        .await?;
+    let r = app.get("/ingestions/nope/events").await?;
     assert_eq!(r.status().as_u16(), 404);
     Ok(())
 }
@@ -241,10 +226,7 @@ pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_describe_requests_runs_and_the_queue() -> anyhow::Result<()> {
     let app = TestApp::standalone().await?;
-    let run = app
-        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-04"}))
-        .await?;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    app.ingest_ok(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-03", "end": "2025-07-04"})).await?;
     let _ = app.get_json("/datasets/nope").await?;
     let r = reqwest::get(app.url("/metrics")).await?;
     assert_eq!(r.status().as_u16(), 200, "metrics are public, for scrapers");

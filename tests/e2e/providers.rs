@@ -82,10 +82,10 @@ async fn worldpop_survives_transient_faults_and_downloads_once() -> anyhow::Resu
     )?;
 
     // A rebuild reads the download cache: no new request upstream.
-    let again = app
-        .ingest(&json!({"dataset_id": "worldpop_test", "start": "2026", "end": "2026", "overwrite": true}))
-        .await?;
-    assert_eq!(again["status"], "succeeded", "{again}");
+    app.ingest_ok(
+        &json!({"dataset_id": "worldpop_test", "start": "2026", "end": "2026", "overwrite": true}),
+    )
+    .await?;
     assert_eq!(
         mock.hits(WORLDPOP_2026),
         5,
@@ -258,18 +258,14 @@ async fn chirps_reads_only_the_tiles_covering_the_extent() -> anyhow::Result<()>
 
     // A rebuild is served from the download cache: not one more byte upstream.
     let before: u64 = (1..=10).map(|d| mock.bytes_served(&chirps_path(d))).sum();
-    let again = app
-        .ingest(&json!({"dataset_id": "chirps_test", "start": "2024-01-01", "end": "2024-01-10", "overwrite": true}))
-        .await?;
-    assert_eq!(again["status"], "succeeded", "{again}");
+    app.ingest_ok(&json!({"dataset_id": "chirps_test", "start": "2024-01-01", "end": "2024-01-10", "overwrite": true})).await?;
     let after: u64 = (1..=10).map(|d| mock.bytes_served(&chirps_path(d))).sum();
     assert_eq!(before, after, "range reads come from the cache");
 
     // No end: up to the last published day (the first 404 ends the range).
     let open = app
-        .ingest(&json!({"dataset_id": "chirps_test", "start": "2024-01-08", "overwrite": true}))
+        .ingest_ok(&json!({"dataset_id": "chirps_test", "start": "2024-01-08", "overwrite": true}))
         .await?;
-    assert_eq!(open["status"], "succeeded", "{open}");
     assert_eq!(
         open["dataset"]["extent"]["temporal"],
         json!({"start": "2024-01-08", "end": "2024-01-10"})
@@ -749,14 +745,11 @@ async fn cds_jobs_are_awaited_without_holding_a_worker() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let (status, _, run) = app
-        .post_json(
-            "/ingestions",
+    let (_, id) = app
+        .start_ingestion(
             &json!({"dataset_id": "era5_cds", "start": "2024-01-01T00", "end": "2024-01-02T23"}),
         )
         .await?;
-    assert_eq!(status, 202, "{run}");
-    let id = run["ingestion_id"].as_str().expect("id").to_owned();
 
     // While CDS works, the run is suspended (queued, saying what it waits for) …
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -777,10 +770,7 @@ async fn cds_jobs_are_awaited_without_holding_a_worker() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // … and the workers are free for other work, which finishes first.
-    let other = app
-        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-02"}))
-        .await?;
-    assert_eq!(other["status"], "succeeded", "{other}");
+    app.ingest_ok(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-02"})).await?;
     let (_, r) = app.get_json(&format!("/ingestions/{id}")).await?;
     assert_ne!(
         r["status"], "succeeded",
@@ -822,10 +812,7 @@ async fn cds_jobs_are_awaited_without_holding_a_worker() -> anyhow::Result<()> {
     )?;
 
     // A rebuild reads the cached download: no new job.
-    let again = app
-        .ingest(&json!({"dataset_id": "era5_cds", "start": "2024-01-01T00", "end": "2024-01-02T23", "overwrite": true}))
-        .await?;
-    assert_eq!(again["status"], "succeeded", "{again}");
+    app.ingest_ok(&json!({"dataset_id": "era5_cds", "start": "2024-01-01T00", "end": "2024-01-02T23", "overwrite": true})).await?;
     assert_eq!(mock.cds_submissions().len(), 1);
 
     // A rejected key fails the run clearly (a different scope, so nothing is cached).
@@ -882,19 +869,11 @@ async fn cancelling_stops_runs_at_the_next_boundary_and_publishes_nothing() -> a
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = app
-        .client
-        .delete(app.url(&format!("/ingestions/{id}")))
-        .send()
-        .await?;
+    let r = app.delete(&format!("/ingestions/{id}")).await?;
     assert_eq!(r.status(), 200);
     let cancelled: serde_json::Value = r.json().await?;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    let r = app
-        .client
-        .delete(app.url(&format!("/ingestions/{id}")))
-        .send()
-        .await?;
+    let r = app.delete(&format!("/ingestions/{id}")).await?;
     assert_eq!(r.status(), 409, "a finished run cannot be cancelled again");
 
     // The workers notice at their next boundary: nothing is published, and what was written is

@@ -150,11 +150,7 @@ async fn ingests_the_era5_sample_and_serves_it_as_zarr() -> anyhow::Result<()> {
 
     // Probes of Zarr v2 keys get a fast 404; traversal is rejected before touching the store.
     for probe in [".zmetadata", ".zgroup", ".zattrs", "t2m/.zarray"] {
-        let r = app
-            .client
-            .get(app.url(&format!("/zarr/{DATASET}/{probe}")))
-            .send()
-            .await?;
+        let r = app.get(&format!("/zarr/{DATASET}/{probe}")).await?;
         assert_eq!(r.status(), 404, "{probe}");
     }
     let status = raw_get_status(
@@ -237,10 +233,7 @@ async fn worldpop_geotiff_ingests_as_a_yearly_dataset() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_run_with_a_gap_fails_clearly_and_keeps_the_current_version() -> anyhow::Result<()> {
     let app = TestApp::standalone().await?;
-    let ok = app
-        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-05"}))
-        .await?;
-    assert_eq!(ok["status"], "succeeded", "{ok}");
+    app.ingest_ok(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-05"})).await?;
     let (_, before) = app.get_json(&format!("/zarr/{DATASET}/zarr.json")).await?;
 
     // The sample ends on 2025-07-31: asking for August would publish a gap.
@@ -265,10 +258,7 @@ async fn a_run_with_a_gap_fails_clearly_and_keeps_the_current_version() -> anyho
     assert_eq!(prefixes, 1, "garbage of the failed run was not collected");
 
     // An overwrite that succeeds publishes version 2 and makes it current.
-    let ok2 = app
-        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-31", "overwrite": true}))
-        .await?;
-    assert_eq!(ok2["status"], "succeeded", "{ok2}");
+    app.ingest_ok(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-31", "overwrite": true})).await?;
     let (_, detail) = app.get_json(&format!("/datasets/{DATASET}")).await?;
     assert_eq!(detail["version"], 2);
     assert_eq!(detail["extent"]["temporal"]["end"], "2025-07-31");
@@ -362,11 +352,7 @@ async fn runs_accepted_while_no_worker_runs_execute_after_a_restart() -> anyhow:
     app.stop();
     app.spawn("climate-api", &["serve"])?;
     app.wait_ready().await?;
-    let (status, _, run) = app
-        .post_json("/ingestions", &json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-02"}))
-        .await?;
-    assert_eq!(status, 202, "{run}");
-    let id = run["ingestion_id"].as_str().expect("id").to_owned();
+    let (_, id) = app.start_ingestion(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-02"})).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, still) = app.get_json(&format!("/ingestions/{id}")).await?;
     assert_eq!(
@@ -474,11 +460,7 @@ async fn sharded_stores_are_written_and_read_by_xarray() -> anyhow::Result<()> {
         "{codecs}"
     );
     // 31 days in 10-day shards: four shard rows, one object per shard.
-    let r = app
-        .client
-        .get(app.url("/zarr/era5_sharded_sle/t2m/c/3/0/0"))
-        .send()
-        .await?;
+    let r = app.get("/zarr/era5_sharded_sle/t2m/c/3/0/0").await?;
     assert_eq!(r.status(), 200);
     check_era5(
         &app,

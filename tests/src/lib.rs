@@ -551,11 +551,11 @@ impl TestApp {
         }
     }
 
-    /// Posts an ingestion and waits for its run to finish.
+    /// Posts an ingestion that must be accepted (202): the run as answered and its id.
     ///
     /// # Errors
-    /// When it is not accepted or does not finish.
-    pub async fn ingest(&self, body: &Value) -> anyhow::Result<Value> {
+    /// When it is not accepted.
+    pub async fn start_ingestion(&self, body: &Value) -> anyhow::Result<(Value, String)> {
         let (status, _, run) = self.post_json("/ingestions", body).await?;
         if status != 202 {
             bail!("POST /ingestions answered {status}: {run}");
@@ -564,7 +564,45 @@ impl TestApp {
             .as_str()
             .context("ingestion_id")?
             .to_owned();
+        Ok((run, id))
+    }
+
+    /// `DELETE path`: the response.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self.client.delete(self.url(path)).send().await?)
+    }
+
+    /// `GET path`: the response.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self.client.get(self.url(path)).send().await?)
+    }
+
+    /// Posts an ingestion and waits for its run to finish.
+    ///
+    /// # Errors
+    /// When it is not accepted or does not finish.
+    pub async fn ingest(&self, body: &Value) -> anyhow::Result<Value> {
+        let (_, id) = self.start_ingestion(body).await?;
         self.wait_for_run(&id, Duration::from_secs(120)).await
+    }
+
+    /// [`TestApp::ingest`] of a run that must succeed.
+    ///
+    /// # Errors
+    /// When it is not accepted, does not finish or does not succeed.
+    pub async fn ingest_ok(&self, body: &Value) -> anyhow::Result<Value> {
+        let run = self.ingest(body).await?;
+        anyhow::ensure!(
+            run["status"] == "succeeded",
+            "the run did not succeed: {run}"
+        );
+        Ok(run)
     }
 
     /// Waits until every process has exited by itself (e.g. at a failure point).
@@ -615,20 +653,8 @@ impl TestApp {
             );
         }
         let mut out = std::collections::BTreeMap::new();
-        let mut stack = vec![versions[0].clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir)? {
-                let path = entry?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let rel = path
-                        .strip_prefix(&versions[0])?
-                        .to_string_lossy()
-                        .into_owned();
-                    out.insert(rel, std::fs::read(&path)?);
-                }
-            }
+        for (rel, path) in files_under(&versions[0])? {
+            out.insert(rel, std::fs::read(&path)?);
         }
         Ok(out)
     }
@@ -745,6 +771,32 @@ fn python_bin() -> String {
 }
 
 /// The sizes of every file under `dir`, recursively (empty when it does not exist).
+/// Whether an error envelope's `message` contains `needle`.
+pub fn says(err: &Value, needle: &str) -> bool {
+    err["message"].as_str().unwrap_or_default().contains(needle)
+}
+
+/// Every file under `dir` (recursively): its path relative to `dir` (with `/`) and its path.
+///
+/// # Errors
+/// When a directory cannot be read.
+pub fn files_under(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+                out.push((rel, path));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn file_sizes(dir: &Path) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();

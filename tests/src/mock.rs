@@ -307,22 +307,12 @@ impl MockUpstream {
     /// # Errors
     /// When the directory cannot be read.
     pub fn serve_dir(&self, prefix: &str, dir: &std::path::Path) -> anyhow::Result<usize> {
-        let mut stack = vec![dir.to_path_buf()];
-        let mut n = 0;
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d)? {
-                let path = entry?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let rel = path.strip_prefix(dir)?.to_string_lossy().into_owned();
-                    let url = format!("{}/{rel}", prefix.trim_end_matches('/'));
-                    self.serve_file(&url, std::fs::read(&path)?);
-                    n += 1;
-                }
-            }
+        let files = crate::files_under(dir)?;
+        for (rel, path) in &files {
+            let url = format!("{}/{rel}", prefix.trim_end_matches('/'));
+            self.serve_file(&url, std::fs::read(path)?);
         }
-        Ok(n)
+        Ok(files.len())
     }
 
     /// Requires HTTP Basic credentials on every path under `prefix`: user `login` (or an empty

@@ -157,45 +157,22 @@ impl Downloader {
         let store_key = StorePath::from(key.as_str());
 
         // The object-store cache (shared by every worker).
-        match self.store.get(&store_key).await {
-            Ok(obj) => {
-                let bytes = obj.bytes().await.map_err(|e| {
-                    Self::err(
-                        provider,
-                        Retry::Transient,
-                        format!("reading cached {shown}: {e}"),
-                    )
-                })?;
-                tokio::fs::write(&tmp, &bytes)
-                    .await
-                    .map_err(|e| io("writing", e))?;
-                tokio::fs::rename(&tmp, &local)
-                    .await
-                    .map_err(|e| io("renaming", e))?;
-                return Ok(Fetched {
-                    path: local,
-                    size: bytes.len() as u64,
-                    cached: true,
-                });
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(Self::err(
-                    provider,
-                    Retry::Transient,
-                    format!("download cache unavailable for {shown}: {e}"),
-                ));
-            }
+        if let Some(bytes) = self.cache_copy(provider, &store_key, &shown).await? {
+            tokio::fs::write(&tmp, &bytes)
+                .await
+                .map_err(|e| io("writing", e))?;
+            tokio::fs::rename(&tmp, &local)
+                .await
+                .map_err(|e| io("renaming", e))?;
+            return Ok(Fetched {
+                path: local,
+                size: bytes.len() as u64,
+                cached: true,
+            });
         }
 
         // The network, with retries.
-        let _permit = self.permits.acquire().await.map_err(|e| {
-            Self::err(
-                provider,
-                Retry::Transient,
-                format!("download slots closed: {e}"),
-            )
-        })?;
+        let _permit = self.slot(provider).await?;
         let size = match self
             .with_retries(provider, &shown, "download", || self.attempt(url, &tmp))
             .await

@@ -255,6 +255,42 @@ impl Downloader {
         ))
     }
 
+    /// The object-store cache's copy at `key`: `None` when there is none or it cannot be read
+    /// (it is fetched again).
+    ///
+    /// # Errors
+    /// A transient [`ProviderError`] when the store itself is unavailable.
+    async fn cache_copy(
+        &self,
+        provider: &'static str,
+        key: &StorePath,
+        shown: &str,
+    ) -> Result<Option<bytes::Bytes>, ProviderError> {
+        match self.store.get(key).await {
+            Ok(obj) => Ok(obj.bytes().await.ok()),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Self::err(
+                provider,
+                Retry::Transient,
+                format!("download cache unavailable for {shown}: {e}"),
+            )),
+        }
+    }
+
+    /// One of the process's download slots (`concurrency`), held for the request.
+    async fn slot(
+        &self,
+        provider: &'static str,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ProviderError> {
+        self.permits.acquire().await.map_err(|e| {
+            Self::err(
+                provider,
+                Retry::Transient,
+                format!("download slots closed: {e}"),
+            )
+        })
+    }
+
     /// Waits for the provider's next request slot when it is paced (`min_interval`).
     async fn pace(&self) {
         let interval = self.settings.min_interval;

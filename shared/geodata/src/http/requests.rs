@@ -107,30 +107,12 @@ impl Downloader {
         let key = cache_key(url)
             .map(|k| StorePath::from(format!("{k}.ranges/{offset}-{len}")))
             .ok_or_else(|| Self::err(provider, Retry::Permanent, format!("invalid URL {shown}")))?;
-        match self.store.get(&key).await {
-            Ok(obj) => {
-                if let Ok(bytes) = obj.bytes().await
-                    && bytes.len() as u64 == len
-                {
-                    return Ok(bytes.to_vec());
-                }
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(Self::err(
-                    provider,
-                    Retry::Transient,
-                    format!("download cache unavailable for {shown}: {e}"),
-                ));
-            }
+        if let Some(bytes) = self.cache_copy(provider, &key, &shown).await?
+            && bytes.len() as u64 == len
+        {
+            return Ok(bytes.to_vec());
         }
-        let _permit = self.permits.acquire().await.map_err(|e| {
-            Self::err(
-                provider,
-                Retry::Transient,
-                format!("download slots closed: {e}"),
-            )
-        })?;
+        let _permit = self.slot(provider).await?;
         let range = format!("bytes={offset}-{}", offset + len - 1);
         let bytes = self
             .with_retries(provider, &shown, "range request", || async {
@@ -205,30 +187,12 @@ impl Downloader {
             ),
             None => None,
         };
-        if let Some(key) = &key {
-            match self.store.get(key).await {
-                Ok(obj) => {
-                    if let Ok(bytes) = obj.bytes().await {
-                        return Ok(Some(bytes));
-                    }
-                }
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => {
-                    return Err(Self::err(
-                        provider,
-                        Retry::Transient,
-                        format!("download cache unavailable for {shown}: {e}"),
-                    ));
-                }
-            }
+        if let Some(key) = &key
+            && let Some(bytes) = self.cache_copy(provider, key, &shown).await?
+        {
+            return Ok(Some(bytes));
         }
-        let _permit = self.permits.acquire().await.map_err(|e| {
-            Self::err(
-                provider,
-                Retry::Transient,
-                format!("download slots closed: {e}"),
-            )
-        })?;
+        let _permit = self.slot(provider).await?;
         let bytes = self
             .with_retries(provider, &shown, "download", || async {
                 let mut req = self.client.get(url);

@@ -56,9 +56,6 @@ impl RasterSource for AggregatedSource {
             |(s, _)| s.grid(),
         )
     }
-    fn times(&self) -> &[NaiveDateTime] {
-        &[]
-    }
     fn read_window(
         &self,
         _t: usize,

@@ -185,9 +185,6 @@ impl RasterSource for GeoTiffSource {
     fn grid(&self) -> &Grid {
         &self.info.grid
     }
-    fn times(&self) -> &[NaiveDateTime] {
-        &[]
-    }
     fn read_window(
         &self,
         _t: usize,

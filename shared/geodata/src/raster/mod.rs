@@ -56,8 +56,11 @@ pub trait RasterSource: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Normalised grid.
     fn grid(&self) -> &Grid;
-    /// Instants of the time steps; empty when the file has no time axis (one field).
-    fn times(&self) -> &[NaiveDateTime];
+    /// Instants of the time steps; empty when the file has no time axis (one field), which
+    /// is what a source answers unless it says otherwise.
+    fn times(&self) -> &[NaiveDateTime] {
+        &[]
+    }
     /// Reads `rows × cols` of time step `t` (0 for files without a time axis), row-major,
     /// north to south, NaN for missing values.
     ///

@@ -133,9 +133,6 @@ impl RasterSource for RemoteTiff {
     fn grid(&self) -> &Grid {
         &self.info.grid
     }
-    fn times(&self) -> &[NaiveDateTime] {
-        &[]
-    }
     fn read_window(
         &self,
         _t: usize,

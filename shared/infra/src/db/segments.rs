@@ -175,6 +175,39 @@ pub trait SegmentStore: Send + Sync {
 macro_rules! impl_segments {
     ($name:ident, $db:ty, $row:ty) => {
         impl $name {
+            /// Ends `owner`'s attempt at a segment with `status` (`retrying` or `failed`) and
+            /// `error`, inside `tx`.
+            ///
+            /// # Errors
+            /// [`DbError::LeaseLost`] when `owner` no longer holds the segment.
+            async fn end_segment_attempt(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                run_id: &str,
+                segment: u32,
+                owner: &str,
+                status: &str,
+                error: &RunError,
+                now: DateTime<Utc>,
+            ) -> DbResult<()> {
+                let done = sqlx::query(
+                    "UPDATE ingestion_segments SET status = $7, lease_owner = NULL, lease_expires_at = NULL, \
+                     error_code = $4, error_message = $5, updated_at = $6 \
+                     WHERE run_id = $1 AND segment = $2 AND lease_owner = $3 AND status = 'running'",
+                )
+                .bind(run_id)
+                .bind(i32::try_from(segment).unwrap_or(i32::MAX))
+                .bind(owner)
+                .bind(&error.code)
+                .bind(&error.message)
+                .bind(ms(now))
+                .bind(status)
+                .execute(&mut **tx)
+                .await?;
+                held(done.rows_affected(), run_id)
+            }
+        }
+
+        impl $name {
             pub(super) fn segment_from_row(row: &$row) -> DbResult<SegmentRecord> {
                 let status: String = row.try_get("status")?;
                 let code: Option<String> = row.try_get("error_code")?;
@@ -372,20 +405,7 @@ macro_rules! impl_segments {
                 now: DateTime<Utc>,
             ) -> DbResult<()> {
                 let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE ingestion_segments SET status = 'retrying', lease_owner = NULL, lease_expires_at = NULL, \
-                     error_code = $4, error_message = $5, updated_at = $6 \
-                     WHERE run_id = $1 AND segment = $2 AND lease_owner = $3 AND status = 'running'",
-                )
-                .bind(run_id)
-                .bind(i32::try_from(segment).unwrap_or(i32::MAX))
-                .bind(owner)
-                .bind(&error.code)
-                .bind(&error.message)
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?;
-                held(done.rows_affected(), run_id)?;
+                Self::end_segment_attempt(&mut tx, run_id, segment, owner, "retrying", error, now).await?;
                 // The run shows the latest error while it retries.
                 sqlx::query(
                     "UPDATE ingestion_runs SET error_code = $2, error_message = $3, updated_at = $4 WHERE run_id = $1",
@@ -410,20 +430,7 @@ macro_rules! impl_segments {
                 now: DateTime<Utc>,
             ) -> DbResult<()> {
                 let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE ingestion_segments SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL, \
-                     error_code = $4, error_message = $5, updated_at = $6 \
-                     WHERE run_id = $1 AND segment = $2 AND lease_owner = $3 AND status = 'running'",
-                )
-                .bind(run_id)
-                .bind(i32::try_from(segment).unwrap_or(i32::MAX))
-                .bind(owner)
-                .bind(&error.code)
-                .bind(&error.message)
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?;
-                held(done.rows_affected(), run_id)?;
+                Self::end_segment_attempt(&mut tx, run_id, segment, owner, "failed", error, now).await?;
                 sqlx::query(
                     "UPDATE ingestion_runs SET status = 'failed', error_code = $2, error_message = $3, \
                      finished_at = $4, updated_at = $4, lease_owner = NULL, lease_expires_at = NULL \
