@@ -15,6 +15,17 @@ pub struct CdsProvider;
 /// Real CDS API root.
 pub const CDS_BASE_URL: &str = "https://cds.climate.copernicus.eu/api";
 
+/// `params` of [`CdsProvider`], as given.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CdsInput {
+    variable: Option<String>,
+    base_url: Option<HttpUrl>,
+    dataset: Option<String>,
+    nc_variable: Option<String>,
+    poll_seconds: Option<u64>,
+}
+
 struct CdsParams {
     base: String,
     dataset: String,
@@ -25,35 +36,19 @@ struct CdsParams {
 
 impl CdsProvider {
     fn params(template: &DatasetTemplate) -> Result<CdsParams, String> {
-        let p = &template.ingestion.params;
-        check_param_names(
-            "era5_land_cds",
-            p,
-            &[
-                "variable",
-                "base_url",
-                "dataset",
-                "nc_variable",
-                "poll_seconds",
-            ],
-        )?;
-        let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        let base = base_url_param(p, CDS_BASE_URL)?;
-        let variable = s("variable")
+        let p: CdsInput = params::decode("era5_land_cds", &template.ingestion.params)?;
+        let variable = p
+            .variable
             .ok_or("param 'variable' (the CDS variable name, e.g. 2m_temperature) is required")?;
         if !matches!(template.period_type, PeriodType::Hourly) {
             return Err("era5_land_cds delivers hourly data: use period_type: hourly".into());
         }
         Ok(CdsParams {
-            base: base.trim_end_matches('/').to_owned(),
-            dataset: s("dataset").unwrap_or_else(|| "reanalysis-era5-land".into()),
+            base: HttpUrl::or(p.base_url, CDS_BASE_URL),
+            dataset: p.dataset.unwrap_or_else(|| "reanalysis-era5-land".into()),
             variable,
-            nc_variable: s("nc_variable"),
-            poll: p
-                .get("poll_seconds")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(30)
-                .max(1),
+            nc_variable: p.nc_variable,
+            poll: p.poll_seconds.unwrap_or(30).max(1),
         })
     }
 }

@@ -18,20 +18,21 @@ const CHIRPS3_LOOKAHEAD: usize = 8;
 /// Longest open-ended run, in days, when probing for the latest published day.
 pub(super) const CHIRPS3_MAX_OPEN_DAYS: i64 = 400;
 
+/// `params` of [`Chirps3Provider`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChirpsParams {
+    base_url: Option<HttpUrl>,
+    stage: Option<String>,
+    flavor: Option<String>,
+}
+
 impl Chirps3Provider {
     fn params(template: &DatasetTemplate) -> Result<(String, String, String), String> {
-        let p = &template.ingestion.params;
-        check_param_names("chirps3_daily", p, &["base_url", "stage", "flavor"])?;
-        let get = |k: &str, default: &str| -> Result<String, String> {
-            match p.get(k) {
-                None => Ok(default.to_owned()),
-                Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(format!("param '{k}' must be a string")),
-            }
-        };
-        let base = base_url_param(p, CHIRPS3_BASE_URL)?;
-        let stage = get("stage", "final")?;
-        let flavor = get("flavor", "rnl")?;
+        let p: ChirpsParams = params::decode("chirps3_daily", &template.ingestion.params)?;
+        let base = HttpUrl::or(p.base_url, CHIRPS3_BASE_URL);
+        let stage = p.stage.unwrap_or_else(|| "final".into());
+        let flavor = p.flavor.unwrap_or_else(|| "rnl".into());
         match (stage.as_str(), flavor.as_str()) {
             ("final", "rnl" | "sat") | ("prelim", "sat") => {}
             ("prelim", _) => return Err("param 'flavor': prelim data exists only as sat".into()),

@@ -10,51 +10,38 @@ use super::*;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommandProvider;
 
+/// `params` of [`CommandProvider`], as given.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandInput {
+    program: Option<String>,
+    args: Option<Vec<String>>,
+    pattern: Option<String>,
+    variable: Option<String>,
+    period: Option<String>,
+    timeout_seconds: Option<u64>,
+}
+
 impl CommandProvider {
     fn params(template: &DatasetTemplate) -> Result<CommandParams, String> {
-        let p = &template.ingestion.params;
-        check_param_names(
-            "command",
-            p,
-            &[
-                "program",
-                "args",
-                "pattern",
-                "variable",
-                "period",
-                "timeout_seconds",
-            ],
-        )?;
-        let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        let program = s("program").ok_or("param 'program' (the executable to run) is required")?;
-        let args = match p.get("args") {
-            None => Vec::new(),
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or("param 'args' must be a list of strings")
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err("param 'args' must be a list of strings".into()),
-        };
-        let pattern = s("pattern").unwrap_or_else(|| "*".into());
+        let p: CommandInput = params::decode("command", &template.ingestion.params)?;
+        let program = p
+            .program
+            .ok_or("param 'program' (the executable to run) is required")?;
+        let args = p.args.unwrap_or_default();
+        let pattern = p.pattern.unwrap_or_else(|| "*".into());
         if pattern.contains("..") || pattern.starts_with('/') {
             return Err(
                 "param 'pattern' is a file name pattern inside the output directory".into(),
             );
         }
-        let timeout = p
-            .get("timeout_seconds")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(3600);
+        let timeout = p.timeout_seconds.unwrap_or(3600);
         Ok(CommandParams {
             program,
             args,
             pattern,
-            variable: s("variable"),
-            period: s("period"),
+            variable: p.variable,
+            period: p.period,
             timeout: std::time::Duration::from_secs(timeout.max(1)),
         })
     }

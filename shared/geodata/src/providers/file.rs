@@ -110,26 +110,25 @@ pub(super) fn placeholder_period(
     Some(Period::containing(kind, t))
 }
 
+/// `params` of [`FileProvider`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileParams {
+    path: Option<String>,
+    variable: Option<Text>,
+    period: Option<Text>,
+}
+
 impl FileProvider {
     fn params(
         template: &DatasetTemplate,
     ) -> Result<(String, Option<String>, Option<String>), String> {
-        let p = &template.ingestion.params;
-        check_param_names("file", p, &["path", "variable", "period"])?;
-        let path = p
-            .get("path")
-            .and_then(|v| v.as_str())
-            .ok_or("param 'path' (a file path, glob or {year}/{month}/{day} template) is required")?
-            .to_owned();
-        let s = |k: &str| -> Result<Option<String>, String> {
-            match p.get(k) {
-                None => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(_) => Err(format!("param '{k}' must be a string")),
-            }
-        };
-        Ok((path, s("variable")?, s("period")?))
+        let p: FileParams = params::decode("file", &template.ingestion.params)?;
+        let path = p.path.ok_or(
+            "param 'path' (a file path, glob or {year}/{month}/{day} template) is required",
+        )?;
+        let text = |t: Option<Text>| t.map(|t| t.0);
+        Ok((path, text(p.variable), text(p.period)))
     }
 }
 

@@ -20,15 +20,18 @@ pub fn fill_period_template(template: &str, p: &Period) -> String {
         .replace("{doy}", &format!("{:03}", t.date().ordinal()))
 }
 
+/// `params` of [`HttpTemplateProvider`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpTemplateParams {
+    url: Option<String>,
+    variable: Option<String>,
+}
+
 impl HttpTemplateProvider {
     fn params(template: &DatasetTemplate) -> Result<(String, Option<String>), String> {
-        let p = &template.ingestion.params;
-        check_param_names("http_template", p, &["url", "variable"])?;
-        let url = p
-            .get("url")
-            .and_then(|v| v.as_str())
-            .ok_or("param 'url' (an http(s) URL template with {year}, {month}, {day}, … placeholders) is required")?
-            .to_owned();
+        let p: HttpTemplateParams = params::decode("http_template", &template.ingestion.params)?;
+        let url = p.url.ok_or("param 'url' (an http(s) URL template with {year}, {month}, {day}, … placeholders) is required")?;
         let sample = url
             .replace("{year}", "2000")
             .replace("{month}", "01")
@@ -50,11 +53,7 @@ impl HttpTemplateProvider {
                 "param 'url' must end in .nc, .nc4, .tif, .tiff or .cog (the file type)".into(),
             );
         }
-        let variable = p
-            .get("variable")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        Ok((url, variable))
+        Ok((url, p.variable))
     }
 }
 

@@ -14,6 +14,7 @@ mod chirps;
 mod command;
 mod file;
 mod http_template;
+pub(crate) mod params;
 mod worldpop;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use climate_domain::{Extent, Period, PeriodType};
 
 use crate::http::ProviderEnv;
 use crate::raster::{self, GeoTiffSource, RangeFetch, RasterSource, RemoteTiff, TRANSIENT_IO};
+use params::{HttpUrl, Text};
 
 pub use cds::*;
 pub use chirps::*;
@@ -167,38 +169,6 @@ impl Registry {
     }
 }
 
-/// Rejects parameters a provider does not know, naming them and the accepted ones.
-pub(crate) fn check_param_names(
-    provider: &str,
-    params: &serde_json::Map<String, serde_json::Value>,
-    allowed: &[&str],
-) -> Result<(), String> {
-    match params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(key) => Err(format!(
-            "unknown param '{key}' for provider {provider}: expected {}",
-            allowed.join(", ")
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The `base_url` parameter (an http(s) URL), or `default`.
-pub(crate) fn base_url_param(
-    params: &serde_json::Map<String, serde_json::Value>,
-    default: &str,
-) -> Result<String, String> {
-    let base = match params.get("base_url") {
-        None => default.to_owned(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(_) => return Err("param 'base_url' must be a string".into()),
-    };
-    let parsed = url::Url::parse(&base).map_err(|e| format!("param 'base_url': {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("param 'base_url' must be an http(s) URL".into());
-    }
-    Ok(base)
-}
-
 pub(crate) fn perm(message: impl Into<String>) -> ProviderError {
     ProviderError {
         provider: "file",
@@ -226,34 +196,6 @@ mod tests {
         );
         // Inconsistent repeated placeholders do not match.
         assert!(extract(&parts, "/c/2023/chirps.2024.01.03.cog").is_none());
-    }
-
-    #[test]
-    fn parameters_are_checked_with_clear_messages() {
-        let params = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
-        let e = check_param_names(
-            "chirps3_daily",
-            &params(serde_json::json!({"stage": "final", "colour": 1})),
-            &["base_url", "stage", "flavor"],
-        )
-        .expect_err("unknown");
-        assert_eq!(
-            e,
-            "unknown param 'colour' for provider chirps3_daily: expected base_url, stage, flavor"
-        );
-        assert_eq!(
-            base_url_param(&params(serde_json::json!({})), "https://x.org/a").as_deref(),
-            Ok("https://x.org/a")
-        );
-        assert!(base_url_param(&params(serde_json::json!({"base_url": 3})), "https://x").is_err());
-        assert!(
-            base_url_param(
-                &params(serde_json::json!({"base_url": "ftp://x"})),
-                "https://x"
-            )
-            .expect_err("scheme")
-            .contains("http(s)")
-        );
     }
 
     #[test]

@@ -19,15 +19,19 @@ const WORLDPOP_PRODUCTS: [(&str, i32, i32); 3] = [
     ("global1_100m", 2000, 2020),
 ];
 
+/// `params` of [`WorldPopProvider`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorldPopParams {
+    base_url: Option<HttpUrl>,
+    product: Option<String>,
+}
+
 impl WorldPopProvider {
     fn params(template: &DatasetTemplate) -> Result<(String, &'static str, i32, i32), String> {
-        let p = &template.ingestion.params;
-        check_param_names("worldpop_yearly", p, &["base_url", "product"])?;
-        let base = base_url_param(p, WORLDPOP_BASE_URL)?;
-        let product = p
-            .get("product")
-            .and_then(|v| v.as_str())
-            .unwrap_or("global2_100m");
+        let p: WorldPopParams = params::decode("worldpop_yearly", &template.ingestion.params)?;
+        let base = HttpUrl::or(p.base_url, WORLDPOP_BASE_URL);
+        let product = p.product.as_deref().unwrap_or("global2_100m");
         let (name, first, last) = WORLDPOP_PRODUCTS
             .iter()
             .find(|(n, ..)| *n == product)

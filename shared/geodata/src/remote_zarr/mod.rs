@@ -32,10 +32,8 @@ use zarrs::storage::{StoreKey, WritableStorageTraits};
 
 use crate::cftime::CfTimeUnits;
 use crate::http::{Credentials, Downloader};
-use crate::providers::{
-    LocateRequest, Provider, ProviderError, Retry, SourceSet, Step, base_url_param,
-    check_param_names,
-};
+use crate::providers::params::HttpUrl;
+use crate::providers::{LocateRequest, Provider, ProviderError, Retry, SourceSet, Step, params};
 use crate::raster::{RasterError, RasterSource};
 
 const NAME: &str = "era5_land_zarr";
@@ -571,6 +569,15 @@ fn array_fill_value(array: &Array<MemoryStore>) -> Option<f64> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RemoteZarrProvider;
 
+/// `params` of [`RemoteZarrProvider`], as given.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteZarrInput {
+    base_url: Option<HttpUrl>,
+    store: Option<String>,
+    variable: Option<String>,
+}
+
 struct Params {
     url: String,
     variable: String,
@@ -578,18 +585,17 @@ struct Params {
 
 impl RemoteZarrProvider {
     fn params(template: &DatasetTemplate) -> Result<Params, String> {
-        let p = &template.ingestion.params;
-        check_param_names(NAME, p, &["base_url", "store", "variable"])?;
-        let base = base_url_param(p, EDH_BASE_URL)?;
-        let get = |k: &str, default: &str| -> Result<String, String> {
-            match p.get(k) {
+        let p: RemoteZarrInput = params::decode(NAME, &template.ingestion.params)?;
+        let base = HttpUrl::or(p.base_url, EDH_BASE_URL);
+        let get = |k: &str, given: Option<String>, default: &str| -> Result<String, String> {
+            match given {
                 None => Ok(default.to_owned()),
-                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
                 Some(_) => Err(format!("param '{k}' must be a non-empty string")),
             }
         };
-        let store = get("store", EDH_STORE)?;
-        let variable = get("variable", &template.variable)?;
+        let store = get("store", p.store, EDH_STORE)?;
+        let variable = get("variable", p.variable, &template.variable)?;
         if template.period_type != PeriodType::Hourly {
             return Err(format!(
                 "{NAME} reads hourly fields: it needs period_type: hourly (got {})",
@@ -597,7 +603,7 @@ impl RemoteZarrProvider {
             ));
         }
         Ok(Params {
-            url: format!("{}/{}", base.trim_end_matches('/'), store.trim_matches('/')),
+            url: format!("{base}/{}", store.trim_matches('/')),
             variable,
         })
     }
