@@ -273,21 +273,41 @@ fn the_job_engine_knows_no_particular_job() {
     }
 }
 
+/// The Rust sources under `dir` (relative to the repository), also in module directories.
+fn rust_sources(dir: &str) -> Vec<std::path::PathBuf> {
+    let files: Vec<_> = climate_tests::files_under(&repo_root().join(dir))
+        .expect("sources")
+        .into_iter()
+        .map(|(_, path)| path)
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    assert!(!files.is_empty(), "no sources under {dir}");
+    files
+}
+
 #[test]
-fn domain_sources_do_no_io() {
-    // Every source file, also in module directories (period/, template/).
-    let mut files = Vec::new();
-    let mut dirs = vec![repo_root().join("shared/domain/src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("domain sources") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
+fn downloads_and_remote_reads_know_no_providers() {
+    // The download layer, the remote Zarr reader and the upstream machine serve the
+    // providers; none of them uses a provider (no module cycle).
+    for dir in [
+        "shared/geodata/src/http",
+        "shared/geodata/src/remote_zarr",
+        "shared/geodata/src/upstream",
+    ] {
+        for path in rust_sources(dir) {
+            let text = std::fs::read_to_string(&path).expect("source");
+            assert!(
+                !text.contains("crate::providers"),
+                "{} uses crate::providers",
+                path.display()
+            );
         }
     }
+}
+
+#[test]
+fn domain_sources_do_no_io() {
+    let files = rust_sources("shared/domain/src");
     assert!(files.len() > 10, "the walk found the sources: {files:?}");
     for path in files {
         let text = std::fs::read_to_string(&path).expect("source");

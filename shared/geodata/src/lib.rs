@@ -18,5 +18,6 @@ pub mod providers;
 pub mod raster;
 pub mod remote_zarr;
 pub mod reproject;
+pub mod upstream;
 pub mod zarr;
 pub mod zarr_read;

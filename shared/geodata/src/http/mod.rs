@@ -19,7 +19,7 @@ use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-use crate::providers::{ProviderError, Retry};
+use crate::upstream::{ProviderError, Retry};
 
 mod cache;
 mod credentials;

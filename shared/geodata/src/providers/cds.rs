@@ -1,6 +1,9 @@
 //! The Copernicus CDS job API: submit, poll, download.
 
 use super::*;
+use crate::upstream::jobs::{
+    self, Advance, AsyncUpstream, DownloadError, JobStatus, UpstreamState,
+};
 
 /// ERA5-Land from the Copernicus Climate Data Store: one asynchronous CDS job per month of the
 /// scope (submit → poll → results → download). While a job runs the provider answers
@@ -53,12 +56,6 @@ impl CdsProvider {
     }
 }
 
-/// What a month's job is doing.
-enum JobState {
-    Ready(PathBuf),
-    Waiting(String),
-}
-
 #[async_trait]
 impl Provider for CdsProvider {
     fn name(&self) -> &'static str {
@@ -70,7 +67,6 @@ impl Provider for CdsProvider {
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        const NAME: &str = "era5_land_cds";
         let perm = |message: String| ProviderError {
             provider: NAME,
             message,
@@ -89,11 +85,18 @@ impl Provider for CdsProvider {
         let mut state = req
             .state
             .lock()
-            .map(|s| s.clone())
-            .unwrap_or(serde_json::Value::Null);
-        if !state.is_object() {
-            state = serde_json::json!({"jobs": {}});
-        }
+            .map(|s| UpstreamState::from_json(&s))
+            .unwrap_or_default();
+        let var = c
+            .nc_variable
+            .clone()
+            .unwrap_or_else(|| req.template.variable.clone());
+        let cds = Cds {
+            params: &c,
+            dl: &dl,
+            key: &key,
+            variable: &var,
+        };
 
         // One request per calendar month of the scope.
         let mut months: BTreeMap<(i32, u32), Vec<NaiveDate>> = BTreeMap::new();
@@ -129,40 +132,28 @@ impl Provider for CdsProvider {
                 "cache/cds/{}/{year:04}-{month:02}-{digest:016x}.nc",
                 c.dataset
             );
-            let var = c
-                .nc_variable
-                .clone()
-                .unwrap_or_else(|| req.template.variable.clone());
-            match self
-                .month(&c, &dl, &key, &inputs, &cache, &var, &mut state)
-                .await?
-            {
-                JobState::Ready(path) => files.push(path),
-                JobState::Waiting(what) => waiting.push(what),
+            let step = jobs::advance(&cds, &mut state, &cache, &inputs, chrono::Utc::now()).await;
+            match step {
+                Ok(Advance::Ready(path)) => files.push(path),
+                Ok(Advance::Waiting(what)) => waiting.push(what),
+                Err(e) => {
+                    // What the other months' jobs are doing is kept for the next attempt.
+                    store_state(req, &state);
+                    return Err(e);
+                }
             }
         }
-        if let Ok(mut s) = req.state.lock() {
-            *s = state;
-        }
+        store_state(req, &state);
         if !waiting.is_empty() {
-            return Err(ProviderError {
-                provider: NAME,
-                message: format!("waiting for CDS: {}", waiting.join("; ")),
-                retry: Retry::Pending {
-                    after_ms: c.poll * 1000,
-                },
-            });
+            let poll = std::time::Duration::from_secs(c.poll);
+            return Err(jobs::pending(NAME, "CDS", &waiting, poll));
         }
         let kind = req.template.period_type;
-        let var = c
-            .nc_variable
-            .clone()
-            .or_else(|| Some(req.template.variable.clone()));
         let mut steps = BTreeMap::new();
         for path in files {
             let v = var.clone();
             let source: Arc<dyn RasterSource> =
-                tokio::task::spawn_blocking(move || raster::open(&path, v.as_deref()))
+                tokio::task::spawn_blocking(move || raster::open(&path, Some(&v)))
                     .await
                     .map_err(|e| perm(format!("decoder task failed: {e}")))?
                     .map(Arc::from)
@@ -184,179 +175,148 @@ impl Provider for CdsProvider {
     }
 }
 
-impl CdsProvider {
-    /// Advances one month's job: cached file, or poll/submit/download. Job ids live in
-    /// `state.jobs[cache key]`.
-    #[expect(clippy::too_many_arguments, reason = "private helper with one caller")]
-    async fn month(
-        &self,
-        c: &CdsParams,
-        dl: &crate::http::Downloader,
-        key: &str,
-        inputs: &serde_json::Value,
-        cache: &str,
-        variable: &str,
-        state: &mut serde_json::Value,
-    ) -> Result<JobState, ProviderError> {
-        const NAME: &str = "era5_land_cds";
-        let perm = |message: String| ProviderError {
-            provider: NAME,
-            message,
-            retry: Retry::Permanent,
-        };
-        if let Some(f) = dl.cached(NAME, cache).await? {
-            return Ok(JobState::Ready(f.path));
-        }
-        let auth = [("PRIVATE-TOKEN", key)];
-        let title = |v: &serde_json::Value| {
-            [v.get("title"), v.get("detail")]
-                .into_iter()
-                .flatten()
-                .filter_map(serde_json::Value::as_str)
-                .collect::<Vec<_>>()
-                .join(": ")
-        };
-        let job = state["jobs"][cache].as_str().map(str::to_owned);
-        if let Some(id) = job {
-            let job_url = format!("{}/retrieve/v1/jobs/{id}", c.base);
-            let (status, body) = dl
-                .request_json(NAME, reqwest::Method::GET, &job_url, &auth, None)
-                .await?;
-            if status == 404 {
-                // Dismissed or expired upstream: request again.
-                tracing::warn!(job = %id, "CDS job vanished; submitting again");
-                forget_job(state, cache, &format!("job {id} vanished"))?;
-            } else if status == 401 || status == 403 {
-                return Err(perm(format!(
-                    "CDS rejected the API key ({status}): {}",
-                    title(&body)
-                )));
-            } else {
-                match body["status"].as_str().unwrap_or_default() {
-                    "accepted" | "running" => {
-                        return Ok(JobState::Waiting(format!(
-                            "job {id} {}",
-                            body["status"].as_str().unwrap_or_default()
-                        )));
-                    }
-                    "successful" => {
-                        let results_url = body["links"]
-                            .as_array()
-                            .and_then(|l| l.iter().find(|x| x["rel"] == "results"))
-                            .and_then(|x| x["href"].as_str())
-                            // Links may be relative: resolve them against the job URL.
-                            .and_then(|h| url::Url::parse(&job_url).and_then(|u| u.join(h)).ok())
-                            .map_or_else(|| format!("{job_url}/results"), |u| u.to_string());
-                        let (rs, results) = dl
-                            .request_json(NAME, reqwest::Method::GET, &results_url, &auth, None)
-                            .await?;
-                        let href = results["asset"]["value"]["href"]
-                            .as_str()
-                            .map(str::to_owned);
-                        let Some(href) = href.filter(|_| rs == 200) else {
-                            return Err(perm(format!(
-                                "CDS job {id} has no downloadable result ({rs})"
-                            )));
-                        };
-                        let href = url::Url::parse(&results_url)
-                            .and_then(|u| u.join(&href))
-                            .map(|u| u.to_string())
-                            .unwrap_or(href);
-                        let validate = |p: &Path| {
-                            raster::open(p, Some(variable))
-                                .map(|_| ())
-                                .map_err(|e| e.message)
-                        };
-                        match dl.fetch_keyed(NAME, &href, cache, &validate).await {
-                            Ok(f) => {
-                                state["jobs"].as_object_mut().map(|m| m.remove(cache));
-                                return Ok(JobState::Ready(f.path));
-                            }
-                            // Download links expire: ask CDS for the data again.
-                            Err(e)
-                                if e.message.contains("HTTP 404")
-                                    || e.message.contains("HTTP 403") =>
-                            {
-                                tracing::warn!(job = %id, error = %e, "CDS download link expired; submitting again");
-                                forget_job(state, cache, &e.message)?;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    "failed" | "rejected" => {
-                        let (_, err) = dl
-                            .request_json(
-                                NAME,
-                                reqwest::Method::GET,
-                                &format!("{job_url}/results"),
-                                &auth,
-                                None,
-                            )
-                            .await
-                            .unwrap_or((0, serde_json::Value::Null));
-                        return Err(perm(format!("CDS job {id} failed: {}", title(&err))));
-                    }
-                    other => {
-                        return Err(perm(format!("CDS job {id} is in unknown state '{other}'")));
-                    }
-                }
-            }
-        }
-        // Submit.
-        let url = format!("{}/retrieve/v1/processes/{}/execution", c.base, c.dataset);
-        let body = serde_json::json!({"inputs": inputs});
-        let (status, resp) = dl
-            .request_json(NAME, reqwest::Method::POST, &url, &auth, Some(&body))
-            .await?;
-        if status == 401 || status == 403 {
-            return Err(perm(format!(
-                "CDS rejected the API key ({status}): {}",
-                title(&resp)
-            )));
-        }
-        if !(200..300).contains(&status) {
-            return Err(perm(format!(
-                "CDS refused the request ({status}): {}",
-                title(&resp)
-            )));
-        }
-        let id = resp["jobID"]
-            .as_str()
-            .ok_or_else(|| perm("CDS accepted the request without a jobID".into()))?
-            .to_owned();
-        tracing::info!(job = %id, "CDS job submitted");
-        if !state["jobs"].is_object() {
-            state["jobs"] = serde_json::json!({});
-        }
-        state["jobs"][cache] = serde_json::Value::String(id.clone());
-        Ok(JobState::Waiting(format!("job {id} submitted")))
+/// The CDS job API as an [`AsyncUpstream`]: submit to the dataset's `execution`, poll
+/// `jobs/{id}`, download the `results` asset into the download cache (validated as a field of
+/// `variable`).
+struct Cds<'a> {
+    params: &'a CdsParams,
+    dl: &'a crate::http::Downloader,
+    key: &'a str,
+    variable: &'a str,
+}
+
+const NAME: &str = "era5_land_cds";
+
+impl Cds<'_> {
+    async fn get(&self, url: &str) -> Result<(u16, serde_json::Value), ProviderError> {
+        let auth = [("PRIVATE-TOKEN", self.key)];
+        self.dl
+            .request_json(NAME, reqwest::Method::GET, url, &auth, None)
+            .await
+    }
+
+    fn refused(what: &str, status: u16, body: &serde_json::Value) -> ProviderError {
+        let title = [body.get("title"), body.get("detail")]
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect::<Vec<_>>()
+            .join(": ");
+        ProviderError::permanent(NAME, format!("CDS {what} ({status}): {title}"))
     }
 }
 
-/// How often one month's request may be submitted again (vanished job, expired link) before
-/// the run fails: waiting uses no attempt, so this bounds an upstream that keeps failing.
-const CDS_MAX_RESUBMITS: u64 = 3;
+#[async_trait]
+impl AsyncUpstream for Cds<'_> {
+    fn provider(&self) -> &'static str {
+        NAME
+    }
 
-/// Drops a month's job so it is submitted again, counting resubmissions in the state.
-fn forget_job(state: &mut serde_json::Value, cache: &str, why: &str) -> Result<(), ProviderError> {
-    if let Some(m) = state["jobs"].as_object_mut() {
-        m.remove(cache);
+    fn label(&self) -> &'static str {
+        "CDS"
     }
-    if !state["resubmits"].is_object() {
-        state["resubmits"] = serde_json::json!({});
+
+    async fn cached(&self, key: &str) -> Result<Option<PathBuf>, ProviderError> {
+        Ok(self.dl.cached(NAME, key).await?.map(|f| f.path))
     }
-    let n = state["resubmits"][cache].as_u64().unwrap_or(0) + 1;
-    state["resubmits"][cache] = n.into();
-    if n > CDS_MAX_RESUBMITS {
-        return Err(ProviderError {
-            provider: "era5_land_cds",
-            message: format!(
-                "the CDS request was submitted {n} times without a usable result ({why})"
-            ),
-            retry: Retry::Permanent,
-        });
+
+    async fn submit(&self, request: &serde_json::Value) -> Result<String, ProviderError> {
+        let c = self.params;
+        let url = format!("{}/retrieve/v1/processes/{}/execution", c.base, c.dataset);
+        let body = serde_json::json!({"inputs": request});
+        let auth = [("PRIVATE-TOKEN", self.key)];
+        let (status, resp) = self
+            .dl
+            .request_json(NAME, reqwest::Method::POST, &url, &auth, Some(&body))
+            .await?;
+        if status == 401 || status == 403 {
+            return Err(Self::refused("rejected the API key", status, &resp));
+        }
+        if !(200..300).contains(&status) {
+            return Err(Self::refused("refused the request", status, &resp));
+        }
+        resp["jobID"].as_str().map(str::to_owned).ok_or_else(|| {
+            ProviderError::permanent(NAME, "CDS accepted the request without a jobID")
+        })
     }
-    Ok(())
+
+    async fn poll(&self, id: &str) -> Result<JobStatus, ProviderError> {
+        let job_url = format!("{}/retrieve/v1/jobs/{id}", self.params.base);
+        let (status, body) = self.get(&job_url).await?;
+        if status == 404 {
+            // Dismissed or expired upstream.
+            return Ok(JobStatus::Gone);
+        }
+        if status == 401 || status == 403 {
+            return Err(Self::refused("rejected the API key", status, &body));
+        }
+        match body["status"].as_str().unwrap_or_default() {
+            s @ ("accepted" | "running") => Ok(JobStatus::Waiting(s.to_owned())),
+            "successful" => {
+                let results_url = body["links"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|x| x["rel"] == "results"))
+                    .and_then(|x| x["href"].as_str())
+                    // Links may be relative: resolve them against the job URL.
+                    .and_then(|h| url::Url::parse(&job_url).and_then(|u| u.join(h)).ok())
+                    .map_or_else(|| format!("{job_url}/results"), |u| u.to_string());
+                let (rs, results) = self.get(&results_url).await?;
+                let href = results["asset"]["value"]["href"]
+                    .as_str()
+                    .filter(|_| rs == 200)
+                    .ok_or_else(|| {
+                        ProviderError::permanent(
+                            NAME,
+                            format!("CDS job {id} has no downloadable result ({rs})"),
+                        )
+                    })?;
+                let href = url::Url::parse(&results_url)
+                    .and_then(|u| u.join(href))
+                    .map_or_else(|_| href.to_owned(), |u| u.to_string());
+                Ok(JobStatus::Ready(href))
+            }
+            "failed" | "rejected" => {
+                let (_, err) = self
+                    .get(&format!("{job_url}/results"))
+                    .await
+                    .unwrap_or((0, serde_json::Value::Null));
+                let title = [err.get("title"), err.get("detail")]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                Ok(JobStatus::Failed(title))
+            }
+            other => Err(ProviderError::permanent(
+                NAME,
+                format!("CDS job {id} is in unknown state '{other}'"),
+            )),
+        }
+    }
+
+    async fn download(&self, key: &str, href: &str) -> Result<PathBuf, DownloadError> {
+        let validate = |p: &Path| {
+            raster::open(p, Some(self.variable))
+                .map(|_| ())
+                .map_err(|e| e.message)
+        };
+        match self.dl.fetch_keyed(NAME, href, key, &validate).await {
+            Ok(f) => Ok(f.path),
+            // Download links expire.
+            Err(e) if e.message.contains("HTTP 404") || e.message.contains("HTTP 403") => {
+                Err(DownloadError::Expired(e.message))
+            }
+            Err(e) => Err(DownloadError::Failed(e)),
+        }
+    }
+}
+
+/// Stores the upstream state with the run, for the next attempt.
+fn store_state(req: &LocateRequest<'_>, state: &UpstreamState) {
+    if let Ok(mut s) = req.state.lock() {
+        *s = state.to_json();
+    }
 }
 
 pub(super) fn rand_id() -> u64 {

@@ -6,12 +6,14 @@
 //!
 //! One module per provider: [`file`](FileProvider), [`worldpop`](WorldPopProvider),
 //! [`chirps`](Chirps3Provider), [`http_template`](HttpTemplateProvider),
-//! [`command`](CommandProvider) and [`cds`](CdsProvider); `era5_land_zarr` lives in
-//! [`crate::remote_zarr`].
+//! [`command`](CommandProvider), [`cds`](CdsProvider) (on the asynchronous-upstream machine,
+//! [`crate::upstream::jobs`]) and [`era5_zarr`](RemoteZarrProvider) (reading through
+//! [`crate::remote_zarr`]).
 
 mod cds;
 mod chirps;
 mod command;
+mod era5_zarr;
 mod file;
 mod http_template;
 pub(crate) mod params;
@@ -28,42 +30,16 @@ use climate_domain::{Extent, Period, PeriodType};
 
 use crate::http::ProviderEnv;
 use crate::raster::{self, GeoTiffSource, RangeFetch, RasterSource, RemoteTiff, TRANSIENT_IO};
+pub use crate::upstream::{ProviderError, Retry};
 use params::{HttpUrl, Text};
 
 pub use cds::*;
 pub use chirps::*;
 pub use command::*;
+pub use era5_zarr::*;
 pub use file::*;
 pub use http_template::*;
 pub use worldpop::*;
-
-/// Whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Upstream hiccup (5xx, timeout, truncated download): retry with backoff.
-    Transient,
-    /// Bad parameters, missing data, corrupt files: fail the run.
-    Permanent,
-    /// An upstream job is still running: come back after this many milliseconds, resuming
-    /// from the state the provider left in [`LocateRequest::state`]. Waiting never holds a
-    /// worker and uses no attempt.
-    Pending {
-        /// Suggested delay before the next attempt.
-        after_ms: u64,
-    },
-}
-
-/// A provider failure, naming the provider and the cause (never credentials).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("provider {provider}: {message}")]
-pub struct ProviderError {
-    /// Provider name.
-    pub provider: &'static str,
-    /// What went wrong.
-    pub message: String,
-    /// Retry classification.
-    pub retry: Retry,
-}
 
 /// What a provider is asked for.
 #[derive(Debug, Clone, Copy)]
@@ -133,10 +109,7 @@ impl Default for Registry {
         providers.insert("http_template", Arc::new(HttpTemplateProvider));
         providers.insert("command", Arc::new(CommandProvider));
         providers.insert("era5_land_cds", Arc::new(CdsProvider));
-        providers.insert(
-            "era5_land_zarr",
-            Arc::new(crate::remote_zarr::RemoteZarrProvider),
-        );
+        providers.insert("era5_land_zarr", Arc::new(RemoteZarrProvider));
         Self { providers }
     }
 }

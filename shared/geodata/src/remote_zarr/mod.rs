@@ -1,4 +1,4 @@
-//! `era5_land_zarr`: ERA5-Land read from a remote Zarr store over HTTPS, as the DestinE Earth
+//! Reading ERA5-Land from a remote Zarr store over HTTPS (the `era5_land_zarr` provider's source), as the DestinE Earth
 //! Data Hub publishes it — the legacy Zarr v2 store (consolidated `.zmetadata`) and the current
 //! v3 stores (`zarr.json`), found by asking for `zarr.json` first.
 //!
@@ -15,16 +15,12 @@
 //! Credentials: HTTP Basic, from the provider's `api_key` (as the token of user `edh`) or the
 //! host's entry in a netrc file (`providers.era5_land_zarr.netrc`, `$NETRC`, `~/.netrc`).
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use climate_domain::grid::{Axis, Grid};
-use climate_domain::template::DatasetTemplate;
-use climate_domain::{Period, PeriodType};
 use serde_json::Value;
 use zarrs::array::{Array, ArraySubset};
 use zarrs::storage::store::MemoryStore;
@@ -32,9 +28,8 @@ use zarrs::storage::{StoreKey, WritableStorageTraits};
 
 use crate::cftime::CfTimeUnits;
 use crate::http::{Credentials, Downloader};
-use crate::providers::params::HttpUrl;
-use crate::providers::{LocateRequest, Provider, ProviderError, Retry, SourceSet, Step, params};
 use crate::raster::{RasterError, RasterSource};
+use crate::upstream::{ProviderError, Retry};
 
 const NAME: &str = "era5_land_zarr";
 
@@ -563,190 +558,145 @@ fn array_fill_value(array: &Array<MemoryStore>) -> Option<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The provider
+// Opening a cube
 
-/// ERA5-Land hourly fields from a remote Zarr store: `params: {base_url?, store?, variable?}`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RemoteZarrProvider;
-
-/// `params` of [`RemoteZarrProvider`], as given.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoteZarrInput {
-    base_url: Option<HttpUrl>,
-    store: Option<String>,
-    variable: Option<String>,
+/// What to open of a remote ERA5-Land store.
+#[derive(Debug, Clone, Copy)]
+pub struct CubeRequest<'a> {
+    /// The data variable.
+    pub variable: &'a str,
+    /// First instant wanted.
+    pub from: NaiveDateTime,
+    /// Last instant wanted (`None`: up to the store's last).
+    pub to: Option<NaiveDateTime>,
+    /// How the wanted range is named in errors (`from 2024-01-01T00 to 2024-01-02T23`).
+    pub wanted: &'a str,
+    /// The extent's bounding box (CRS84).
+    pub bbox: &'a climate_domain::extent::Bbox,
+    /// The extent's id (in errors).
+    pub extent_id: &'a str,
 }
 
-struct Params {
-    url: String,
-    variable: String,
-}
+/// Opens `cube` of the remote Zarr store at `url` as a source whose time steps are the wanted
+/// instants; only metadata and coordinates are fetched now, data chunks when first read.
+///
+/// # Errors
+/// Permanent when the store is not an ERA5-Land-shaped cube (dimensions, CF time, grid
+/// orientation) or holds nothing of the request; download errors as classified.
+pub async fn open_cube(
+    dl: Downloader,
+    url: &str,
+    cube: &CubeRequest<'_>,
+) -> Result<Arc<dyn RasterSource>, ProviderError> {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let creds = dl.credentials(&host, "edh").map_err(perm)?;
+    let store = RemoteStore::open(dl, url.to_owned(), creds).await?;
+    let shown = store.shown();
 
-impl RemoteZarrProvider {
-    fn params(template: &DatasetTemplate) -> Result<Params, String> {
-        let p: RemoteZarrInput = params::decode(NAME, &template.ingestion.params)?;
-        let base = HttpUrl::or(p.base_url, EDH_BASE_URL);
-        let get = |k: &str, given: Option<String>, default: &str| -> Result<String, String> {
-            match given {
-                None => Ok(default.to_owned()),
-                Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-                Some(_) => Err(format!("param '{k}' must be a non-empty string")),
-            }
-        };
-        let store = get("store", p.store, EDH_STORE)?;
-        let variable = get("variable", p.variable, &template.variable)?;
-        if template.period_type != PeriodType::Hourly {
-            return Err(format!(
-                "{NAME} reads hourly fields: it needs period_type: hourly (got {})",
-                template.period_type.as_str()
-            ));
-        }
-        Ok(Params {
-            url: format!("{base}/{}", store.trim_matches('/')),
-            variable,
-        })
-    }
-}
-
-#[async_trait]
-impl Provider for RemoteZarrProvider {
-    fn name(&self) -> &'static str {
-        NAME
+    let info = store.info(cube.variable).await?;
+    let [t_name, y_name, x_name] = <[String; 3]>::try_from(info.dims.clone()).map_err(|_| {
+        perm(format!(
+            "{shown}: '{}' has dimensions {:?}; expected (time, latitude, longitude)",
+            cube.variable, info.dims
+        ))
+    })?;
+    for name in [&t_name, &y_name, &x_name] {
+        store.info(name).await?;
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
-        Self::params(template).map(|_| ())
+    // Time: CF units on the coordinate array.
+    let t_info = store.info(&t_name).await?;
+    let units = t_info
+        .attrs
+        .get("units")
+        .and_then(Value::as_str)
+        .ok_or_else(|| perm(format!("{shown}: '{t_name}' has no CF units")))?;
+    let cf = CfTimeUnits::parse(units).map_err(|e| perm(format!("{shown}: {e}")))?;
+    CfTimeUnits::check_calendar(t_info.attrs.get("calendar").and_then(Value::as_str))
+        .map_err(|e| perm(format!("{shown}: {e}")))?;
+    let raw_t = store.coordinate(&t_name).await?;
+    let instants: Vec<NaiveDateTime> = raw_t
+        .iter()
+        .map(|v| cf.instant(*v))
+        .collect::<Option<_>>()
+        .ok_or_else(|| perm(format!("{shown}: '{t_name}' holds undecodable times")))?;
+    let wanted: Vec<usize> = (0..instants.len())
+        .filter(|&i| instants[i] >= cube.from && cube.to.is_none_or(|e| instants[i] <= e))
+        .collect();
+    let (Some(&t0), Some(&t1)) = (wanted.first(), wanted.last()) else {
+        return Err(perm(format!(
+            "{shown}: no '{}' data {}: the store covers {} to {}",
+            cube.variable,
+            cube.wanted,
+            instants
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            instants.last().map(ToString::to_string).unwrap_or_default(),
+        )));
+    };
+
+    // Grid: latitude north to south, longitude rolled onto −180..180.
+    let lat = store.coordinate(&y_name).await?;
+    let lon = store.coordinate(&x_name).await?;
+    let y = Axis::from_centres("latitude", &lat).map_err(|e| perm(format!("{shown}: {e}")))?;
+    if y.step >= 0.0 {
+        return Err(perm(format!(
+            "{shown}: latitudes ascend; this provider reads north-to-south grids"
+        )));
     }
+    let x = Axis::from_centres("longitude", &lon).map_err(|e| perm(format!("{shown}: {e}")))?;
+    let lon_map = LonMap::new(&x).map_err(|e| perm(format!("{shown}: {e}")))?;
+    let b = cube.bbox;
+    let (Some(rows), Some(cols)) = (
+        y.clip(b.south(), b.north()),
+        lon_map.axis.clip(b.west(), b.east()),
+    ) else {
+        return Err(perm(format!(
+            "{shown}: extent {} lies outside the store's grid",
+            cube.extent_id
+        )));
+    };
 
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let p = Self::params(req.template).map_err(perm)?;
-        let dl = req.env.downloader(NAME).clone();
-        let host = url::Url::parse(&p.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
-        let creds = dl.credentials(&host, "edh").map_err(perm)?;
-        let store = RemoteStore::open(dl, p.url.clone(), creds).await?;
-        let shown = store.shown();
-
-        let info = store.info(&p.variable).await?;
-        let [t_name, y_name, x_name] =
-            <[String; 3]>::try_from(info.dims.clone()).map_err(|_| {
-                perm(format!(
-                    "{shown}: '{}' has dimensions {:?}; expected (time, latitude, longitude)",
-                    p.variable, info.dims
-                ))
-            })?;
-        for name in [&t_name, &y_name, &x_name] {
-            store.info(name).await?;
-        }
-
-        // Time: CF units on the coordinate array.
-        let t_info = store.info(&t_name).await?;
-        let units = t_info
-            .attrs
-            .get("units")
-            .and_then(Value::as_str)
-            .ok_or_else(|| perm(format!("{shown}: '{t_name}' has no CF units")))?;
-        let cf = CfTimeUnits::parse(units).map_err(|e| perm(format!("{shown}: {e}")))?;
-        CfTimeUnits::check_calendar(t_info.attrs.get("calendar").and_then(Value::as_str))
-            .map_err(|e| perm(format!("{shown}: {e}")))?;
-        let raw_t = store.coordinate(&t_name).await?;
-        let instants: Vec<NaiveDateTime> = raw_t
-            .iter()
-            .map(|v| cf.instant(*v))
-            .collect::<Option<_>>()
-            .ok_or_else(|| perm(format!("{shown}: '{t_name}' holds undecodable times")))?;
-        let first = req.start.start();
-        let wanted: Vec<usize> = (0..instants.len())
-            .filter(|&i| instants[i] >= first && req.end.is_none_or(|e| instants[i] <= e.start()))
-            .collect();
-        let (Some(&t0), Some(&t1)) = (wanted.first(), wanted.last()) else {
-            return Err(perm(format!(
-                "{shown}: no '{}' data from {}{}: the store covers {} to {}",
-                p.variable,
-                req.start.canonical(),
-                req.end
-                    .map(|e| format!(" to {}", e.canonical()))
-                    .unwrap_or_default(),
-                instants
-                    .first()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                instants.last().map(ToString::to_string).unwrap_or_default(),
-            )));
-        };
-
-        // Grid: latitude north to south, longitude rolled onto −180..180.
-        let lat = store.coordinate(&y_name).await?;
-        let lon = store.coordinate(&x_name).await?;
-        let y = Axis::from_centres("latitude", &lat).map_err(|e| perm(format!("{shown}: {e}")))?;
-        if y.step >= 0.0 {
-            return Err(perm(format!(
-                "{shown}: latitudes ascend; this provider reads north-to-south grids"
-            )));
-        }
-        let x = Axis::from_centres("longitude", &lon).map_err(|e| perm(format!("{shown}: {e}")))?;
-        let lon_map = LonMap::new(&x).map_err(|e| perm(format!("{shown}: {e}")))?;
-        let b = &req.extent.bbox;
-        let (Some(rows), Some(cols)) = (
-            y.clip(b.south(), b.north()),
-            lon_map.axis.clip(b.west(), b.east()),
-        ) else {
-            return Err(perm(format!(
-                "{shown}: extent {} lies outside the store's grid",
-                req.extent.extent_id
-            )));
-        };
-
-        // Data chunks are cached under the length of the time axis: the store only grows at
-        // its end (and may rewrite its last weeks), so while the length is unchanged every chunk
-        // is too, and a retry, a later segment or a rebuild reads them from the cache; once the
-        // store has advanced they are fetched afresh once.
-        let array = Arc::new(store.array(&p.variable)?);
-        let chunk_t = array
-            .chunk_shape(&[0, 0, 0])
-            .map_err(|e| perm(format!("{shown}: {e}")))?[0]
-            .get() as usize;
-        // CF's markers and the array's own fill value (which absent chunks read as) are all
-        // missing data.
-        let missing: Vec<f64> = ["_FillValue", "missing_value"]
-            .iter()
-            .filter_map(|k| info.attrs.get(*k).and_then(attribute_number))
-            .chain(array_fill_value(&array))
-            .filter(|v| v.is_finite())
-            .collect();
-        let times: Vec<NaiveDateTime> = instants[t0..=t1].to_vec();
-        let source: Arc<dyn RasterSource> = Arc::new(RemoteZarrSource {
-            label: format!("{shown} ({})", p.variable),
-            grid: Grid {
-                crs: "EPSG:4326".into(),
-                x: lon_map.axis.slice(cols.clone()),
-                y: y.slice(rows.clone()),
-            },
-            times: times.clone(),
-            t0,
-            chunk_t: chunk_t.max(1),
-            col_ranges: lon_map.source_ranges(cols),
-            rows,
-            missing,
-            cache_tag: format!("t{}", instants.len()),
-            store: Arc::new(store),
-            array,
-            handle: tokio::runtime::Handle::current(),
-            decoded: std::sync::Mutex::new(None),
-        });
-        let mut steps = BTreeMap::new();
-        for (k, t) in times.iter().enumerate() {
-            steps.insert(
-                Period::containing(PeriodType::Hourly, *t),
-                Step {
-                    source: source.clone(),
-                    time_index: k,
-                },
-            );
-        }
-        Ok(SourceSet { steps })
-    }
+    // Data chunks are cached under the length of the time axis: the store only grows at
+    // its end (and may rewrite its last weeks), so while the length is unchanged every chunk
+    // is too, and a retry, a later segment or a rebuild reads them from the cache; once the
+    // store has advanced they are fetched afresh once.
+    let array = Arc::new(store.array(cube.variable)?);
+    let chunk_t = array
+        .chunk_shape(&[0, 0, 0])
+        .map_err(|e| perm(format!("{shown}: {e}")))?[0]
+        .get() as usize;
+    // CF's markers and the array's own fill value (which absent chunks read as) are all
+    // missing data.
+    let missing: Vec<f64> = ["_FillValue", "missing_value"]
+        .iter()
+        .filter_map(|k| info.attrs.get(*k).and_then(attribute_number))
+        .chain(array_fill_value(&array))
+        .filter(|v| v.is_finite())
+        .collect();
+    let times: Vec<NaiveDateTime> = instants[t0..=t1].to_vec();
+    let source: Arc<dyn RasterSource> = Arc::new(RemoteZarrSource {
+        label: format!("{shown} ({})", cube.variable),
+        grid: Grid {
+            crs: "EPSG:4326".into(),
+            x: lon_map.axis.slice(cols.clone()),
+            y: y.slice(rows.clone()),
+        },
+        times,
+        t0,
+        chunk_t: chunk_t.max(1),
+        col_ranges: lon_map.source_ranges(cols),
+        rows,
+        missing,
+        cache_tag: format!("t{}", instants.len()),
+        store: Arc::new(store),
+        array,
+        handle: tokio::runtime::Handle::current(),
+        decoded: std::sync::Mutex::new(None),
+    });
+    Ok(source)
 }

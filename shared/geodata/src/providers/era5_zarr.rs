@@ -1,0 +1,93 @@
+//! `era5_land_zarr`: ERA5-Land hourly fields from a remote Zarr store (the DestinE Earth Data
+//! Hub's), read through [`crate::remote_zarr`].
+
+use super::*;
+use crate::remote_zarr::{CubeRequest, EDH_BASE_URL, EDH_STORE, open_cube};
+
+const NAME: &str = "era5_land_zarr";
+
+/// ERA5-Land hourly fields from a remote Zarr store: `params: {base_url?, store?, variable?}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RemoteZarrProvider;
+
+/// `params` of [`RemoteZarrProvider`], as given.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteZarrInput {
+    base_url: Option<HttpUrl>,
+    store: Option<String>,
+    variable: Option<String>,
+}
+
+struct Params {
+    url: String,
+    variable: String,
+}
+
+impl RemoteZarrProvider {
+    fn params(template: &DatasetTemplate) -> Result<Params, String> {
+        let p: RemoteZarrInput = params::decode(NAME, &template.ingestion.params)?;
+        let base = HttpUrl::or(p.base_url, EDH_BASE_URL);
+        let get = |k: &str, given: Option<String>, default: &str| -> Result<String, String> {
+            match given {
+                None => Ok(default.to_owned()),
+                Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Some(_) => Err(format!("param '{k}' must be a non-empty string")),
+            }
+        };
+        let store = get("store", p.store, EDH_STORE)?;
+        let variable = get("variable", p.variable, &template.variable)?;
+        if template.period_type != PeriodType::Hourly {
+            return Err(format!(
+                "{NAME} reads hourly fields: it needs period_type: hourly (got {})",
+                template.period_type.as_str()
+            ));
+        }
+        Ok(Params {
+            url: format!("{base}/{}", store.trim_matches('/')),
+            variable,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for RemoteZarrProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+        Self::params(template).map(|_| ())
+    }
+
+    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+        let p = Self::params(req.template).map_err(perm)?;
+        let wanted = format!(
+            "from {}{}",
+            req.start.canonical(),
+            req.end
+                .map(|e| format!(" to {}", e.canonical()))
+                .unwrap_or_default()
+        );
+        let cube = CubeRequest {
+            variable: &p.variable,
+            from: req.start.start(),
+            to: req.end.map(|e| e.start()),
+            wanted: &wanted,
+            bbox: &req.extent.bbox,
+            extent_id: req.extent.extent_id.as_str(),
+        };
+        let source = open_cube(req.env.downloader(NAME).clone(), &p.url, &cube).await?;
+        let mut steps = BTreeMap::new();
+        for (k, t) in source.times().iter().enumerate() {
+            steps.insert(
+                Period::containing(PeriodType::Hourly, *t),
+                Step {
+                    source: source.clone(),
+                    time_index: k,
+                },
+            );
+        }
+        Ok(SourceSet { steps })
+    }
+}
