@@ -771,6 +771,59 @@ fn python_bin() -> String {
 }
 
 /// The sizes of every file under `dir`, recursively (empty when it does not exist).
+/// Asserts that `value` equals the JSON snapshot at `path` (compared as JSON, so key order and
+/// layout do not matter). With `UPDATE_SNAPSHOTS=1` the snapshot is written instead; review
+/// the change in the diff and commit it with the change that caused it.
+///
+/// # Panics
+/// When they differ (the new document is written beside it as `*.new.json`), or the snapshot
+/// is missing.
+pub fn assert_json_snapshot(path: &Path, value: &Value) {
+    let pretty = serde_json::to_string_pretty(value).expect("serialisable") + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("snapshot directory");
+        }
+        std::fs::write(path, pretty).expect("write the snapshot");
+        return;
+    }
+    let stored = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "snapshot {} cannot be read ({e}): run the test with UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    let stored: Value = serde_json::from_str(&stored).expect("the snapshot is JSON");
+    if &stored != value {
+        let new = path.with_extension("new.json");
+        std::fs::write(&new, pretty).expect("write the new document");
+        panic!(
+            "{} differs from its snapshot; the new document is in {}: diff them, and if the change \
+             is intended run the test with UPDATE_SNAPSHOTS=1",
+            path.display(),
+            new.display()
+        );
+    }
+}
+
+/// Asserts the error envelope: status, code, a message mentioning `mentions`, a request id.
+///
+/// # Panics
+/// When any of them is wrong.
+pub fn assert_envelope(status: u16, body: &Value, want_status: u16, code: &str, mentions: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    let msg = body["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(mentions),
+        "message should mention '{mentions}': {msg}"
+    );
+    assert!(
+        body["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "request id missing: {body}"
+    );
+}
+
 /// Whether an error envelope's `message` contains `needle`.
 pub fn says(err: &Value, needle: &str) -> bool {
     err["message"].as_str().unwrap_or_default().contains(needle)

@@ -227,3 +227,67 @@ fn keywords(
     }
     k
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::metadata::{FORMAT_VERSION, VersionMetadata};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("RFC 3339")
+    }
+
+    /// A published dataset of 31 daily CHIRPS fields over Sierra Leone, as stored.
+    fn records() -> (DatasetRecord, VersionRecord) {
+        let meta = VersionMetadata {
+            format_version: FORMAT_VERSION,
+            format: "zarr".into(),
+            zarr_format: 3,
+            variable: "precip".into(),
+            units: "mm".into(),
+            period_type: PeriodType::Daily,
+            crs: "EPSG:4326".into(),
+            bbox: [-13.5, 6.9, -10.2, 10.0],
+            shape: [31, 62, 66],
+            chunks: [8, 62, 66],
+            transform: [0.05, 0.0, -13.5, 0.0, -0.05, 10.0],
+            chunks_written: 4,
+            bases: vec![],
+            first_chunk: 0,
+            provider: "chirps3_daily".into(),
+            request: json!({"start": "2025-01-01", "end": "2025-01-31"}),
+        };
+        let ds = DatasetRecord {
+            dataset_id: "chirps3_precipitation_daily_sle".into(),
+            template_id: "chirps3_precipitation_daily".into(),
+            extent_id: "sle".into(),
+            current_version: Some(1),
+            published: true,
+            created_at: at("2025-02-01T06:00:00Z"),
+            updated_at: at("2025-02-01T06:00:00Z"),
+        };
+        let v = VersionRecord {
+            dataset_id: ds.dataset_id.clone(),
+            version: 1,
+            artifact_id: "0194c1d2-0000-7000-8000-000000000001".into(),
+            storage_prefix: "datasets/chirps3_precipitation_daily_sle/0194c1d2".into(),
+            run_id: "0194c1d1-0000-7000-8000-000000000001".into(),
+            coverage_start: "2025-01-01".into(),
+            coverage_end: "2025-01-31".into(),
+            metadata: meta.to_json(),
+            created_at: at("2025-02-01T06:00:00Z"),
+        };
+        (ds, v)
+    }
+
+    #[test]
+    fn a_collection_matches_its_snapshot() {
+        let (ds, v) = records();
+        let doc = collection(&ds, &v, None, "https://climate.example.org");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/stac_collection.json");
+        climate_tests::assert_json_snapshot(&path, &doc);
+    }
+}
