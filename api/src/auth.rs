@@ -9,7 +9,7 @@
 //!
 //! [`guard`] runs on every routed request: it resolves the caller ([`Principal`]), answers 401
 //! when credentials are missing or wrong and 403 when they lack the route's scope
-//! ([`climate_domain::auth::required_scope`]), and counts the caller's requests against
+//! (the access the route declares in [`crate::router::ROUTES`]), and counts the caller's requests against
 //! `auth.requests_per_minute` (429 with `Retry-After`). Presented secrets are never logged.
 
 use std::sync::Mutex;
@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use climate_domain::auth::{Scope, allows, parse_scopes, required_scope};
+use climate_domain::auth::{Access, Scope, allows, parse_scopes};
 use climate_infra::auth::{hash_secret, parse_key, verify_secret};
 use climate_infra::config::{AuthConfig, OidcProviderConfig};
 use climate_infra::db::ApiKeyRecord;
@@ -266,11 +266,12 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         });
         return next.run(req).await;
     }
-    if route == "/credentials/basic" {
-        // The handler reads the Basic credentials itself.
+    let access = crate::router::access(req.method().as_str(), &route);
+    if access == Access::OwnCredentials {
+        // The handler reads the credentials itself.
         return next.run(req).await;
     }
-    let needed = required_scope(req.method().as_str(), &route, cfg.protect_reads);
+    let needed = access.needed(cfg.protect_reads);
     let principal = match authenticate(&state, req.headers()).await {
         Ok(p) => p,
         Err(denied) => return denied.into_response(),

@@ -6,59 +6,14 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, SecurityRequi
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorCode;
-use crate::routes;
 
 /// The API description served at `/openapi.json`.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    modifiers(&Conventions),
     info(
         title = "Climate API",
         description = "Climate and earth-observation data for health information systems: ingest, keep current, and serve as GeoZarr.",
         license(name = "Apache-2.0")
-    ),
-    paths(
-        routes::meta::get_health,
-        routes::meta::get_ready,
-        routes::meta::get_info,
-        routes::meta::get_metrics,
-        routes::meta::get_extent,
-        routes::templates::list_templates,
-        routes::templates::get_template,
-        routes::ingestions::create_ingestion,
-        routes::ingestions::list_ingestions,
-        routes::ingestions::get_ingestion,
-        routes::ingestions::cancel_ingestion,
-        routes::ingestions::ingestion_events,
-        routes::credentials::basic,
-        routes::credentials::oidc,
-        routes::credentials::me,
-        routes::datasets::list_datasets,
-        routes::datasets::get_dataset,
-        routes::download::download,
-        routes::ogcapi::common::landing,
-        routes::ogcapi::common::conformance,
-        routes::ogcapi::common::collections,
-        routes::ogcapi::common::collection,
-        routes::ogcapi::coverages::coverage,
-        routes::ogcapi::coverages::domainset,
-        routes::ogcapi::coverages::rangetype,
-        routes::ogcapi::edr::position,
-        routes::ogcapi::edr::area,
-        routes::ogcapi::tiles::tilesets,
-        routes::ogcapi::tiles::tile,
-        routes::sync::plan,
-        routes::sync::run_sync,
-        routes::sync::get_schedule,
-        routes::sync::patch_schedule,
-        routes::stac::get_catalog,
-        routes::stac::conformance,
-        routes::stac::list_collections,
-        routes::stac::get_collection,
-        routes::zarr::list_zarr,
-        routes::zarr::get_zarr_object,
-        routes::zarr::list_version_zarr,
-        routes::zarr::get_version_zarr_object,
     ),
     tags(
         (name = "service", description = "Health, readiness and instance information"),
@@ -73,6 +28,20 @@ use crate::routes;
     )
 )]
 pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+pub async fn serve() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(document())
+}
+
+/// The document served at `/openapi.json`: [`ApiDoc`] with the operations of the route list
+/// ([`crate::router::ROUTES`]) and the shared conventions.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::router::ApiPaths::openapi());
+    Conventions.modify(&mut doc);
+    doc
+}
 
 /// What every operation shares: a `default` response with the error envelope (so every
 /// status an operation may answer — 400, 401, 403, 413, 429, 503, … — is described), and the
@@ -143,7 +112,7 @@ impl Modify for Conventions {
                     .responses
                     .entry("default".into())
                     .or_insert_with(|| RefOr::T(error.clone()));
-                if climate_domain::auth::required_scope(method, path, false).is_some() {
+                if crate::router::access(method, path).needed(false).is_some() {
                     op.security = Some(security.clone());
                 }
             }
@@ -153,13 +122,11 @@ impl Modify for Conventions {
 
 #[cfg(test)]
 mod tests {
-    use super::ApiDoc;
     use crate::error::ErrorCode;
-    use utoipa::OpenApi;
 
     #[test]
     fn the_error_schema_lists_every_code_with_its_status() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialises");
+        let doc = serde_json::to_value(super::document()).expect("serialises");
         let body = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"];
         assert_eq!(body["$ref"], "#/components/schemas/ErrorCode", "{body}");
         let codes = &doc["components"]["schemas"]["ErrorCode"];

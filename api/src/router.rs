@@ -1,18 +1,146 @@
-//! Every route, in one place.
+//! Every route, in one place: [`ROUTES`] is the list the router, the OpenAPI document and
+//! the authorisation guard all read.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method, header};
-use axum::routing::get;
+use climate_domain::auth::Access;
 use tower_http::cors::{Any, CorsLayer};
-use utoipa::OpenApi;
 
-use crate::openapi::ApiDoc;
 use crate::routes::{
     credentials, datasets, download, ingestions, meta, ogcapi, stac, sync, templates, zarr,
 };
 use crate::state::AppState;
 use crate::{auth, error, idempotency};
+
+/// One route of the API: method, path (axum syntax) and who may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `GET`, `POST`, …
+    pub method: &'static str,
+    /// The path pattern, as the router matches it (`/zarr/{id}/{*path}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// The one route list: each entry is wired into the router, described in the OpenAPI
+/// document (from the handler's `utoipa::path`), and guarded by the access it declares.
+/// Routes under `undocumented` are served and guarded but not described (aliases of a
+/// documented route, the document itself).
+macro_rules! api_routes {
+    (
+        documented {
+            $( $method:ident $path:literal => $handler:path, $access:ident; )*
+        }
+        undocumented {
+            $( $umethod:ident $upath:literal => $uhandler:path, $uaccess:ident; )*
+        }
+    ) => {
+        /// Every route, with its access.
+        pub const ROUTES: &[RouteSpec] = &[
+            $( RouteSpec {
+                method: const_upper(stringify!($method)),
+                path: $path,
+                access: Access::$access,
+            }, )*
+            $( RouteSpec {
+                method: const_upper(stringify!($umethod)),
+                path: $upath,
+                access: Access::$uaccess,
+            }, )*
+        ];
+
+        fn add_routes(router: Router<AppState>) -> Router<AppState> {
+            router
+                $( .route($path, axum::routing::$method($handler)) )*
+                $( .route($upath, axum::routing::$umethod($uhandler)) )*
+        }
+
+        /// The operations of [`ROUTES`], for the OpenAPI document.
+        #[derive(Debug, utoipa::OpenApi)]
+        #[openapi(paths( $( $handler ),* ))]
+        pub struct ApiPaths;
+    };
+}
+
+/// `get` → `GET`, for the method names of [`ROUTES`].
+const fn const_upper(method: &'static str) -> &'static str {
+    match method.as_bytes() {
+        b"get" => "GET",
+        b"post" => "POST",
+        b"put" => "PUT",
+        b"patch" => "PATCH",
+        b"delete" => "DELETE",
+        _ => panic!("unsupported method in the route list"),
+    }
+}
+
+api_routes! {
+    documented {
+        get "/health" => meta::get_health, Public;
+        get "/ready" => meta::get_ready, Public;
+        get "/info" => meta::get_info, Read;
+        get "/metrics" => meta::get_metrics, Public;
+        get "/extent" => meta::get_extent, Read;
+        get "/dataset-templates" => templates::list_templates, Read;
+        get "/dataset-templates/{id}" => templates::get_template, Read;
+        get "/ingestions" => ingestions::list_ingestions, Read;
+        post "/ingestions" => ingestions::create_ingestion, Ingest;
+        get "/ingestions/{id}" => ingestions::get_ingestion, Read;
+        delete "/ingestions/{id}" => ingestions::cancel_ingestion, Ingest;
+        get "/ingestions/{id}/events" => ingestions::ingestion_events, Read;
+        get "/credentials/basic" => credentials::basic, OwnCredentials;
+        get "/credentials/oidc" => credentials::oidc, Public;
+        get "/me" => credentials::me, Caller;
+        get "/datasets" => datasets::list_datasets, Read;
+        get "/datasets/{id}" => datasets::get_dataset, Read;
+        get "/datasets/{id}/download" => download::download, Read;
+        get "/ogcapi" => ogcapi::common::landing, Read;
+        get "/ogcapi/conformance" => ogcapi::common::conformance, Read;
+        get "/ogcapi/collections" => ogcapi::common::collections, Read;
+        get "/ogcapi/collections/{id}" => ogcapi::common::collection, Read;
+        get "/ogcapi/collections/{id}/coverage" => ogcapi::coverages::coverage, Read;
+        get "/ogcapi/collections/{id}/coverage/domainset" => ogcapi::coverages::domainset, Read;
+        get "/ogcapi/collections/{id}/coverage/rangetype" => ogcapi::coverages::rangetype, Read;
+        get "/ogcapi/collections/{id}/position" => ogcapi::edr::position, Read;
+        get "/ogcapi/collections/{id}/area" => ogcapi::edr::area, Read;
+        get "/ogcapi/collections/{id}/map/tiles" => ogcapi::tiles::tilesets, Read;
+        get "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}" => ogcapi::tiles::tile, Read;
+        post "/sync/{id}" => sync::run_sync, Ingest;
+        get "/datasets/{id}/schedule" => sync::get_schedule, Read;
+        patch "/datasets/{id}/schedule" => sync::patch_schedule, Admin;
+        get "/sync/{id}/plan" => sync::plan, Read;
+        get "/stac" => stac::get_catalog, Read;
+        get "/stac/conformance" => stac::conformance, Read;
+        get "/stac/collections" => stac::list_collections, Read;
+        get "/stac/collections/{id}" => stac::get_collection, Read;
+        get "/datasets/{id}/versions/{n}/zarr" => zarr::list_version_zarr, Read;
+        get "/datasets/{id}/versions/{n}/zarr/{*path}" => zarr::get_version_zarr_object, Read;
+        get "/zarr/{id}" => zarr::list_zarr, Read;
+        get "/zarr/{id}/{*path}" => zarr::get_zarr_object, Read;
+    }
+    undocumented {
+        get "/stac/catalog.json" => stac::get_catalog, Read;
+        get "/openapi.json" => crate::openapi::serve, Read;
+    }
+}
+
+/// Who may call `method` on `route` (a path pattern, in the router's `{*path}` or the OpenAPI
+/// document's `{path}` syntax). `HEAD` and `OPTIONS` are reads of the route's `GET`. A route
+/// missing from the list is admin-only.
+pub fn access(method: &str, route: &str) -> Access {
+    let method = if matches!(method, "HEAD" | "OPTIONS") {
+        "GET"
+    } else {
+        method
+    };
+    let same = |a: &str, b: &str| a.replace("{*", "{") == b.replace("{*", "{");
+    ROUTES
+        .iter()
+        .find(|r| r.method == method && same(r.path, route))
+        .map_or(Access::Admin, |r| r.access)
+}
 
 /// Request bodies are small JSON documents.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -39,83 +167,7 @@ pub fn router(state: AppState) -> Router {
             header::ACCEPT_RANGES,
             HeaderName::from_static(error::REQUEST_ID),
         ]);
-    Router::new()
-        .route("/health", get(meta::get_health))
-        .route("/ready", get(meta::get_ready))
-        .route("/info", get(meta::get_info))
-        .route("/metrics", get(meta::get_metrics))
-        .route("/extent", get(meta::get_extent))
-        .route("/dataset-templates", get(templates::list_templates))
-        .route("/dataset-templates/{id}", get(templates::get_template))
-        .route(
-            "/ingestions",
-            get(ingestions::list_ingestions).post(ingestions::create_ingestion),
-        )
-        .route(
-            "/ingestions/{id}",
-            get(ingestions::get_ingestion).delete(ingestions::cancel_ingestion),
-        )
-        .route("/ingestions/{id}/events", get(ingestions::ingestion_events))
-        .route("/credentials/basic", get(credentials::basic))
-        .route("/credentials/oidc", get(credentials::oidc))
-        .route("/me", get(credentials::me))
-        .route("/datasets", get(datasets::list_datasets))
-        .route("/datasets/{id}", get(datasets::get_dataset))
-        .route("/datasets/{id}/download", get(download::download))
-        .route("/ogcapi", get(ogcapi::common::landing))
-        .route("/ogcapi/conformance", get(ogcapi::common::conformance))
-        .route("/ogcapi/collections", get(ogcapi::common::collections))
-        .route("/ogcapi/collections/{id}", get(ogcapi::common::collection))
-        .route(
-            "/ogcapi/collections/{id}/coverage",
-            get(ogcapi::coverages::coverage),
-        )
-        .route(
-            "/ogcapi/collections/{id}/coverage/domainset",
-            get(ogcapi::coverages::domainset),
-        )
-        .route(
-            "/ogcapi/collections/{id}/coverage/rangetype",
-            get(ogcapi::coverages::rangetype),
-        )
-        .route(
-            "/ogcapi/collections/{id}/position",
-            get(ogcapi::edr::position),
-        )
-        .route("/ogcapi/collections/{id}/area", get(ogcapi::edr::area))
-        .route(
-            "/ogcapi/collections/{id}/map/tiles",
-            get(ogcapi::tiles::tilesets),
-        )
-        .route(
-            "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
-            get(ogcapi::tiles::tile),
-        )
-        .route("/sync/{id}", axum::routing::post(sync::run_sync))
-        .route(
-            "/datasets/{id}/schedule",
-            get(sync::get_schedule).patch(sync::patch_schedule),
-        )
-        .route("/sync/{id}/plan", get(sync::plan))
-        .route("/stac", get(stac::get_catalog))
-        .route("/stac/catalog.json", get(stac::get_catalog))
-        .route("/stac/conformance", get(stac::conformance))
-        .route("/stac/collections", get(stac::list_collections))
-        .route("/stac/collections/{id}", get(stac::get_collection))
-        .route(
-            "/datasets/{id}/versions/{n}/zarr",
-            get(zarr::list_version_zarr),
-        )
-        .route(
-            "/datasets/{id}/versions/{n}/zarr/{*path}",
-            get(zarr::get_version_zarr_object),
-        )
-        .route("/zarr/{id}", get(zarr::list_zarr))
-        .route("/zarr/{id}/{*path}", get(zarr::get_zarr_object))
-        .route(
-            "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
-        )
+    add_routes(Router::new())
         // Inner first: idempotency sees the authenticated caller.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -176,4 +228,58 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .collect();
     climate_infra::telemetry::set_parent(&span, &context);
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use climate_domain::auth::Scope;
+
+    use super::*;
+
+    /// What `climate_domain::auth::required_scope` used to answer, now from the route list.
+    #[test]
+    fn routes_need_the_documented_scope() {
+        let needed =
+            |method: &str, route: &str, protect: bool| access(method, route).needed(protect);
+        assert_eq!(needed("GET", "/zarr/{id}/{*path}", false), None);
+        assert_eq!(needed("GET", "/zarr/{id}/{*path}", true), Some(Scope::Read));
+        assert_eq!(
+            needed("GET", "/zarr/{id}/{path}", true),
+            Some(Scope::Read),
+            "OpenAPI syntax"
+        );
+        assert_eq!(
+            needed("HEAD", "/zarr/{id}/{*path}", true),
+            Some(Scope::Read)
+        );
+        assert_eq!(needed("GET", "/health", true), None);
+        assert_eq!(needed("GET", "/me", false), Some(Scope::Read));
+        assert_eq!(needed("POST", "/ingestions", false), Some(Scope::Ingest));
+        assert_eq!(
+            needed("DELETE", "/ingestions/{id}", false),
+            Some(Scope::Ingest)
+        );
+        assert_eq!(needed("POST", "/sync/{id}", false), Some(Scope::Ingest));
+        assert_eq!(
+            needed("PATCH", "/datasets/{id}/schedule", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(needed("POST", "/some/new/route", false), Some(Scope::Admin));
+        assert_eq!(needed("GET", "/credentials/basic", true), None);
+        assert_eq!(needed("GET", "/openapi.json", true), Some(Scope::Read));
+    }
+
+    #[test]
+    fn every_route_is_listed_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in ROUTES {
+            assert!(
+                seen.insert((r.method, r.path)),
+                "{} {} twice",
+                r.method,
+                r.path
+            );
+        }
+        assert!(ROUTES.len() > 40, "{}", ROUTES.len());
+    }
 }

@@ -1,12 +1,13 @@
 //! The authorisation matrix: every operation of the published OpenAPI document, called
 //! anonymously and with a `read`, an `ingest` and an `admin` key, is refused exactly when the
-//! caller lacks the scope `climate_domain::auth::required_scope` gives it — with reads public,
+//! caller lacks the scope the route list (`climate_api::router::ROUTES`) declares — with reads public,
 //! and with `auth.protect_reads`. (`/credentials/*` authenticate by credentials of their own
 //! and are left to the end-to-end security tests.)
 
 use axum::http::Method;
 use chrono::Utc;
-use climate_domain::auth::{Scope, required_scope};
+use climate_api::router::access;
+use climate_domain::auth::Scope;
 use serde_json::Value;
 
 use crate::support::InProcess;
@@ -86,7 +87,7 @@ async fn matrix(protect_reads: bool) {
     for (method, path) in &ops {
         // The OpenAPI form of the catch-all is `{path}`, the router's `{*path}`.
         let route = path.replace("{path}", "{*path}");
-        let needed = required_scope(method, &route, protect_reads);
+        let needed = access(method, &route).needed(protect_reads);
         let uri = concrete(path);
         for (held, auth) in &callers {
             let mut headers = vec![("content-type", "application/json")];

@@ -186,11 +186,12 @@ pub fn rfc3339(t: NaiveDateTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn sample() -> VersionMetadata {
+    /// 31 daily CHIRPS fields over Sierra Leone, as the pipeline describes them.
+    pub(crate) fn sample() -> VersionMetadata {
         VersionMetadata {
             format_version: FORMAT_VERSION,
             format: "zarr".into(),

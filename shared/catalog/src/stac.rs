@@ -233,7 +233,7 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::metadata::{FORMAT_VERSION, VersionMetadata};
+    use crate::metadata::VersionMetadata;
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().expect("RFC 3339")
@@ -242,22 +242,9 @@ mod tests {
     /// A published dataset of 31 daily CHIRPS fields over Sierra Leone, as stored.
     fn records() -> (DatasetRecord, VersionRecord) {
         let meta = VersionMetadata {
-            format_version: FORMAT_VERSION,
-            format: "zarr".into(),
-            zarr_format: 3,
-            variable: "precip".into(),
-            units: "mm".into(),
-            period_type: PeriodType::Daily,
-            crs: "EPSG:4326".into(),
-            bbox: [-13.5, 6.9, -10.2, 10.0],
-            shape: [31, 62, 66],
-            chunks: [8, 62, 66],
-            transform: [0.05, 0.0, -13.5, 0.0, -0.05, 10.0],
-            chunks_written: 4,
             bases: vec![],
-            first_chunk: 0,
-            provider: "chirps3_daily".into(),
-            request: json!({"start": "2025-01-01", "end": "2025-01-31"}),
+            request: serde_json::json!({"start": "2025-01-01", "end": "2025-01-31"}),
+            ..crate::metadata::tests::sample()
         };
         let ds = DatasetRecord {
             dataset_id: "chirps3_precipitation_daily_sle".into(),

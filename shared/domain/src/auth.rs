@@ -89,20 +89,35 @@ pub fn allows(held: &[Scope], needed: Scope) -> bool {
     held.iter().any(|s| s.grants(needed))
 }
 
-/// The scope a request needs, by method and route pattern (axum's `{param}` syntax); `None`
-/// when the request is public. Reads are public unless `protect_reads`; writes need `ingest`
-/// (ingestions, syncs, cancellation) or `admin` (everything else, so a new write route is
-/// admin-only until it is classified here).
-pub fn required_scope(method: &str, route: &str, protect_reads: bool) -> Option<Scope> {
-    match (method, route) {
-        (_, "/credentials/basic" | "/credentials/oidc") => None,
-        ("GET" | "HEAD", "/me") => Some(Scope::Read),
-        ("GET" | "HEAD" | "OPTIONS", "/health" | "/ready" | "/metrics") => None,
-        ("GET" | "HEAD" | "OPTIONS", _) => protect_reads.then_some(Scope::Read),
-        ("POST", "/ingestions" | "/sync/{id}") | ("DELETE", "/ingestions/{id}") => {
-            Some(Scope::Ingest)
+/// Who may call a route: declared with each route (the API's route table), turned into the
+/// scope a request needs by [`Access::needed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Never needs credentials (health, readiness, metrics, OIDC discovery).
+    Public,
+    /// Checks credentials of its own instead of a key (`/credentials/basic`).
+    OwnCredentials,
+    /// A read: public unless reads are protected, then scope `read`.
+    Read,
+    /// About the caller (`/me`): always scope `read`.
+    Caller,
+    /// Starts, syncs or cancels ingestions: scope `ingest`.
+    Ingest,
+    /// Everything else that writes (schedules, the catalog): scope `admin`.
+    Admin,
+}
+
+impl Access {
+    /// The scope a request needs; `None` when it is public.
+    #[must_use]
+    pub fn needed(self, protect_reads: bool) -> Option<Scope> {
+        match self {
+            Self::Public | Self::OwnCredentials => None,
+            Self::Read => protect_reads.then_some(Scope::Read),
+            Self::Caller => Some(Scope::Read),
+            Self::Ingest => Some(Scope::Ingest),
+            Self::Admin => Some(Scope::Admin),
         }
-        _ => Some(Scope::Admin),
     }
 }
 
@@ -133,34 +148,13 @@ mod tests {
     }
 
     #[test]
-    fn routes_need_the_documented_scope() {
-        assert_eq!(required_scope("GET", "/zarr/{id}/{*path}", false), None);
-        assert_eq!(
-            required_scope("GET", "/zarr/{id}/{*path}", true),
-            Some(Scope::Read)
-        );
-        assert_eq!(required_scope("GET", "/health", true), None);
-        assert_eq!(required_scope("GET", "/me", false), Some(Scope::Read));
-        assert_eq!(
-            required_scope("POST", "/ingestions", false),
-            Some(Scope::Ingest)
-        );
-        assert_eq!(
-            required_scope("DELETE", "/ingestions/{id}", false),
-            Some(Scope::Ingest)
-        );
-        assert_eq!(
-            required_scope("POST", "/sync/{id}", false),
-            Some(Scope::Ingest)
-        );
-        assert_eq!(
-            required_scope("PATCH", "/datasets/{id}/schedule", false),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope("POST", "/some/new/route", false),
-            Some(Scope::Admin)
-        );
-        assert_eq!(required_scope("GET", "/credentials/basic", true), None);
+    fn access_gives_the_documented_scope() {
+        assert_eq!(Access::Read.needed(false), None);
+        assert_eq!(Access::Read.needed(true), Some(Scope::Read));
+        assert_eq!(Access::Public.needed(true), None);
+        assert_eq!(Access::OwnCredentials.needed(true), None);
+        assert_eq!(Access::Caller.needed(false), Some(Scope::Read));
+        assert_eq!(Access::Ingest.needed(false), Some(Scope::Ingest));
+        assert_eq!(Access::Admin.needed(false), Some(Scope::Admin));
     }
 }
