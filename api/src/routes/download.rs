@@ -17,7 +17,7 @@ use climate_geodata::encode::NetcdfWriter;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::ogcapi::{self, Query};
+use crate::routes::ogcapi::{self, parse_query};
 use crate::state::AppState;
 
 /// Values held in memory at once while writing a download.
@@ -35,12 +35,21 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The query of a download.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// netcdf (the default and only format)
+    format: Option<String>,
+    /// minLon,minLat,maxLon,maxLat (CRS84)
+    bbox: Option<String>,
+    /// instant, or interval a/b with open ends ..
+    datetime: Option<String>,
+}
+
 /// `GET /datasets/{id}/download`
 #[utoipa::path(get, path = "/datasets/{id}/download", tag = "datasets",
-    params(("id" = String, Path, description = "dataset id"),
-           ("format" = Option<String>, Query, description = "netcdf (the default and only format)"),
-           ("bbox" = Option<String>, Query, description = "minLon,minLat,maxLon,maxLat (CRS84)"),
-           ("datetime" = Option<String>, Query, description = "instant, or interval a/b with open ends ..")),
+    params(("id" = String, Path, description = "dataset id"), DownloadQuery),
     responses((status = 200, description = "CF-1.10 NetCDF-4", content_type = "application/x-netcdf"),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn download(
@@ -48,8 +57,8 @@ pub async fn download(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(raw, &["format", "bbox", "datetime"])?;
-    if let Some(f) = q.one("format")?
+    let q: DownloadQuery = parse_query(raw)?;
+    if let Some(f) = q.format.as_deref()
         && !matches!(f.to_ascii_lowercase().as_str(), "netcdf" | "nc")
     {
         return Err(ApiError::bad_request(format!(
@@ -57,12 +66,13 @@ pub async fn download(
         )));
     }
     let o = ogcapi::open(&state, &id).await?;
-    let (rows, cols) = match q.one("bbox")? {
+    let (rows, cols) = match q.bbox.as_deref() {
         Some(b) => ogcapi::bbox_window(&o.grid, ogcapi::parse_bbox(b)?)?,
         None => (0..o.grid.y.len, 0..o.grid.x.len),
     };
     let sel = q
-        .one("datetime")?
+        .datetime
+        .as_deref()
         .map(|s| ogcapi::parse_datetime("datetime", s))
         .transpose()?;
     let t = ogcapi::select_times(&o, sel, "datetime")?;

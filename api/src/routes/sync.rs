@@ -17,14 +17,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::routes::ingestions::location;
-use crate::routes::ogcapi::Query;
+use crate::routes::ogcapi::parse_query;
 use crate::state::{AppState, BaseUrl};
 use crate::views::{RunView, unknown_dataset};
 
+/// The query of a sync plan.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PlanQuery {
+    /// last period to reach (default: today, clamped by the template's availability)
+    end: Option<String>,
+}
+
 /// `GET /sync/{id}/plan?end=`: what a sync of the dataset would do now, without doing it.
 #[utoipa::path(get, path = "/sync/{id}/plan", tag = "sync",
-    params(("id" = String, Path, description = "dataset id"),
-           ("end" = Option<String>, Query, description = "last period to reach (default: today, clamped by the template's availability)")),
+    params(("id" = String, Path, description = "dataset id"), PlanQuery),
     responses((status = 200, description = "SyncDetail (SPEC §7)"),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn plan(
@@ -32,8 +39,8 @@ pub async fn plan(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SyncDetail>, ApiError> {
-    let q = Query::parse(raw, &["end"])?;
-    let (d, _) = sync::detail(&state.providers, &id, q.one("end")?, Utc::now())
+    let q: PlanQuery = parse_query(raw)?;
+    let (d, _) = sync::detail(&state.providers, &id, q.end.as_deref(), Utc::now())
         .await
         .map_err(api_error)?;
     Ok(Json(d))

@@ -93,15 +93,31 @@ fn parse_format(s: Option<&str>) -> Result<Format, ApiError> {
     })
 }
 
+/// The query of `GET /ogcapi/collections/{id}/coverage`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CoverageQuery {
+    /// minLon,minLat,maxLon,maxLat (CRS84)
+    pub(crate) bbox: Option<String>,
+    /// instant, or interval a/b with open ends ..
+    datetime: Option<String>,
+    /// t("a":"b"),x(lo:hi),y(lo:hi) in the storage CRS
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>)]
+    pub(crate) subset: Vec<String>,
+    /// the variable (the only field)
+    properties: Option<String>,
+    /// keep every n-th row and column
+    #[serde(rename = "scale-factor")]
+    #[param(rename = "scale-factor", value_type = Option<u32>)]
+    pub(crate) scale_factor: Option<String>,
+    /// covjson (default), netcdf, geotiff, png
+    pub(crate) f: Option<String>,
+}
+
 /// `GET /ogcapi/collections/{id}/coverage`: a window of the cube.
 #[utoipa::path(get, path = "/ogcapi/collections/{id}/coverage", tag = "ogcapi",
-    params(("id" = String, Path, description = "dataset id"),
-           ("bbox" = Option<String>, Query, description = "minLon,minLat,maxLon,maxLat (CRS84)"),
-           ("datetime" = Option<String>, Query, description = "instant, or interval a/b with open ends .."),
-           ("subset" = Option<String>, Query, description = "t(\"a\":\"b\"),x(lo:hi),y(lo:hi) in the storage CRS"),
-           ("properties" = Option<String>, Query, description = "the variable (the only field)"),
-           ("scale-factor" = Option<u32>, Query, description = "keep every n-th row and column"),
-           ("f" = Option<String>, Query, description = "covjson (default), netcdf, geotiff, png")),
+    params(("id" = String, Path, description = "dataset id"), CoverageQuery),
     responses((status = 200, description = "The coverage"), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)))]
 pub async fn coverage(
@@ -109,20 +125,10 @@ pub async fn coverage(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(
-        raw,
-        &[
-            "bbox",
-            "datetime",
-            "subset",
-            "properties",
-            "scale-factor",
-            "f",
-        ],
-    )?;
-    let format = parse_format(q.one("f")?)?;
+    let q: CoverageQuery = parse_query(raw)?;
+    let format = parse_format(q.f.as_deref())?;
     let o = open(&state, &id).await?;
-    if let Some(p) = q.one("properties")? {
+    if let Some(p) = q.properties.as_deref() {
         for name in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if name != o.cube.variable {
                 return Err(ApiError::bad_request(format!(
@@ -132,7 +138,7 @@ pub async fn coverage(
             }
         }
     }
-    let step = match q.one("scale-factor")? {
+    let step = match q.scale_factor.as_deref() {
         None => 1,
         Some(s) => s
             .trim()
@@ -147,15 +153,15 @@ pub async fn coverage(
     };
     let g = &o.grid;
     let (mut rows, mut cols) = (0..g.y.len, 0..g.x.len);
-    if let Some(b) = q.one("bbox")? {
+    if let Some(b) = q.bbox.as_deref() {
         let (r, c) = bbox_window(g, parse_bbox(b)?)?;
         (rows, cols) = (r, c);
     }
-    let mut tsel = match q.one("datetime")? {
+    let mut tsel = match q.datetime.as_deref() {
         Some(s) => Some(parse_datetime("datetime", s)?),
         None => None,
     };
-    for s in parse_subsets(q.all("subset"))? {
+    for s in parse_subsets(q.subset.iter().map(String::as_str))? {
         match s.axis {
             't' => {
                 if tsel.is_some() {

@@ -87,24 +87,39 @@ fn inside(rings: &[Vec<(f64, f64)>], x: f64, y: f64) -> bool {
     odd
 }
 
+/// The query of the EDR queries (`position`, `area`).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EdrQuery {
+    /// POINT(lon lat) for a position, POLYGON((lon lat, …)) for an area, in CRS84
+    #[param(required = true)]
+    coords: Option<String>,
+    /// instant or interval
+    datetime: Option<String>,
+    /// the variable
+    #[serde(rename = "parameter-name")]
+    #[param(rename = "parameter-name")]
+    parameter_name: Option<String>,
+    /// CoverageJSON (default); CSV for a position
+    f: Option<String>,
+    /// the coordinates' CRS: CRS84 (the default and only one)
+    crs: Option<String>,
+    /// the vertical level (accepted and ignored: the data have one level)
+    #[allow(dead_code)]
+    z: Option<String>,
+}
+
 /// `GET /ogcapi/collections/{id}/position?coords=POINT(x y)`: the time series at a point.
 #[utoipa::path(get, path = "/ogcapi/collections/{id}/position", tag = "ogcapi",
-    params(("id" = String, Path, description = "dataset id"),
-           ("coords" = String, Query, description = "POINT(lon lat) in CRS84"),
-           ("datetime" = Option<String>, Query, description = "instant or interval"),
-           ("parameter-name" = Option<String>, Query, description = "the variable"),
-           ("f" = Option<String>, Query, description = "CoverageJSON (default) or CSV")),
+    params(("id" = String, Path, description = "dataset id"), EdrQuery),
     responses((status = 200, description = "A point series"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn position(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(
-        raw,
-        &["coords", "datetime", "parameter-name", "f", "crs", "z"],
-    )?;
-    let csv = match q.one("f")?.map(str::to_ascii_lowercase).as_deref() {
+    let q: EdrQuery = parse_query(raw)?;
+    let csv = match q.f.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("coveragejson" | "covjson" | "json") => false,
         Some("csv") => true,
         Some(other) => {
@@ -115,7 +130,8 @@ pub async fn position(
     };
     check_crs(&q)?;
     let coords = q
-        .one("coords")?
+        .coords
+        .as_deref()
         .ok_or_else(|| ApiError::bad_request("coords: required, e.g. coords=POINT(-11.8 8.5)"))?;
     let (lon, lat) = parse_point(coords)?;
     let o = open(&state, &id).await?;
@@ -132,7 +148,7 @@ pub async fn position(
             "coords: POINT({lon} {lat}) is outside the data, which covers lon {w}..{e}, lat {s}..{n}"
         )));
     };
-    let sel = match q.one("datetime")? {
+    let sel = match q.datetime.as_deref() {
         Some(s) => Some(parse_datetime("datetime", s)?),
         None => None,
     };
@@ -185,8 +201,8 @@ pub async fn position(
 }
 
 /// EDR `crs`: coordinates are CRS84; anything else is refused rather than misread.
-fn check_crs(q: &Query) -> Result<(), ApiError> {
-    if let Some(c) = q.one("crs")?
+fn check_crs(q: &EdrQuery) -> Result<(), ApiError> {
+    if let Some(c) = q.crs.as_deref()
         && !matches!(c, "CRS84" | CRS84 | "EPSG:4326")
     {
         return Err(ApiError::bad_request(format!(
@@ -199,8 +215,8 @@ fn check_crs(q: &Query) -> Result<(), ApiError> {
 /// Most values of one EDR position series.
 pub const MAX_SERIES: usize = 200_000;
 
-fn check_parameter(q: &Query, o: &Opened) -> Result<(), ApiError> {
-    if let Some(p) = q.one("parameter-name")? {
+fn check_parameter(q: &EdrQuery, o: &Opened) -> Result<(), ApiError> {
+    if let Some(p) = q.parameter_name.as_deref() {
         for name in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if name != o.cube.variable {
                 return Err(ApiError::bad_request(format!(
@@ -216,11 +232,7 @@ fn check_parameter(q: &Query, o: &Opened) -> Result<(), ApiError> {
 /// `GET /ogcapi/collections/{id}/area?coords=POLYGON((…))`: the cells whose centres fall in
 /// the polygon (others null), over the polygon's bounding window.
 #[utoipa::path(get, path = "/ogcapi/collections/{id}/area", tag = "ogcapi",
-    params(("id" = String, Path, description = "dataset id"),
-           ("coords" = String, Query, description = "POLYGON((lon lat, …)) in CRS84"),
-           ("datetime" = Option<String>, Query, description = "instant or interval"),
-           ("parameter-name" = Option<String>, Query, description = "the variable"),
-           ("f" = Option<String>, Query, description = "CoverageJSON")),
+    params(("id" = String, Path, description = "dataset id"), EdrQuery),
     responses((status = 200, description = "A grid coverage"), (status = 400, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody)))]
 pub async fn area(
@@ -228,11 +240,8 @@ pub async fn area(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(
-        raw,
-        &["coords", "datetime", "parameter-name", "f", "crs", "z"],
-    )?;
-    if let Some(f) = q.one("f")?
+    let q: EdrQuery = parse_query(raw)?;
+    if let Some(f) = q.f.as_deref()
         && !matches!(
             f.to_ascii_lowercase().as_str(),
             "coveragejson" | "covjson" | "json"
@@ -242,7 +251,7 @@ pub async fn area(
             "f: unknown format '{f}'; use CoverageJSON"
         )));
     }
-    let coords = q.one("coords")?.ok_or_else(|| {
+    let coords = q.coords.as_deref().ok_or_else(|| {
         ApiError::bad_request(
             "coords: required, e.g. coords=POLYGON((-12 8, -11 8, -11 9, -12 9, -12 8))",
         )
@@ -261,7 +270,7 @@ pub async fn area(
         )
     };
     let (rows, cols) = bbox_window(&o.grid, [w, s, e, n]).map_err(|_| no_cell())?;
-    let sel = match q.one("datetime")? {
+    let sel = match q.datetime.as_deref() {
         Some(s) => Some(parse_datetime("datetime", s)?),
         None => None,
     };

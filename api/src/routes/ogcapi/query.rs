@@ -7,10 +7,10 @@ use super::*;
 // Query parameters
 
 /// The query string as (name, value) pairs, checked against the names a route accepts.
-pub(crate) struct Query(Vec<(String, String)>);
+struct Query(Vec<(String, String)>);
 
 impl Query {
-    pub(crate) fn parse(raw: Option<String>, allowed: &[&str]) -> Result<Self, ApiError> {
+    fn parse(raw: Option<String>, allowed: &[&str]) -> Result<Self, ApiError> {
         let pairs: Vec<(String, String)> =
             url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -26,7 +26,7 @@ impl Query {
         Ok(Self(pairs))
     }
 
-    pub(crate) fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
         let mut it = self.0.iter().filter(|(k, _)| k == name);
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
@@ -37,12 +37,43 @@ impl Query {
         Ok(first)
     }
 
-    pub(super) fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+    fn all(&self, name: &str) -> impl Iterator<Item = &str> {
         self.0
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A route's typed query: `T` declares the parameters (names, descriptions and types, for the
+/// OpenAPI document through `IntoParams`); the query string is checked against those names —
+/// an unknown or (for a single-valued one) repeated parameter is refused, naming it — and
+/// decoded into `T`.
+///
+/// # Errors
+/// 400 naming the parameter.
+pub(crate) fn parse_query<T>(raw: Option<String>) -> Result<T, ApiError>
+where
+    T: utoipa::IntoParams + serde::de::DeserializeOwned,
+{
+    use utoipa::openapi::{RefOr, Schema};
+    let declared = T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query));
+    let names: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+    let q = Query::parse(raw, &names)?;
+    let mut fields = serde_json::Map::new();
+    for p in &declared {
+        let name = p.name.as_str();
+        if matches!(p.schema, Some(RefOr::T(Schema::Array(_)))) {
+            let all: Vec<Value> = q.all(name).map(|v| Value::String(v.to_owned())).collect();
+            if !all.is_empty() {
+                fields.insert(name.to_owned(), Value::Array(all));
+            }
+        } else if let Some(v) = q.one(name)? {
+            fields.insert(name.to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::bad_request(format!("query: {e}")))
 }
 
 pub(super) fn parse_f64(param: &str, s: &str) -> Result<f64, ApiError> {
@@ -312,5 +343,37 @@ mod tests {
         ));
         assert!(parse_datetime("d", "2025-07-05/2025-07-01").is_err());
         assert!(parse_datetime("d", "yesterday").is_err());
+    }
+
+    #[test]
+    fn typed_queries_are_decoded_by_their_declared_names() {
+        use crate::routes::ogcapi::coverages::CoverageQuery;
+        let raw = |s: &str| Some(s.to_owned());
+        let q: CoverageQuery =
+            parse_query(raw("scale-factor=4&subset=x(1:2)&subset=y(3:4)&f=png")).expect("valid");
+        assert_eq!(q.scale_factor.as_deref(), Some("4"));
+        assert_eq!(
+            q.subset,
+            vec!["x(1:2)", "y(3:4)"],
+            "repeatable: every value, in order"
+        );
+        assert_eq!(q.f.as_deref(), Some("png"));
+        assert!(q.bbox.is_none());
+
+        let unknown = parse_query::<CoverageQuery>(raw("scale_factor=4")).expect_err("unknown");
+        assert!(
+            unknown.message.contains("unknown parameter 'scale_factor'")
+                && unknown.message.contains("scale-factor"),
+            "{}",
+            unknown.message
+        );
+        let twice = parse_query::<CoverageQuery>(raw("f=png&f=netcdf")).expect_err("twice");
+        assert!(
+            twice.message.contains("'f' is given more than once"),
+            "{}",
+            twice.message
+        );
+        let none: CoverageQuery = parse_query(None).expect("no query");
+        assert!(none.subset.is_empty() && none.f.is_none());
     }
 }

@@ -47,6 +47,16 @@ pub async fn tilesets(
     })))
 }
 
+/// The query of a tile.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TileQuery {
+    /// the period's instant (default: latest)
+    datetime: Option<String>,
+    /// png (the default and only format)
+    f: Option<String>,
+}
+
 /// `GET /ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}`: a 256² PNG map tile
 /// of one period (`datetime`, default the latest), coloured with the template's display,
 /// transparent where data is missing or absent. Drawn from the coarsest pyramid level that is
@@ -55,7 +65,7 @@ pub async fn tilesets(
     params(("id" = String, Path, description = "dataset id"),
            ("z" = u32, Path, description = "zoom (tile matrix)"),
            ("y" = u32, Path, description = "tile row"), ("x" = u32, Path, description = "tile column"),
-           ("datetime" = Option<String>, Query, description = "the period's instant (default: latest)")),
+           TileQuery),
     responses((status = 200, description = "PNG tile"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn tile(
     State(state): State<AppState>,
@@ -63,8 +73,8 @@ pub async fn tile(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let Path((id, z, ty, tx)) = path?;
-    let q = Query::parse(raw, &["datetime", "f"])?;
-    if let Some(f) = q.one("f")?
+    let q: TileQuery = parse_query(raw)?;
+    if let Some(f) = q.f.as_deref()
         && !f.eq_ignore_ascii_case("png")
     {
         return Err(ApiError::bad_request(format!(
@@ -83,7 +93,7 @@ pub async fn tile(
         )));
     }
     let o = open(&state, &id).await?;
-    let t = match q.one("datetime")? {
+    let t = match q.datetime.as_deref() {
         Some(s) => match parse_datetime("datetime", s)? {
             TimeSel::Instant(i) => select_times(&o, Some(TimeSel::Instant(i)), "datetime")?.start,
             TimeSel::Interval(..) => {
