@@ -157,6 +157,38 @@ enum Attempt<T> {
     Permanent(String),
 }
 
+/// Whether an answer with `status` is worth another attempt: 429, 408 and 5xx.
+fn retryable(status: reqwest::StatusCode) -> bool {
+    status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+}
+
+impl<T> Attempt<T> {
+    /// What an answer that is not the one wanted makes of the attempt: 429, 408 and 5xx are
+    /// worth another (after the upstream's `Retry-After`), anything else is final.
+    fn refused(r: &reqwest::Response) -> Self {
+        let status = r.status();
+        if retryable(status) {
+            Self::Transient(format!("HTTP {status}"), retry_after(r.headers()))
+        } else {
+            Self::Permanent(format!("HTTP {status}"))
+        }
+    }
+
+    /// A request that got no answer: always worth another attempt.
+    fn unanswered(e: &reqwest::Error) -> Self {
+        let why = if e.is_timeout() {
+            "timed out".to_owned()
+        } else if e.is_connect() {
+            format!("cannot connect: {e}")
+        } else {
+            format!("request failed: {e}")
+        };
+        Self::Transient(why, None)
+    }
+}
+
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = h
         .get(reqwest::header::RETRY_AFTER)?
@@ -314,26 +346,16 @@ impl Downloader {
     async fn attempt(&self, url: &str, tmp: &Path) -> Attempt<u64> {
         let resp = match self.client.get(url).send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Attempt::Transient("timed out".into(), None),
-            Err(e) if e.is_connect() => {
-                return Attempt::Transient(format!("cannot connect: {e}"), None);
-            }
-            Err(e) => return Attempt::Transient(format!("request failed: {e}"), None),
+            Err(e) => return Attempt::unanswered(&e),
         };
         let status = resp.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error()
-        {
-            return Attempt::Transient(format!("HTTP {status}"), retry_after(resp.headers()));
-        }
         if status == reqwest::StatusCode::NOT_FOUND {
             return Attempt::Permanent(
                 "HTTP 404 Not Found: the upstream does not publish this file".into(),
             );
         }
         if !status.is_success() {
-            return Attempt::Permanent(format!("HTTP {status}"));
+            return Attempt::refused(&resp);
         }
         let expected = resp.content_length();
         let mut file = match tokio::fs::File::create(tmp).await {

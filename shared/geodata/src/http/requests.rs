@@ -28,12 +28,7 @@ impl Downloader {
                 req = req.json(b);
             }
             match req.send().await {
-                Ok(r)
-                    if r.status().is_server_error()
-                        || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    Attempt::Transient(format!("HTTP {}", r.status()), retry_after(r.headers()))
-                }
+                Ok(r) if retryable(r.status()) => Attempt::refused(&r),
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let text = r.text().await.unwrap_or_default();
@@ -44,7 +39,7 @@ impl Downloader {
                         Attempt::Done((status, json))
                     }
                 }
-                Err(e) => Attempt::Transient(format!("request failed: {e}"), None),
+                Err(e) => Attempt::unanswered(&e),
             }
         })
         .await
@@ -78,14 +73,8 @@ impl Downloader {
                     Some(n) => Attempt::Done(Some(n)),
                     None => Attempt::Permanent("HEAD gave no Content-Length".into()),
                 },
-                Ok(r)
-                    if r.status().is_server_error()
-                        || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    Attempt::Transient(format!("HTTP {}", r.status()), retry_after(r.headers()))
-                }
-                Ok(r) => Attempt::Permanent(format!("HTTP {}", r.status())),
-                Err(e) => Attempt::Transient(format!("request failed: {e}"), None),
+                Ok(r) => Attempt::refused(&r),
+                Err(e) => Attempt::unanswered(&e),
             }
         })
         .await
@@ -138,17 +127,8 @@ impl Downloader {
                     Ok(r) if r.status() == reqwest::StatusCode::OK => Attempt::Permanent(
                         "the server ignored the Range header (answered 200)".into(),
                     ),
-                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
-                        Attempt::Permanent("HTTP 404 Not Found".into())
-                    }
-                    Ok(r)
-                        if r.status().is_server_error()
-                            || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
-                    {
-                        Attempt::Transient(format!("HTTP {}", r.status()), retry_after(r.headers()))
-                    }
-                    Ok(r) => Attempt::Permanent(format!("HTTP {}", r.status())),
-                    Err(e) => Attempt::Transient(format!("request failed: {e}"), None),
+                    Ok(r) => Attempt::refused(&r),
+                    Err(e) => Attempt::unanswered(&e),
                 }
             })
             .await?;
@@ -201,10 +181,7 @@ impl Downloader {
                 }
                 let r = match req.send().await {
                     Ok(r) => r,
-                    Err(e) if e.is_timeout() => {
-                        return Attempt::Transient("timed out".into(), None);
-                    }
-                    Err(e) => return Attempt::Transient(format!("request failed: {e}"), None),
+                    Err(e) => return Attempt::unanswered(&e),
                 };
                 let status = r.status();
                 if status == reqwest::StatusCode::NOT_FOUND {
@@ -222,14 +199,8 @@ impl Downloader {
                         }
                     ));
                 }
-                if status.is_server_error()
-                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                    || status == reqwest::StatusCode::REQUEST_TIMEOUT
-                {
-                    return Attempt::Transient(format!("HTTP {status}"), retry_after(r.headers()));
-                }
                 if !status.is_success() {
-                    return Attempt::Permanent(format!("HTTP {status}"));
+                    return Attempt::refused(&r);
                 }
                 let expected = r.content_length();
                 match r.bytes().await {

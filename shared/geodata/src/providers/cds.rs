@@ -67,11 +67,7 @@ impl Provider for CdsProvider {
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let perm = |message: String| ProviderError {
-            provider: NAME,
-            message,
-            retry: Retry::Permanent,
-        };
+        let perm = |message: String| ProviderError::permanent(NAME, message);
         let c = Self::params(req.template).map_err(perm)?;
         let dl = req.env.downloader(NAME).clone();
         let key = dl

@@ -74,11 +74,7 @@ impl Provider for Chirps3Provider {
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "chirps3_daily";
-        let perm = |message: String| ProviderError {
-            provider: NAME,
-            message,
-            retry: Retry::Permanent,
-        };
+        let perm = |message: String| ProviderError::permanent(NAME, message);
         let (base, stage, flavor) = Self::params(req.template).map_err(perm)?;
         let dl = req.env.downloader(NAME).clone();
         let first = req.start.start().date();
@@ -122,11 +118,7 @@ impl Provider for Chirps3Provider {
                     RemoteTiff::open(&label, len, fetch, &[-9999.0])
                 })
                 .await
-                .map_err(|e| ProviderError {
-                    provider: NAME,
-                    message: format!("decoder task failed: {e}"),
-                    retry: Retry::Permanent,
-                })?
+                .map_err(|e| ProviderError::permanent(NAME, format!("decoder task failed: {e}")))?
                 .map_err(|e| ProviderError {
                     provider: NAME,
                     retry: if e.transient {

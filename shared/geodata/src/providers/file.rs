@@ -185,11 +185,7 @@ pub(super) async fn locate_files(
     req_start: Period,
     req_end: Option<Period>,
 ) -> Result<SourceSet, ProviderError> {
-    let perm = |message: String| ProviderError {
-        provider,
-        message,
-        retry: Retry::Permanent,
-    };
+    let perm = |message: String| ProviderError::permanent(provider, message);
     let parts = parse_template(&full);
     let has_placeholders = parts.iter().any(|p| matches!(p, Part::Ph(..)));
     let mut pattern = full.clone();

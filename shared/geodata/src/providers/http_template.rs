@@ -69,11 +69,7 @@ impl Provider for HttpTemplateProvider {
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "http_template";
-        let perm = |message: String| ProviderError {
-            provider: NAME,
-            message,
-            retry: Retry::Permanent,
-        };
+        let perm = |message: String| ProviderError::permanent(NAME, message);
         let (template_url, variable) = Self::params(req.template).map_err(perm)?;
         let variable = variable.or_else(|| Some(req.template.variable.clone()));
         let kind = req.template.period_type;

@@ -143,11 +143,7 @@ impl Registry {
 }
 
 pub(crate) fn perm(message: impl Into<String>) -> ProviderError {
-    ProviderError {
-        provider: "file",
-        message: message.into(),
-        retry: Retry::Permanent,
-    }
+    ProviderError::permanent("file", message)
 }
 
 #[cfg(test)]

@@ -75,17 +75,8 @@ impl Provider for WorldPopProvider {
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let (base, product, first, last) =
-            Self::params(req.template).map_err(|m| ProviderError {
-                provider: "worldpop_yearly",
-                message: m,
-                retry: Retry::Permanent,
-            })?;
-        let perm = |message: String| ProviderError {
-            provider: "worldpop_yearly",
-            message,
-            retry: Retry::Permanent,
-        };
+        let perm = |message: String| ProviderError::permanent("worldpop_yearly", message);
+        let (base, product, first, last) = Self::params(req.template).map_err(perm)?;
         let iso3 = req.extent.country_code.as_deref().ok_or_else(|| {
             perm(format!(
                 "extent '{}' has no country_code: WorldPop files are per country, set the extent's ISO 3166-1 alpha-3 code (e.g. SLE)",

@@ -273,11 +273,7 @@ struct RemoteStore {
 }
 
 fn perm(message: impl Into<String>) -> ProviderError {
-    ProviderError {
-        provider: NAME,
-        message: message.into(),
-        retry: Retry::Permanent,
-    }
+    ProviderError::permanent(NAME, message)
 }
 
 impl RemoteStore {
