@@ -59,17 +59,26 @@ impl RunStatus {
     }
 }
 
+/// A run status or kind name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownName {
+    /// Not a [`RunStatus`].
+    #[error(
+        "unknown run status '{0}': expected one of queued, running, retrying, succeeded, failed, cancelled"
+    )]
+    Status(String),
+    /// Not a [`RunKind`].
+    #[error("unknown run kind '{0}'")]
+    Kind(String),
+}
+
 impl std::str::FromStr for RunStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown run status '{s}': expected one of queued, running, retrying, succeeded, failed, cancelled"
-                )
-            })
+            .ok_or_else(|| UnknownName::Status(s.to_owned()))
     }
 }
 
@@ -84,12 +93,12 @@ impl RunKind {
 }
 
 impl std::str::FromStr for RunKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "ingestion" => Ok(Self::Ingestion),
             "sync" => Ok(Self::Sync),
-            _ => Err(format!("unknown run kind '{s}'")),
+            _ => Err(UnknownName::Kind(s.to_owned())),
         }
     }
 }

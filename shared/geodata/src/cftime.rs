@@ -2,6 +2,35 @@
 
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 
+/// Why CF time metadata is not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CfTimeError {
+    /// The units are not `UNIT since DATE`.
+    #[error("time units '{0}' are not of the form 'UNIT since DATE'")]
+    Form(String),
+    /// The unit is not seconds, minutes, hours or days.
+    #[error("unsupported time unit '{unit}' in '{units}'")]
+    Unit {
+        /// The unit given.
+        unit: String,
+        /// The whole units attribute.
+        units: String,
+    },
+    /// The reference date does not parse.
+    #[error("unsupported reference date '{reference}' in time units '{units}'")]
+    Reference {
+        /// The reference given.
+        reference: String,
+        /// The whole units attribute.
+        units: String,
+    },
+    /// A calendar other than the standard (proleptic) Gregorian one.
+    #[error(
+        "calendar '{0}' is not supported (expected standard, gregorian or proleptic_gregorian)"
+    )]
+    Calendar(String),
+}
+
 /// A parsed CF time unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CfTimeUnits {
@@ -17,16 +46,21 @@ impl CfTimeUnits {
     ///
     /// # Errors
     /// A message naming the unsupported part.
-    pub fn parse(units: &str) -> Result<Self, String> {
+    pub fn parse(units: &str) -> Result<Self, CfTimeError> {
         let (unit, reference) = units
             .split_once(" since ")
-            .ok_or_else(|| format!("time units '{units}' are not of the form 'UNIT since DATE'"))?;
+            .ok_or_else(|| CfTimeError::Form(units.to_owned()))?;
         let seconds_per_unit = match unit.trim().to_ascii_lowercase().as_str() {
             "seconds" | "second" | "secs" | "sec" | "s" => 1.0,
             "minutes" | "minute" | "mins" | "min" => 60.0,
             "hours" | "hour" | "hrs" | "hr" | "h" => 3600.0,
             "days" | "day" | "d" => 86400.0,
-            other => return Err(format!("unsupported time unit '{other}' in '{units}'")),
+            other => {
+                return Err(CfTimeError::Unit {
+                    unit: other.to_owned(),
+                    units: units.to_owned(),
+                });
+            }
         };
         let r = reference
             .trim()
@@ -47,8 +81,9 @@ impl CfTimeUnits {
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })
-        .ok_or_else(|| {
-            format!("unsupported reference date '{reference}' in time units '{units}'")
+        .ok_or_else(|| CfTimeError::Reference {
+            reference: reference.to_owned(),
+            units: units.to_owned(),
         })?;
         Ok(Self {
             seconds_per_unit,
@@ -60,12 +95,10 @@ impl CfTimeUnits {
     ///
     /// # Errors
     /// A message for calendars other than standard/gregorian/proleptic_gregorian.
-    pub fn check_calendar(calendar: Option<&str>) -> Result<(), String> {
+    pub fn check_calendar(calendar: Option<&str>) -> Result<(), CfTimeError> {
         match calendar.map(str::to_ascii_lowercase).as_deref() {
             None | Some("standard" | "gregorian" | "proleptic_gregorian") => Ok(()),
-            Some(other) => Err(format!(
-                "calendar '{other}' is not supported (expected standard, gregorian or proleptic_gregorian)"
-            )),
+            Some(other) => Err(CfTimeError::Calendar(other.to_owned())),
         }
     }
 

@@ -9,6 +9,32 @@ use climate_domain::PeriodType;
 use climate_domain::grid::Grid;
 use climate_domain::template::Display;
 
+/// Why a window could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// GeoTIFF needs an EPSG code for its GeoKeys.
+    #[error("GeoTIFF output needs an EPSG CRS, not {0}")]
+    Crs(String),
+    /// An empty window has no image.
+    #[error("an empty window has no image")]
+    Empty,
+    /// The dimensions do not fit the format, or the values do not fit the dimensions.
+    #[error("window size: {0}")]
+    Size(String),
+    /// The display names a colour map that does not exist.
+    #[error("unknown colormap '{0}'")]
+    Colormap(String),
+    /// The TIFF encoder failed.
+    #[error("encoding GeoTIFF: {0}")]
+    Tiff(String),
+    /// The PNG encoder failed.
+    #[error("encoding PNG: {0}")]
+    Png(String),
+    /// libnetcdf failed.
+    #[error("writing NetCDF: {0}")]
+    NetCdf(String),
+}
+
 /// A window of a cube: `values` are `[t, y, x]` row-major over `times × grid`, NaN missing.
 #[derive(Debug, Clone, Copy)]
 pub struct Cube<'a> {
@@ -153,11 +179,11 @@ pub fn point_series_csv(c: &Cube, x: f64, y: f64) -> String {
 
 /// GeoTIFF keys for an EPSG CRS (GeoKeyDirectoryTag): model type, pixel-is-area, and the
 /// geographic or projected CRS code.
-fn geo_keys(crs: &str) -> Result<Vec<u16>, String> {
+fn geo_keys(crs: &str) -> Result<Vec<u16>, EncodeError> {
     let code: u16 = crs
         .strip_prefix("EPSG:")
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("GeoTIFF output needs an EPSG CRS, not {crs}"))?;
+        .ok_or_else(|| EncodeError::Crs(crs.to_owned()))?;
     let geographic = code == 4326;
     Ok(vec![
         1,
@@ -184,13 +210,13 @@ fn geo_keys(crs: &str) -> Result<Vec<u16>, String> {
 ///
 /// # Errors
 /// A message for a non-EPSG CRS or an encoder failure.
-pub fn geotiff(c: &Cube) -> Result<Vec<u8>, String> {
+pub fn geotiff(c: &Cube) -> Result<Vec<u8>, EncodeError> {
     use tiff::encoder::{TiffEncoder, colortype};
     use tiff::tags::{ExtraSamples, Tag};
     let g = c.grid;
     let (nt, ny, nx) = (c.times.len(), g.y.len, g.x.len);
     if nt == 0 || ny == 0 || nx == 0 {
-        return Err("an empty window has no image".into());
+        return Err(EncodeError::Empty);
     }
     let keys = geo_keys(&g.crs)?;
     // Chunky layout: the samples of a pixel (its time steps) are adjacent.
@@ -202,10 +228,10 @@ pub fn geotiff(c: &Cube) -> Result<Vec<u8>, String> {
     }
     let tr = g.transform();
     let mut buf = Cursor::new(Vec::new());
-    let err = |e: tiff::TiffError| format!("encoding GeoTIFF: {e}");
+    let err = |e: tiff::TiffError| EncodeError::Tiff(e.to_string());
     let mut enc = TiffEncoder::new(&mut buf).map_err(err)?;
-    let width = u32::try_from(nx).map_err(|e| e.to_string())?;
-    let height = u32::try_from(ny).map_err(|e| e.to_string())?;
+    let width = u32::try_from(nx).map_err(|e| EncodeError::Size(e.to_string()))?;
+    let height = u32::try_from(ny).map_err(|e| EncodeError::Size(e.to_string()))?;
     let mut image = enc
         .new_image::<colortype::Gray32Float>(width, height)
         .map_err(err)?;
@@ -229,10 +255,10 @@ pub fn geotiff(c: &Cube) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 /// A message for an unknown colormap or an encoder failure.
-pub fn png(field: &[f32], ny: usize, nx: usize, display: &Display) -> Result<Vec<u8>, String> {
+pub fn png(field: &[f32], ny: usize, nx: usize, display: &Display) -> Result<Vec<u8>, EncodeError> {
     let stops = display
         .stops()
-        .ok_or_else(|| format!("unknown colormap '{}'", display.colormap))?;
+        .ok_or_else(|| EncodeError::Colormap(display.colormap.clone()))?;
     let mut rgba = Vec::with_capacity(ny * nx * 4);
     for v in field {
         match display.colour(&stops, *v) {
@@ -242,13 +268,17 @@ pub fn png(field: &[f32], ny: usize, nx: usize, display: &Display) -> Result<Vec
     }
     let mut out = Vec::new();
     {
-        let w = u32::try_from(nx).map_err(|e| e.to_string())?;
-        let h = u32::try_from(ny).map_err(|e| e.to_string())?;
+        let w = u32::try_from(nx).map_err(|e| EncodeError::Size(e.to_string()))?;
+        let h = u32::try_from(ny).map_err(|e| EncodeError::Size(e.to_string()))?;
         let mut enc = ::png::Encoder::new(&mut out, w, h);
         enc.set_color(::png::ColorType::Rgba);
         enc.set_depth(::png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&rgba).map_err(|e| e.to_string())?;
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| EncodeError::Png(e.to_string()))?;
+        writer
+            .write_image_data(&rgba)
+            .map_err(|e| EncodeError::Png(e.to_string()))?;
     }
     Ok(out)
 }
@@ -259,7 +289,7 @@ pub fn png(field: &[f32], ny: usize, nx: usize, display: &Display) -> Result<Vec
 ///
 /// # Errors
 /// A message when libnetcdf fails.
-pub fn netcdf(c: &Cube, path: &std::path::Path) -> Result<(), String> {
+pub fn netcdf(c: &Cube, path: &std::path::Path) -> Result<(), EncodeError> {
     let mut w = NetcdfWriter::create(c, path)?;
     w.put_times(0, c.values, c.times.len())?;
     w.close()
@@ -327,8 +357,8 @@ impl NetcdfWriter {
     ///
     /// # Errors
     /// A message when libnetcdf fails.
-    pub fn create(c: &Cube, path: &std::path::Path) -> Result<Self, String> {
-        let err = |e: netcdf::Error| format!("writing NetCDF: {e}");
+    pub fn create(c: &Cube, path: &std::path::Path) -> Result<Self, EncodeError> {
+        let err = |e: netcdf::Error| EncodeError::NetCdf(e.to_string());
         let g = c.grid;
         let geographic = g.crs == "EPSG:4326";
         let (ydim, xdim) = if geographic {
@@ -347,7 +377,7 @@ impl NetcdfWriter {
         let (units, step) = crate::zarr::time_encoding(c.period_type);
         let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
             .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .ok_or("epoch")?;
+            .ok_or_else(|| EncodeError::NetCdf("the time epoch is out of range".into()))?;
         let t: Vec<i64> = c
             .times
             .iter()
@@ -436,22 +466,22 @@ impl NetcdfWriter {
     ///
     /// # Errors
     /// A message when libnetcdf fails or `values` has the wrong size.
-    pub fn put_times(&mut self, t0: usize, values: &[f32], n: usize) -> Result<(), String> {
+    pub fn put_times(&mut self, t0: usize, values: &[f32], n: usize) -> Result<(), EncodeError> {
         if values.len() != n * self.plane {
-            return Err(format!(
+            return Err(EncodeError::Size(format!(
                 "expected {} values for {n} time steps, got {}",
                 n * self.plane,
                 values.len()
-            ));
+            )));
         }
         if n == 0 {
             return Ok(());
         }
-        let err = |e: netcdf::Error| format!("writing NetCDF: {e}");
+        let err = |e: netcdf::Error| EncodeError::NetCdf(e.to_string());
         let mut v = self
             .file
             .variable_mut(&self.variable)
-            .ok_or("the data variable vanished")?;
+            .ok_or_else(|| EncodeError::NetCdf("the data variable vanished".into()))?;
         v.put_values(values, (t0..t0 + n, .., ..)).map_err(err)?;
         Ok(())
     }
@@ -460,11 +490,11 @@ impl NetcdfWriter {
     ///
     /// # Errors
     /// A message when libnetcdf fails.
-    pub fn close(self) -> Result<(), String> {
+    pub fn close(self) -> Result<(), EncodeError> {
         self.file
             .close()
             .map(|_| ())
-            .map_err(|e| format!("closing NetCDF: {e}"))
+            .map_err(|e| EncodeError::NetCdf(format!("closing: {e}")))
     }
 }
 

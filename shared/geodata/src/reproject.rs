@@ -20,9 +20,41 @@ const EDGE_SAMPLES: usize = 64;
 /// Mean Earth radius (m), for the default resolution only.
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
-fn transformer(from: &str, to: &str) -> Result<Proj, String> {
-    Proj::new_known_crs(from, to, None)
-        .map_err(|e| format!("PROJ cannot transform {from} to {to}: {e}"))
+/// Why a reprojection cannot be planned or done.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReprojectError {
+    /// PROJ knows no transformation between the CRSs (an unknown or malformed CRS).
+    #[error("PROJ cannot transform {from} to {to}: {message}")]
+    Transform {
+        /// Source CRS.
+        from: String,
+        /// Target CRS.
+        to: String,
+        /// PROJ's message.
+        message: String,
+    },
+    /// No point of the extent projects into the CRS.
+    #[error("the extent has no finite coordinates in {crs}")]
+    OutsideCrs {
+        /// The target CRS.
+        crs: String,
+    },
+    /// The extent, projected, misses the source grid.
+    #[error("the source grid {source_bounds:?} does not cover the extent {extent:?}")]
+    NotCovered {
+        /// The source grid's edges (west, south, east, north).
+        source_bounds: [f64; 4],
+        /// The extent's bbox.
+        extent: [f64; 4],
+    },
+}
+
+fn transformer(from: &str, to: &str) -> Result<Proj, ReprojectError> {
+    Proj::new_known_crs(from, to, None).map_err(|e| ReprojectError::Transform {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Rounds to two significant digits (11 119.5 m → 11 000 m).
@@ -39,7 +71,7 @@ fn two_digits(v: f64) -> f64 {
 ///
 /// # Errors
 /// A message when PROJ does not know `crs`.
-pub fn to_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), String> {
+pub fn to_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), ReprojectError> {
     let proj = transformer(crs, "EPSG:4326")?;
     convert_lenient(&proj, points);
     Ok(())
@@ -56,7 +88,7 @@ pub fn project_bounds(
     from: &str,
     to: &str,
     samples: usize,
-) -> Result<Option<[f64; 4]>, String> {
+) -> Result<Option<[f64; 4]>, ReprojectError> {
     let proj = transformer(from, to)?;
     let [w, s, e, n] = bounds;
     let samples = samples.max(2);
@@ -86,7 +118,7 @@ pub fn project_bounds(
 ///
 /// # Errors
 /// A message when PROJ does not know `crs`.
-pub fn from_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), String> {
+pub fn from_wgs84(crs: &str, points: &mut [(f64, f64)]) -> Result<(), ReprojectError> {
     let proj = transformer("EPSG:4326", crs)?;
     convert_lenient(&proj, points);
     Ok(())
@@ -150,10 +182,12 @@ pub fn target_grid(
     bbox: &Bbox,
     crs: &str,
     resolution: Option<f64>,
-) -> Result<TargetPlan, String> {
+) -> Result<TargetPlan, ReprojectError> {
     let forward = transformer(&source.crs, crs)?;
     let [x0, y0, x1, y1] = project_bounds(bbox.to_array(), &source.crs, crs, EDGE_SAMPLES)?
-        .ok_or_else(|| format!("the extent has no finite coordinates in {crs}"))?;
+        .ok_or_else(|| ReprojectError::OutsideCrs {
+            crs: crs.to_owned(),
+        })?;
     let res = match resolution {
         Some(r) => r,
         None => default_resolution(&forward, source, bbox),
@@ -188,17 +222,16 @@ pub fn target_grid(
     let rows = clamp(r0.floor() - 1.0, source.y.len)..clamp(r1.ceil() + 2.0, source.y.len);
     let cols = clamp(c0.floor() - 1.0, source.x.len)..clamp(c1.ceil() + 2.0, source.x.len);
     if rows.is_empty() || cols.is_empty() {
-        return Err(format!(
-            "the source grid {:?} does not cover the extent {:?}",
-            source.edge_bounds(),
-            bbox.to_array()
-        ));
+        return Err(ReprojectError::NotCovered {
+            source_bounds: source.edge_bounds(),
+            extent: bbox.to_array(),
+        });
     }
     Ok(TargetPlan { grid, rows, cols })
 }
 
 /// The fractional (row, column) in `source` of every target pixel centre, row-major.
-fn source_positions(source: &Grid, target: &Grid) -> Result<Vec<(f64, f64)>, String> {
+fn source_positions(source: &Grid, target: &Grid) -> Result<Vec<(f64, f64)>, ReprojectError> {
     let inverse = transformer(&target.crs, &source.crs)?;
     let mut points = Vec::with_capacity(target.x.len * target.y.len);
     for r in 0..target.y.len {
@@ -241,7 +274,7 @@ impl Resampler {
         cols: Range<usize>,
         target: &Grid,
         method: Resampling,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ReprojectError> {
         let (h, w) = (rows.len() as f64, cols.len() as f64);
         let positions = source_positions(source, target)?
             .into_iter()

@@ -255,7 +255,7 @@ pub async fn coverage(
         )
             .into_response(),
         Format::GeoTiff => {
-            let bytes = encode::geotiff(&cube).map_err(ApiError::bad_request)?;
+            let bytes = encode::geotiff(&cube).map_err(|e| ApiError::bad_request(e.to_string()))?;
             (
                 [
                     (
@@ -280,7 +280,8 @@ pub async fn coverage(
                 move || -> Result<Vec<u8>, String> {
                     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                     let path = dir.path().join("coverage.nc");
-                    encode::netcdf(&labels.cube(&times, &grid, &values), &path)?;
+                    encode::netcdf(&labels.cube(&times, &grid, &values), &path)
+                        .map_err(|e| e.to_string())?;
                     std::fs::read(&path).map_err(|e| e.to_string())
                 }
             })

@@ -191,13 +191,18 @@ impl Cds<'_> {
             .await
     }
 
-    fn refused(what: &str, status: u16, body: &serde_json::Value) -> ProviderError {
-        let title = [body.get("title"), body.get("detail")]
+    /// What a CDS problem document says: its `title` and `detail`.
+    fn title(body: &serde_json::Value) -> String {
+        [body.get("title"), body.get("detail")]
             .into_iter()
             .flatten()
             .filter_map(serde_json::Value::as_str)
             .collect::<Vec<_>>()
-            .join(": ");
+            .join(": ")
+    }
+
+    fn refused(what: &str, status: u16, body: &serde_json::Value) -> ProviderError {
+        let title = Self::title(body);
         ProviderError::permanent(NAME, format!("CDS {what} ({status}): {title}"))
     }
 }
@@ -276,13 +281,7 @@ impl AsyncUpstream for Cds<'_> {
                     .get(&format!("{job_url}/results"))
                     .await
                     .unwrap_or((0, serde_json::Value::Null));
-                let title = [err.get("title"), err.get("detail")]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(serde_json::Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(": ");
-                Ok(JobStatus::Failed(title))
+                Ok(JobStatus::Failed(Self::title(&err)))
             }
             other => Err(ProviderError::permanent(
                 NAME,

@@ -145,8 +145,9 @@ impl NetcdfSource {
                     RasterError::new(path, format!("time variable '{t}' has no units"))
                 })?;
                 CfTimeUnits::check_calendar(attr_str(&tv, "calendar").as_deref())
-                    .map_err(|m| RasterError::new(path, m))?;
-                let u = CfTimeUnits::parse(&units).map_err(|m| RasterError::new(path, m))?;
+                    .map_err(|m| RasterError::new(path, m.to_string()))?;
+                let u = CfTimeUnits::parse(&units)
+                    .map_err(|m| RasterError::new(path, m.to_string()))?;
                 let raw = tv.get_values::<f64, _>(..).map_err(|e| nc_err(path, e))?;
                 raw.iter()
                     .map(|v| {

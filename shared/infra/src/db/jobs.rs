@@ -179,7 +179,7 @@ macro_rules! impl_jobs {
                     job_id: JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?,
                     kind: row.try_get("kind")?,
                     principal: row.try_get("principal")?,
-                    status: RunStatus::from_str(&status).map_err(DbError::Corrupt)?,
+                    status: RunStatus::from_str(&status).map_err(|e| DbError::Corrupt(e.to_string()))?,
                     inputs: row.try_get::<Json<serde_json::Value>, _>("inputs")?.0,
                     progress: Progress {
                         done: u64::try_from(row.try_get::<i64, _>("progress_done")?).unwrap_or(0),

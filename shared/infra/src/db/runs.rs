@@ -228,8 +228,8 @@ macro_rules! impl_runs {
                 let message: Option<String> = row.try_get("error_message")?;
                 Ok(RunRecord {
                     run_id: row.try_get("run_id")?,
-                    kind: RunKind::from_str(&kind).map_err(DbError::Corrupt)?,
-                    status: RunStatus::from_str(&status).map_err(DbError::Corrupt)?,
+                    kind: RunKind::from_str(&kind).map_err(|e| DbError::Corrupt(e.to_string()))?,
+                    status: RunStatus::from_str(&status).map_err(|e| DbError::Corrupt(e.to_string()))?,
                     dataset_id: row.try_get("dataset_id")?,
                     template_id: row.try_get("template_id")?,
                     extent_id: row.try_get("extent_id")?,

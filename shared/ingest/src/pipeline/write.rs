@@ -51,7 +51,7 @@ pub async fn write_segment(
                 target,
                 l.template.resampling.unwrap_or_default(),
             )
-            .map_err(invalid)?,
+            .map_err(|e| invalid(e.to_string()))?,
         )),
         None => None,
     };
