@@ -54,22 +54,7 @@ async fn crash_at(point: &str) -> anyhow::Result<()> {
     );
     assert_eq!(done["progress"]["done"], 31);
 
-    let (_, detail) = app.get_json(&format!("/datasets/{DATASET}")).await?;
-    assert_eq!(
-        detail["versions"].as_array().map(Vec::len),
-        Some(1),
-        "exactly one version"
-    );
-    let got = app.stored_objects(DATASET)?;
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>(),
-        "same objects"
-    );
-    for (k, v) in &expected {
-        assert!(got[k] == *v, "{k} differs from the uninterrupted run");
-    }
-    Ok(())
+    assert_one_version_like(&app, &expected).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +111,15 @@ async fn a_worker_killed_mid_segment_is_replaced_by_another() -> anyhow::Result<
     let done = app.wait_for_run(&id, Duration::from_secs(90)).await?;
     assert_eq!(done["status"], "succeeded", "{done}\n{}", app.logs());
     assert_eq!(done["attempts"], 1, "planned once");
+    assert_one_version_like(&app, &expected).await
+}
+
+/// The dataset has exactly one version, whose store holds the same objects, byte for byte, as
+/// the uninterrupted run's.
+async fn assert_one_version_like(
+    app: &TestApp,
+    expected: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
     let (_, detail) = app.get_json(&format!("/datasets/{DATASET}")).await?;
     assert_eq!(
         detail["versions"].as_array().map(Vec::len),
@@ -135,9 +129,10 @@ async fn a_worker_killed_mid_segment_is_replaced_by_another() -> anyhow::Result<
     let got = app.stored_objects(DATASET)?;
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>()
+        expected.keys().collect::<Vec<_>>(),
+        "same objects"
     );
-    for (k, v) in &expected {
+    for (k, v) in expected {
         assert!(got[k] == *v, "{k} differs from the uninterrupted run");
     }
     Ok(())
