@@ -850,17 +850,13 @@ pub fn files_under(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// The sizes of the files under `dir`, recursively (empty when it cannot be read).
 pub fn file_sizes(dir: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .flat_map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => file_sizes(&e.path()),
-            Ok(m) => vec![m.len()],
-            Err(_) => Vec::new(),
-        })
+    files_under(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, path)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
         .collect()
 }
 
