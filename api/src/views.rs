@@ -3,6 +3,7 @@
 
 use crate::error::ErrorCode;
 use chrono::{DateTime, Utc};
+use climate_domain::DatasetId;
 use climate_infra::db::{DatasetRecord, RunRecord, VersionRecord};
 use climate_infra::templates::LoadedTemplate;
 use serde::Serialize;
@@ -146,12 +147,12 @@ impl RunView {
             ));
         }
         Self {
-            ingestion_id: run.run_id,
+            ingestion_id: run.run_id.to_string(),
             kind: run.kind.as_str().to_owned(),
             status: run.status.as_str().to_owned(),
-            dataset_id: run.dataset_id,
-            template_id: run.template_id,
-            extent_id: run.extent_id,
+            dataset_id: run.dataset_id.into(),
+            template_id: run.template_id.into(),
+            extent_id: run.extent_id.into(),
             request: run.request,
             progress: ProgressView {
                 done: run.progress.done,
@@ -264,13 +265,13 @@ impl DatasetSummary {
         let bbox = meta.as_ref().map(|m| m.bbox.to_vec()).unwrap_or_default();
         let id = &ds.dataset_id;
         Self {
-            dataset_id: id.clone(),
-            source_dataset_id: ds.template_id.clone(),
-            extent_id: ds.extent_id.clone(),
-            dataset_name: t.map_or_else(|| ds.template_id.clone(), |t| t.name.clone()),
+            dataset_id: id.to_string(),
+            source_dataset_id: ds.template_id.to_string(),
+            extent_id: ds.extent_id.to_string(),
+            dataset_name: t.map_or_else(|| ds.template_id.to_string(), |t| t.name.clone()),
             short_name: t
                 .and_then(|t| t.short_name.clone().or_else(|| Some(t.name.clone())))
-                .unwrap_or_else(|| ds.template_id.clone()),
+                .unwrap_or_else(|| ds.template_id.to_string()),
             variable: field(|m| m.variable.clone()),
             period_type: field(|m| m.period_type.as_str().to_owned()),
             units: field(|m| m.units.clone()),
@@ -282,7 +283,7 @@ impl DatasetSummary {
                     bbox,
                     crs: meta
                         .as_ref()
-                        .map_or_else(|| "EPSG:4326".to_owned(), |m| m.crs.clone()),
+                        .map_or_else(|| "EPSG:4326".to_owned(), |m| m.crs.to_string()),
                 },
                 temporal: TemporalView {
                     start: current.coverage_start.clone(),
@@ -369,7 +370,7 @@ impl VersionView {
                 start: v.coverage_start.clone(),
                 end: v.coverage_end.clone(),
             },
-            ingestion_id: v.run_id.clone(),
+            ingestion_id: v.run_id.to_string(),
             links: vec![
                 Link::typed(
                     "ingestion",
@@ -404,7 +405,7 @@ pub async fn dataset_summary(
     let Some(v) = state.platform.db.get_version(&ds.dataset_id, n).await? else {
         return Ok(None);
     };
-    let template = state.platform.catalog.get_str(&ds.template_id);
+    let template = state.platform.catalog.get(&ds.template_id);
     Ok(Some(DatasetSummary::new(ds, &v, template, base)))
 }
 
@@ -416,6 +417,14 @@ pub fn unknown_dataset(id: &str) -> crate::error::ApiError {
     )
 }
 
+/// The dataset a path names; an id that is not a dataset id names none.
+///
+/// # Errors
+/// [`unknown_dataset`] when `id` is not a dataset id.
+pub fn dataset_id(id: &str) -> Result<DatasetId, crate::error::ApiError> {
+    DatasetId::new(id).map_err(|_| unknown_dataset(id))
+}
+
 /// A dataset and its current version.
 ///
 /// # Errors
@@ -425,13 +434,14 @@ pub async fn current_version(
     id: &str,
 ) -> Result<(DatasetRecord, VersionRecord), crate::error::ApiError> {
     let db = &state.platform.db;
+    let dataset = dataset_id(id)?;
     let ds = db
-        .get_dataset(id)
+        .get_dataset(&dataset)
         .await?
         .ok_or_else(|| unknown_dataset(id))?;
     let n = ds.current_version.ok_or_else(|| unknown_dataset(id))?;
     let v = db
-        .get_version(id, n)
+        .get_version(&dataset, n)
         .await?
         .ok_or_else(|| unknown_dataset(id))?;
     Ok((ds, v))

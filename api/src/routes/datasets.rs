@@ -59,12 +59,12 @@ pub async fn get_dataset(
     Path(id): Path<String>,
 ) -> Result<Json<DatasetDetail>, ApiError> {
     let (ds, current) = current_version(&state, &id).await?;
-    let template = state.platform.catalog.get_str(&ds.template_id);
+    let template = state.platform.catalog.get(&ds.template_id);
     let summary = DatasetSummary::new(&ds, &current, template, &base);
     let versions = state
         .platform
         .db
-        .list_versions(&id)
+        .list_versions(&ds.dataset_id)
         .await?
         .iter()
         .map(|v| VersionView::new(v, ds.current_version, &base))

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use climate_domain::run::{RunKind, RunRequest, RunStatus};
-use climate_domain::{DatasetId, Period, PeriodRange};
+use climate_domain::{DatasetId, Period, PeriodRange, RunId};
 use climate_infra::db::{Admission, NewOutbox, NewRun, RunFilter, RunRecord};
 use climate_infra::messages::{TASK_TOPIC, TaskMessage};
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,7 @@ pub struct IngestionBody {
     pub publish: bool,
 }
 
-pub(crate) fn location(base: &BaseUrl, run_id: &str) -> HeaderValue {
+pub(crate) fn location(base: &BaseUrl, run_id: &RunId) -> HeaderValue {
     HeaderValue::from_str(&base.join(&format!("/ingestions/{run_id}")))
         .unwrap_or_else(|_| HeaderValue::from_static("/ingestions"))
 }
@@ -114,7 +114,7 @@ pub async fn create_ingestion(
     // Deduplication: the current version already covers the scope.
     if !body.overwrite
         && let Some(end) = end
-        && let Some(ds) = p.db.get_dataset(dataset_id.as_str()).await?
+        && let Some(ds) = p.db.get_dataset(&dataset_id).await?
         && let Some(summary) = dataset_summary(&state, &ds, &base).await?
     {
         let covered = Period::parse(kind, &summary.extent.temporal.start)
@@ -138,22 +138,22 @@ pub async fn create_ingestion(
 
     // Coalescing: an identical request already queued or running is the answer, also when
     // identical requests arrive at once (the database admits a dataset's runs one at a time).
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let run_id = RunId::generate();
     let now = Utc::now();
     let admitted =
         p.db.admit_run(
             &NewRun {
-                run_id: run_id.clone(),
+                run_id,
                 kind: RunKind::Ingestion,
-                dataset_id: dataset_id.to_string(),
-                template_id: template.id.to_string(),
-                extent_id: extent.extent_id.to_string(),
+                dataset_id: dataset_id.clone(),
+                template_id: template.id.clone(),
+                extent_id: extent.extent_id.clone(),
                 request: request_json,
                 created_at: now,
             },
             &NewOutbox {
                 topic: TASK_TOPIC.into(),
-                payload: TaskMessage::new(&run_id).to_json(),
+                payload: TaskMessage::new(run_id).to_json(),
                 available_at: now,
             },
             Admission::Coalesce,
@@ -162,7 +162,7 @@ pub async fn create_ingestion(
     let (run, created) = admitted
         .run_and_created()
         .ok_or_else(|| ApiError::internal("an unscheduled admission reported a due time"))?;
-    let run_id = run.run_id.clone();
+    let run_id = run.run_id;
     if created {
         p.outbox_notify.notify_one();
         tracing::info!(run.id = %run_id, dataset.id = %dataset_id, "ingestion accepted");
@@ -223,16 +223,29 @@ pub async fn list_ingestions(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
     }
-    let runs = state
-        .platform
-        .db
-        .list_runs(&RunFilter {
-            status,
-            dataset_id: q.dataset_id.clone(),
-            before: q.cursor.clone(),
-            limit: limit + 1,
-        })
-        .await?;
+    let before = q
+        .cursor
+        .as_deref()
+        .map(RunId::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("cursor: {e}")))?;
+    // A dataset id that is not an id names no dataset: its page is empty.
+    let dataset_id = q.dataset_id.as_deref().map(DatasetId::new).transpose();
+    let runs = match dataset_id {
+        Ok(dataset_id) => {
+            state
+                .platform
+                .db
+                .list_runs(&RunFilter {
+                    status,
+                    dataset_id,
+                    before,
+                    limit: limit + 1,
+                })
+                .await?
+        }
+        Err(_) => Vec::new(),
+    };
     let more = runs.len() > limit as usize;
     let items: Vec<RunView> = runs
         .into_iter()
@@ -278,7 +291,7 @@ pub async fn get_ingestion(
     let run = state
         .platform
         .db
-        .get_run(&id)
+        .get_run(&run_id(&id)?)
         .await?
         .ok_or_else(|| unknown_ingestion(&id))?;
     Ok(Json(run_view(&state, run, &base).await?))
@@ -328,16 +341,17 @@ pub async fn ingestion_events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let rid = run_id(&id)?;
     let first = state
         .platform
         .db
-        .get_run(&id)
+        .get_run(&rid)
         .await?
         .ok_or_else(|| unknown_ingestion(&id))?;
     let stream = futures::stream::unfold(
         (Some(first), None::<String>, false),
         move |(mut next, mut last, done)| {
-            let (state, base, id) = (state.clone(), base.clone(), id.clone());
+            let (state, base) = (state.clone(), base.clone());
             async move {
                 if done {
                     return None;
@@ -351,7 +365,7 @@ pub async fn ingestion_events(
                                 () = tokio::time::sleep(EVENT_POLL) => {}
                                 () = state.shutdown.cancelled() => return None,
                             }
-                            match state.platform.db.get_run(&id).await {
+                            match state.platform.db.get_run(&rid).await {
                                 Ok(Some(r)) => r,
                                 Ok(None) => return None,
                                 // A database blip: keep the stream and look again.
@@ -409,7 +423,7 @@ pub async fn cancel_ingestion(
 ) -> Result<Json<RunView>, ApiError> {
     let db = &state.platform.db;
     let run = db
-        .get_run(&id)
+        .get_run(&run_id(&id)?)
         .await?
         .ok_or_else(|| unknown_ingestion(&id))?;
     if run.status.is_terminal() {
@@ -422,7 +436,7 @@ pub async fn cancel_ingestion(
         ));
     }
     let run = db
-        .cancel_run(&id, Utc::now())
+        .cancel_run(&run_id(&id)?, Utc::now())
         .await?
         .ok_or_else(|| unknown_ingestion(&id))?;
     if run.status != RunStatus::Cancelled {
@@ -437,6 +451,11 @@ pub async fn cancel_ingestion(
 }
 
 /// 404 for a run id nobody knows.
+/// The run a path names; an id that is not a run id names none.
+fn run_id(id: &str) -> Result<RunId, ApiError> {
+    RunId::new(id).map_err(|_| unknown_ingestion(id))
+}
+
 fn unknown_ingestion(id: &str) -> ApiError {
     ApiError::not_found(
         ErrorCode::UnknownIngestion,

@@ -176,7 +176,7 @@ pub async fn get_extent(State(state): State<AppState>) -> Json<ExtentList> {
                 name: e.name.clone(),
                 description: e.description.clone(),
                 bbox: e.bbox.to_array(),
-                crs: e.storage_crs().to_owned(),
+                crs: e.storage_crs().to_string(),
                 country_code: e.country_code.clone(),
             })
             .collect(),

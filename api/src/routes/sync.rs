@@ -144,7 +144,7 @@ async fn schedule_view(
     let ds = state
         .platform
         .db
-        .get_dataset(id)
+        .get_dataset(&crate::views::dataset_id(id)?)
         .await?
         .ok_or_else(|| unknown_dataset(id))?;
     let (schedule, source, paused) = sync::schedule_of(&state.providers, &ds)
@@ -153,9 +153,9 @@ async fn schedule_view(
     let syncable = state
         .platform
         .catalog
-        .get_str(&ds.template_id)
+        .get(&ds.template_id)
         .is_some_and(|t| t.template.sync.kind != SyncKind::Static);
-    let last_sync = match state.platform.db.last_sync_tick(id).await? {
+    let last_sync = match state.platform.db.last_sync_tick(&ds.dataset_id).await? {
         Some(tick) => {
             let run = state.platform.db.get_run(&tick.run_id).await?;
             Some(serde_json::json!({
@@ -222,10 +222,11 @@ pub async fn patch_schedule(
 ) -> Result<Json<ScheduleView>, ApiError> {
     let Json(patch) = body?;
     let db = &state.platform.db;
-    if db.get_dataset(&id).await?.is_none() {
+    let dataset_id = crate::views::dataset_id(&id)?;
+    if db.get_dataset(&dataset_id).await?.is_none() {
         return Err(unknown_dataset(&id));
     }
-    let current = db.get_schedule(&id).await?;
+    let current = db.get_schedule(&dataset_id).await?;
     let schedule = match patch.schedule {
         Some(Some(s)) => {
             Schedule::parse(&s).map_err(|e| ApiError::bad_request(format!("schedule: {e}")))?;
@@ -238,7 +239,7 @@ pub async fn patch_schedule(
         .paused
         .unwrap_or_else(|| current.as_ref().is_some_and(|c| c.paused));
     db.set_schedule(&ScheduleRecord {
-        dataset_id: id.clone(),
+        dataset_id,
         paused,
         schedule,
         updated_at: Utc::now(),

@@ -101,7 +101,7 @@ async fn listing(
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(ZarrListing {
         kind: "ZarrListing",
-        dataset_id: v.dataset_id.clone(),
+        dataset_id: v.dataset_id.to_string(),
         path: String::new(),
         entries,
     }))
@@ -398,10 +398,11 @@ pub async fn get_zarr_object(
 /// A pinned version of a dataset.
 async fn pinned(state: &AppState, id: &str, n: i64) -> Result<VersionRecord, ApiError> {
     let db = &state.platform.db;
-    if db.get_dataset(id).await?.is_none() {
+    let dataset_id = crate::views::dataset_id(id)?;
+    if db.get_dataset(&dataset_id).await?.is_none() {
         return Err(crate::views::unknown_dataset(id));
     }
-    db.get_version(id, n).await?.ok_or_else(|| {
+    db.get_version(&dataset_id, n).await?.ok_or_else(|| {
         ApiError::not_found(
             ErrorCode::UnknownVersion,
             format!("dataset '{id}' has no version {n}; GET /datasets/{id} lists its versions"),

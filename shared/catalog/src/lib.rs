@@ -34,7 +34,7 @@ pub enum CatalogError {
     #[error("version {version} of {dataset} has unreadable metadata: {reason}")]
     Metadata {
         /// The dataset.
-        dataset: String,
+        dataset: climate_domain::DatasetId,
         /// The version.
         version: i64,
         /// What is wrong.

@@ -2,7 +2,7 @@
 //! publication and read by every surface, through this one type.
 
 use chrono::NaiveDateTime;
-use climate_domain::{Period, PeriodRange, PeriodType};
+use climate_domain::{Crs, Period, PeriodRange, PeriodType};
 use climate_infra::db::VersionRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,8 +17,8 @@ const fn format_v1() -> u32 {
     1
 }
 
-fn wgs84() -> String {
-    "EPSG:4326".into()
+fn wgs84() -> Crs {
+    Crs::WGS84
 }
 
 /// The metadata of a version, stored as JSON with the version's row.
@@ -40,7 +40,7 @@ pub struct VersionMetadata {
     pub period_type: PeriodType,
     /// CRS of the grid, e.g. `EPSG:4326`.
     #[serde(default = "wgs84")]
-    pub crs: String,
+    pub crs: Crs,
     /// Pixel-edge bounds `[west, south, east, north]` in `crs`.
     pub bbox: [f64; 4],
     /// Array shape `[t, y, x]`.
@@ -106,14 +106,14 @@ impl VersionMetadata {
     /// The EPSG code of the CRS, if it is one.
     #[must_use]
     pub fn epsg(&self) -> Option<u32> {
-        self.crs.strip_prefix("EPSG:")?.parse().ok()
+        self.crs.epsg()
     }
 
     /// The bbox in WGS84 longitude/latitude (the CRS's own when geographic; otherwise the
     /// bounds of its projected corners and edge midpoints).
     #[must_use]
     pub fn wgs84_bbox(&self) -> [f64; 4] {
-        if self.crs == "EPSG:4326" {
+        if self.crs.is_wgs84() {
             return self.bbox;
         }
         climate_geodata::reproject::project_bounds(self.bbox, &self.crs, "EPSG:4326", 9)
@@ -199,7 +199,7 @@ pub(crate) mod tests {
             variable: "precip".into(),
             units: "mm".into(),
             period_type: PeriodType::Daily,
-            crs: "EPSG:4326".into(),
+            crs: Crs::WGS84,
             bbox: [-13.5, 6.9, -10.2, 10.0],
             shape: [31, 62, 66],
             chunks: [8, 62, 66],

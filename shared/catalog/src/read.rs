@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDateTime;
+use climate_domain::DatasetId;
 use climate_domain::grid::Grid;
 use climate_domain::template::Display;
 use climate_geodata::encode::Cube;
@@ -45,7 +46,7 @@ impl Catalog {
     /// The template a dataset was made from, if it is still configured.
     #[must_use]
     pub fn template(&self, ds: &DatasetRecord) -> Option<&LoadedTemplate> {
-        self.templates.get_str(&ds.template_id)
+        self.templates.get(&ds.template_id)
     }
 
     /// The published datasets with their current versions, by id.
@@ -73,14 +74,16 @@ impl Catalog {
     /// current version.
     pub async fn current(&self, id: &str) -> Result<(DatasetRecord, VersionRecord), CatalogError> {
         let unknown = || CatalogError::UnknownDataset(id.to_owned());
+        // An id that is not an id names no dataset.
+        let id = DatasetId::new(id).map_err(|_| unknown())?;
         let ds = self
             .db
-            .get_dataset(id)
+            .get_dataset(&id)
             .await?
             .filter(|d| d.published)
             .ok_or_else(unknown)?;
         let n = ds.current_version.ok_or_else(unknown)?;
-        let version = self.db.get_version(id, n).await?.ok_or_else(unknown)?;
+        let version = self.db.get_version(&id, n).await?.ok_or_else(unknown)?;
         Ok((ds, version))
     }
 

@@ -231,6 +231,7 @@ fn keywords(
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
+    use climate_domain::{DatasetId, ExtentId, RunId, TemplateId};
 
     use super::*;
     use crate::metadata::VersionMetadata;
@@ -247,9 +248,9 @@ mod tests {
             ..crate::metadata::tests::sample()
         };
         let ds = DatasetRecord {
-            dataset_id: "chirps3_precipitation_daily_sle".into(),
-            template_id: "chirps3_precipitation_daily".into(),
-            extent_id: "sle".into(),
+            dataset_id: DatasetId::new("chirps3_precipitation_daily_sle").expect("valid"),
+            template_id: TemplateId::new("chirps3_precipitation_daily").expect("valid"),
+            extent_id: ExtentId::new("sle").expect("valid"),
             current_version: Some(1),
             published: true,
             created_at: at("2025-02-01T06:00:00Z"),
@@ -260,7 +261,7 @@ mod tests {
             version: 1,
             artifact_id: "0194c1d2-0000-7000-8000-000000000001".into(),
             storage_prefix: "datasets/chirps3_precipitation_daily_sle/0194c1d2".into(),
-            run_id: "0194c1d1-0000-7000-8000-000000000001".into(),
+            run_id: RunId::new("0194c1d1-0000-7000-8000-000000000001").expect("valid"),
             coverage_start: "2025-01-01".into(),
             coverage_end: "2025-01-31".into(),
             metadata: meta.to_json(),

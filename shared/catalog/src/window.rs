@@ -251,7 +251,7 @@ mod tests {
             nc in 1usize..60, step in 1usize..7,
         ) {
             let w = Window { t: 0..t, rows: r0..r0 + nr, cols: c0..c0 + nc, step };
-            let g = w.grid(&Grid { crs: "EPSG:4326".into(), x: axis(0.5, 1.0, 200), y: axis(99.5, -1.0, 200) });
+            let g = w.grid(&Grid { crs: climate_domain::Crs::WGS84, x: axis(0.5, 1.0, 200), y: axis(99.5, -1.0, 200) });
             prop_assert_eq!(w.cells(), (t * g.x.len * g.y.len) as u64);
             prop_assert_eq!(g.x.first, c0 as f64 + 0.5);
             prop_assert!(w.read_cells() >= (g.x.len * g.y.len) as u64);

@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crs::Crs;
 use crate::ids::ExtentId;
 
 /// The CRS every extent is stored in unless it names another.
-pub const DEFAULT_CRS: &str = "EPSG:4326";
+pub static DEFAULT_CRS: Crs = Crs::WGS84;
 
 /// Why a bounding box or extent was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -121,7 +122,7 @@ pub struct Extent {
     /// Storage CRS; [`DEFAULT_CRS`] when absent. Another CRS (e.g. `EPSG:32629`, UTM 29N)
     /// makes the pipeline reproject onto a north-up grid in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crs: Option<String>,
+    pub crs: Option<Crs>,
     /// Pixel size of that grid in the CRS's units (metres for UTM); by default the source's
     /// pixel size at the extent's centre, rounded to two significant digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,8 +149,8 @@ impl Extent {
     }
 
     /// The CRS data for this extent is stored in.
-    pub fn storage_crs(&self) -> &str {
-        self.crs.as_deref().unwrap_or(DEFAULT_CRS)
+    pub fn storage_crs(&self) -> &Crs {
+        self.crs.as_ref().unwrap_or(&DEFAULT_CRS)
     }
 }
 
@@ -192,7 +193,7 @@ mod tests {
         }))
         .expect("valid");
         assert!(e.validate().is_ok());
-        assert_eq!(e.storage_crs(), DEFAULT_CRS);
+        assert_eq!(e.storage_crs(), &DEFAULT_CRS);
         e.country_code = Some("sl".into());
         assert!(e.validate().is_err());
     }

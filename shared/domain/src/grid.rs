@@ -5,6 +5,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crs::Crs;
+
 /// Why coordinates do not form a regular axis.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GridError {
@@ -140,7 +142,7 @@ impl Axis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Grid {
     /// CRS of the coordinates, e.g. `EPSG:4326`.
-    pub crs: String,
+    pub crs: Crs,
     /// Column axis.
     pub x: Axis,
     /// Row axis (descending for north-up grids).
@@ -267,7 +269,7 @@ mod tests {
     #[test]
     fn pyramids_start_above_a_megapixel_and_end_at_a_tile() {
         let grid = |nx, ny| Grid {
-            crs: "EPSG:4326".into(),
+            crs: Crs::WGS84,
             x: Axis {
                 first: 0.025,
                 step: 0.05,
@@ -333,7 +335,7 @@ mod tests {
         assert!(ax.step < 0.0);
         assert_eq!(ax.clip(7.0, 8.0), Some(20..31));
         let grid = Grid {
-            crs: "EPSG:4326".into(),
+            crs: Crs::WGS84,
             x: era5_lon(),
             y: ax,
         };

@@ -1,4 +1,4 @@
-//! Identifiers of templates, extents, managed datasets and jobs.
+//! Identifiers of templates, extents, managed datasets, runs and jobs.
 //!
 //! Ids appear in URLs, object-store prefixes and queue messages, so they are restricted to a
 //! small, URL- and path-safe alphabet and validated once, on construction.
@@ -86,6 +86,18 @@ macro_rules! id_type {
             }
         }
 
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
@@ -127,60 +139,97 @@ pub fn is_store_key(path: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
-/// Why a job id was rejected.
+/// Why a job or run id was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid job id '{0}': a job id is a UUID, e.g. 0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f")]
-pub struct JobIdError(pub String);
-
-/// Id of a durable job (a process execution, a maintenance job): a UUID, made by the caller
-/// (version 7, so ids sort by creation), shown hyphenated in lower case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct JobId(uuid::Uuid);
-
-impl JobId {
-    /// Parses a job id.
-    ///
-    /// # Errors
-    /// [`JobIdError`] when `value` is not a UUID.
-    pub fn new(value: &str) -> Result<Self, JobIdError> {
-        uuid::Uuid::try_parse(value)
-            .map(Self)
-            .map_err(|_| JobIdError(value.to_owned()))
-    }
+#[error("invalid {kind} '{value}': a {kind} is a UUID, e.g. 0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f")]
+pub struct UuidIdError {
+    /// Which kind of id was being parsed (`job id`, `run id`).
+    pub kind: &'static str,
+    /// The rejected input.
+    pub value: String,
 }
 
-impl From<uuid::Uuid> for JobId {
-    fn from(value: uuid::Uuid) -> Self {
-        Self(value)
-    }
+/// Why a job id was rejected.
+pub type JobIdError = UuidIdError;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            /// Parses an id.
+            ///
+            /// # Errors
+            /// [`UuidIdError`] when `value` is not a UUID.
+            pub fn new(value: &str) -> Result<Self, UuidIdError> {
+                uuid::Uuid::try_parse(value).map(Self).map_err(|_| UuidIdError {
+                    kind: $kind,
+                    value: value.to_owned(),
+                })
+            }
+
+            /// The id with this 128-bit value (constants in tests).
+            #[must_use]
+            pub const fn from_u128(value: u128) -> Self {
+                Self(uuid::Uuid::from_u128(value))
+            }
+
+            /// A new id, version 7: ids made later sort after ids made earlier.
+            #[must_use]
+            pub fn generate() -> Self {
+                Self(uuid::Uuid::now_v7())
+            }
+        }
+
+        impl From<uuid::Uuid> for $name {
+            fn from(value: uuid::Uuid) -> Self {
+                Self(value)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UuidIdError;
+            fn try_from(value: String) -> Result<Self, UuidIdError> {
+                Self::new(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.to_string()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UuidIdError;
+            fn from_str(s: &str) -> Result<Self, UuidIdError> {
+                Self::new(s)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for JobId {
-    type Error = JobIdError;
-    fn try_from(value: String) -> Result<Self, JobIdError> {
-        Self::new(&value)
-    }
-}
-
-impl From<JobId> for String {
-    fn from(value: JobId) -> String {
-        value.to_string()
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl std::str::FromStr for JobId {
-    type Err = JobIdError;
-    fn from_str(s: &str) -> Result<Self, JobIdError> {
-        Self::new(s)
-    }
-}
+uuid_id!(
+    /// Id of a durable job (a process execution, a maintenance job): a UUID, made by the caller
+    /// (version 7, so ids sort by creation), shown hyphenated in lower case.
+    JobId,
+    "job id"
+);
+uuid_id!(
+    /// Id of an ingestion or sync run: a UUID (version 7 for runs made here, so ids sort by
+    /// creation and the newest-first pagination cursor is the id), shown hyphenated in lower case.
+    RunId,
+    "run id"
+);
 
 impl DatasetId {
     /// The id of the managed dataset made from `template` over `extent`.
@@ -227,6 +276,19 @@ mod tests {
             let err = JobId::new(bad).expect_err(bad);
             assert!(err.to_string().contains("a job id is a UUID"), "{err}");
         }
+    }
+
+    #[test]
+    fn run_ids_sort_by_creation_and_name_their_kind_when_rejected() {
+        let first = RunId::generate();
+        let second = RunId::generate();
+        assert!(first < second);
+        assert!(first.to_string() < second.to_string());
+        let err = RunId::new("nope").expect_err("not a UUID");
+        assert!(
+            err.to_string().starts_with("invalid run id 'nope'"),
+            "{err}"
+        );
     }
 
     #[test]

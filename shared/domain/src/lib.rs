@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod chunking;
+pub mod crs;
 pub mod extent;
 pub mod grid;
 pub mod ids;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod sync;
 pub mod template;
 
+pub use crs::Crs;
 pub use extent::{Bbox, Extent};
-pub use ids::{DatasetId, ExtentId, TemplateId};
+pub use ids::{DatasetId, ExtentId, JobId, RunId, TemplateId};
 pub use period::{Period, PeriodError, PeriodRange, PeriodType};

@@ -337,8 +337,8 @@ impl Schedule {
     /// Parses `as_available` or a cron expression.
     ///
     /// # Errors
-    /// A message naming the bad field.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// [`CronError`] naming the bad field.
+    pub fn parse(s: &str) -> Result<Self, CronError> {
         if s.trim() == Self::AS_AVAILABLE {
             Ok(Self::AsAvailable)
         } else {
@@ -362,8 +362,32 @@ pub struct Cron {
     weekdays_any: bool,
 }
 
-fn cron_field(text: &str, name: &str, lo: u32, hi: u32) -> Result<(u64, bool), String> {
-    let bad = |why: &str| format!("cron {name} field '{text}': {why}");
+/// Why a schedule is not `as_available` or a cron expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    /// Not five fields.
+    #[error(
+        "'{0}' is neither 'as_available' nor a 5-field cron expression (minute hour day month weekday, e.g. '0 6 * * *')"
+    )]
+    Shape(String),
+    /// One field is malformed or out of range.
+    #[error("cron {field} field '{text}': {why}")]
+    Field {
+        /// `minute`, `hour`, `day-of-month`, `month` or `day-of-week`.
+        field: &'static str,
+        /// The field as written.
+        text: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+fn cron_field(text: &str, name: &'static str, lo: u32, hi: u32) -> Result<(u64, bool), CronError> {
+    let bad = |why: &str| CronError::Field {
+        field: name,
+        text: text.to_owned(),
+        why: why.to_owned(),
+    };
     let mut bits = 0u64;
     for item in text.split(',') {
         let (range, step) = match item.split_once('/') {
@@ -400,14 +424,11 @@ impl Cron {
     /// Parses a 5-field expression.
     ///
     /// # Errors
-    /// A message naming the bad field.
-    pub fn parse(expr: &str) -> Result<Self, String> {
+    /// [`CronError`] naming the bad field.
+    pub fn parse(expr: &str) -> Result<Self, CronError> {
         let f: Vec<&str> = expr.split_whitespace().collect();
         if f.len() != 5 {
-            return Err(format!(
-                "'{expr}' is neither '{}' nor a 5-field cron expression (minute hour day month weekday, e.g. '0 6 * * *')",
-                Schedule::AS_AVAILABLE
-            ));
+            return Err(CronError::Shape(expr.to_owned()));
         }
         let (minutes, _) = cron_field(f[0], "minute", 0, 59)?;
         let (hours, _) = cron_field(f[1], "hour", 0, 23)?;
@@ -728,7 +749,7 @@ mod tests {
         assert!(
             Cron::parse("0 25 * * *")
                 .err()
-                .is_some_and(|e| e.contains("hour"))
+                .is_some_and(|e| e.to_string().contains("hour"))
         );
         assert_eq!(Schedule::parse("as_available"), Ok(Schedule::AsAvailable));
     }

@@ -506,7 +506,7 @@ mod tests {
 
     fn grid() -> Grid {
         Grid {
-            crs: "EPSG:4326".into(),
+            crs: climate_domain::Crs::WGS84,
             x: Axis {
                 first: -13.45,
                 step: 0.1,

@@ -9,9 +9,9 @@
 
 use std::ops::Range;
 
-use climate_domain::Bbox;
 use climate_domain::grid::{Axis, Grid};
 use climate_domain::template::Resampling;
+use climate_domain::{Bbox, Crs};
 use proj::Proj;
 
 /// Points per bbox edge when projecting its outline (edges curve in most projections).
@@ -180,13 +180,13 @@ pub struct TargetPlan {
 pub fn target_grid(
     source: &Grid,
     bbox: &Bbox,
-    crs: &str,
+    crs: &Crs,
     resolution: Option<f64>,
 ) -> Result<TargetPlan, ReprojectError> {
     let forward = transformer(&source.crs, crs)?;
     let [x0, y0, x1, y1] = project_bounds(bbox.to_array(), &source.crs, crs, EDGE_SAMPLES)?
         .ok_or_else(|| ReprojectError::OutsideCrs {
-            crs: crs.to_owned(),
+            crs: crs.to_string(),
         })?;
     let res = match resolution {
         Some(r) => r,
@@ -197,7 +197,7 @@ pub fn target_grid(
     let nx = ((gx1 - gx0) / res).round().max(1.0) as usize;
     let ny = ((gy1 - gy0) / res).round().max(1.0) as usize;
     let grid = Grid {
-        crs: crs.to_owned(),
+        crs: crs.clone(),
         x: Axis {
             first: gx0 + res / 2.0,
             step: res,
@@ -349,10 +349,14 @@ impl Resampler {
 mod tests {
     use super::*;
 
+    fn crs(name: &str) -> Crs {
+        Crs::new(name).expect("a CRS name")
+    }
+
     fn era5_sle() -> Grid {
         // The ERA5-Land sample's grid: 0.1°, 41 × 41 from (-14.0, 10.5) (illustrative).
         Grid {
-            crs: "EPSG:4326".into(),
+            crs: Crs::WGS84,
             x: Axis {
                 first: -14.0,
                 step: 0.1,
@@ -369,7 +373,8 @@ mod tests {
     #[test]
     fn the_target_grid_covers_the_extent_in_utm() {
         let bbox = Bbox::new(-13.5, 6.9, -10.1, 10.0).expect("bbox");
-        let plan = target_grid(&era5_sle(), &bbox, "EPSG:32629", Some(10_000.0)).expect("plan");
+        let plan =
+            target_grid(&era5_sle(), &bbox, &crs("EPSG:32629"), Some(10_000.0)).expect("plan");
         let g = &plan.grid;
         assert_eq!(g.crs, "EPSG:32629");
         // Sierra Leone spans about 375 km east-west and 345 km north-south in UTM 29N.
@@ -390,7 +395,7 @@ mod tests {
     fn the_default_resolution_is_in_the_target_crs_units() {
         let bbox = Bbox::new(-13.5, 6.9, -10.1, 10.0).expect("bbox");
         // NAD83 is geographic: its resolution is in degrees, like the source's 0.1°.
-        let plan = target_grid(&era5_sle(), &bbox, "EPSG:4269", None).expect("plan");
+        let plan = target_grid(&era5_sle(), &bbox, &crs("EPSG:4269"), None).expect("plan");
         assert!(
             (plan.grid.x.step - 0.1).abs() < 1e-9,
             "{}",
@@ -412,7 +417,7 @@ mod tests {
     #[test]
     fn the_default_resolution_is_the_source_pixel_in_metres() {
         let bbox = Bbox::new(-13.5, 6.9, -10.1, 10.0).expect("bbox");
-        let plan = target_grid(&era5_sle(), &bbox, "EPSG:32629", None).expect("plan");
+        let plan = target_grid(&era5_sle(), &bbox, &crs("EPSG:32629"), None).expect("plan");
         // 0.1° of longitude at 8.45°N is about 11 000 m.
         assert_eq!(plan.grid.x.step, 11_000.0);
     }
@@ -422,7 +427,7 @@ mod tests {
         // A field linear in longitude and latitude: bilinear interpolation reproduces it.
         let source = era5_sle();
         let bbox = Bbox::new(-13.5, 6.9, -10.1, 10.0).expect("bbox");
-        let plan = target_grid(&source, &bbox, "EPSG:32629", Some(20_000.0)).expect("plan");
+        let plan = target_grid(&source, &bbox, &crs("EPSG:32629"), Some(20_000.0)).expect("plan");
         let f = |lon: f64, lat: f64| (3.0 * lon + 7.0 * lat) as f32;
         let window: Vec<f32> = plan
             .rows
@@ -478,7 +483,7 @@ mod tests {
     fn missing_neighbours_are_left_out_and_unknown_crs_is_an_error() {
         let source = era5_sle();
         let bbox = Bbox::new(-13.5, 6.9, -10.1, 10.0).expect("bbox");
-        let plan = target_grid(&source, &bbox, "EPSG:32629", Some(20_000.0)).expect("plan");
+        let plan = target_grid(&source, &bbox, &crs("EPSG:32629"), Some(20_000.0)).expect("plan");
         let n = plan.rows.len() * plan.cols.len();
         let mut window = vec![5.0f32; n];
         // Every other source pixel missing: bilinear still gives 5 wherever one is present.
@@ -498,6 +503,6 @@ mod tests {
         .apply(&window);
         assert!(out.iter().all(|v| v.is_nan() || *v == 5.0));
         assert!(out.contains(&5.0));
-        assert!(target_grid(&source, &bbox, "EPSG:999999", None).is_err());
+        assert!(target_grid(&source, &bbox, &crs("EPSG:999999"), None).is_err());
     }
 }

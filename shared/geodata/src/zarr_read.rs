@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use climate_domain::Crs;
 use climate_domain::grid::{Axis, Grid, pyramid_levels};
 use object_store::ObjectStore;
 use object_store::prefix::PrefixStore;
@@ -86,10 +87,10 @@ impl std::fmt::Debug for ZarrReader {
 }
 
 /// The grid of `shape` (`[ny, nx]`) and affine `transform` (`[a, b, c, d, e, f]`) in `crs`.
-pub fn grid_from_transform(crs: &str, transform: [f64; 6], shape: [usize; 2]) -> Grid {
+pub fn grid_from_transform(crs: &Crs, transform: [f64; 6], shape: [usize; 2]) -> Grid {
     let [a, _, c, _, e, f] = transform;
     Grid {
-        crs: crs.to_owned(),
+        crs: crs.clone(),
         x: Axis {
             first: c + a / 2.0,
             step: a,

@@ -3,7 +3,41 @@
 //! Messages are versioned (`v`) so that workers of two releases can share a queue during a
 //! rolling upgrade. They carry ids only; the state lives in the database.
 
+use climate_domain::ids::{RunId, UuidIdError};
 use serde::{Deserialize, Serialize};
+
+/// Why a queue payload is not a task message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// Not JSON of the message's shape.
+    #[error("undecodable {what} message: {reason}")]
+    Undecodable {
+        /// `task` or `job`.
+        what: &'static str,
+        /// What serde said.
+        reason: String,
+    },
+    /// A format version this release does not read.
+    #[error("unsupported {what} message version {v}")]
+    Version {
+        /// `task` or `job`.
+        what: &'static str,
+        /// The version the message carries.
+        v: u32,
+    },
+    /// A step that does not exist, or a segment number where none belongs (or none where one
+    /// does).
+    #[error("invalid task step {step:?} with segment {segment:?}")]
+    Step {
+        /// The step named.
+        step: Option<String>,
+        /// The segment named.
+        segment: Option<u32>,
+    },
+    /// The run id is not a run id.
+    #[error("undecodable task message: {0}")]
+    RunId(#[from] UuidIdError),
+}
 
 /// Outbox topic of task messages.
 pub const TASK_TOPIC: &str = "task";
@@ -28,7 +62,7 @@ pub struct TaskMessage {
     /// Message format version.
     pub v: u32,
     /// The run to work on.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The step.
     pub step: Step,
 }
@@ -47,15 +81,15 @@ struct Wire {
 
 impl TaskMessage {
     /// A plan message for `run_id` in the current format.
-    pub fn new(run_id: &str) -> Self {
+    pub fn new(run_id: RunId) -> Self {
         Self::step(run_id, Step::Plan)
     }
 
     /// A message for one step of `run_id`.
-    pub fn step(run_id: &str, step: Step) -> Self {
+    pub fn step(run_id: RunId, step: Step) -> Self {
         Self {
             v: TASK_MESSAGE_VERSION,
-            run_id: run_id.to_owned(),
+            run_id,
             step,
         }
     }
@@ -77,26 +111,30 @@ impl TaskMessage {
     /// Decodes a queue payload. A message without `step` is a plan message.
     ///
     /// # Errors
-    /// A message naming what is wrong; such deliveries are dead-lettered.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let w: Wire =
-            serde_json::from_slice(bytes).map_err(|e| format!("undecodable task message: {e}"))?;
+    /// [`MessageError`] naming what is wrong; such deliveries are dead-lettered.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let w: Wire = decode("task", bytes)?;
         if w.v != TASK_MESSAGE_VERSION {
-            return Err(format!("unsupported task message version {}", w.v));
+            return Err(MessageError::Version {
+                what: "task",
+                v: w.v,
+            });
         }
+        let run_id = RunId::new(&w.run_id)?;
         let step = match (w.step.as_deref(), w.segment) {
             (None | Some("plan"), None) => Step::Plan,
             (Some("segment"), Some(i)) => Step::Segment(i),
             (Some("finalize"), None) => Step::Finalize,
             (step, segment) => {
-                return Err(format!(
-                    "invalid task step {step:?} with segment {segment:?}"
-                ));
+                return Err(MessageError::Step {
+                    step: step.map(str::to_owned),
+                    segment,
+                });
             }
         };
         Ok(Self {
             v: w.v,
-            run_id: w.run_id,
+            run_id,
             step,
         })
     }
@@ -133,15 +171,27 @@ impl JobMessage {
     /// Decodes a queue payload.
     ///
     /// # Errors
-    /// A message naming what is wrong; such deliveries are dead-lettered.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let m: Self =
-            serde_json::from_slice(bytes).map_err(|e| format!("undecodable job message: {e}"))?;
+    /// [`MessageError`] naming what is wrong; such deliveries are dead-lettered.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let m: Self = decode("job", bytes)?;
         if m.v != TASK_MESSAGE_VERSION {
-            return Err(format!("unsupported job message version {}", m.v));
+            return Err(MessageError::Version {
+                what: "job",
+                v: m.v,
+            });
         }
         Ok(m)
     }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, MessageError> {
+    serde_json::from_slice(bytes).map_err(|e| MessageError::Undecodable {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -157,27 +207,39 @@ mod tests {
         assert_eq!(JobMessage::decode(&bytes), Ok(m));
         let wrong_version =
             br#"{"v":2,"kind":"process","job_id":"0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f"}"#;
-        assert!(JobMessage::decode(wrong_version).is_err_and(|e| e.contains("version 2")));
+        assert!(
+            JobMessage::decode(wrong_version).is_err_and(|e| e.to_string().contains("version 2"))
+        );
         let bad_id = br#"{"v":1,"kind":"process","job_id":"r1"}"#;
-        assert!(JobMessage::decode(bad_id).is_err_and(|e| e.contains("job id")));
+        assert!(JobMessage::decode(bad_id).is_err_and(|e| e.to_string().contains("job id")));
     }
+
+    const RUN: RunId = RunId::from_u128(0x0193a5c2_7b1e_7c3d_9f00_1a2b3c4d5e6f);
 
     #[test]
     fn round_trips_and_rejects_unknown_versions() {
-        let m = TaskMessage::new("r1");
+        let m = TaskMessage::new(RUN);
         let bytes = serde_json::to_vec(&m.to_json()).expect("json");
         assert_eq!(TaskMessage::decode(&bytes), Ok(m));
         assert!(TaskMessage::decode(br#"{"v":2,"run_id":"r"}"#).is_err());
         assert!(TaskMessage::decode(b"nonsense").is_err());
         for step in [Step::Plan, Step::Segment(3), Step::Finalize] {
-            let m = TaskMessage::step("r2", step);
+            let m = TaskMessage::step(RUN, step);
             let bytes = serde_json::to_vec(&m.to_json()).expect("json");
             assert_eq!(TaskMessage::decode(&bytes), Ok(m));
         }
         assert_eq!(
-            TaskMessage::decode(br#"{"v":1,"run_id":"r"}"#).map(|m| m.step),
+            TaskMessage::decode(br#"{"v":1,"run_id":"0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f"}"#)
+                .map(|m| m.step),
             Ok(Step::Plan)
         );
-        assert!(TaskMessage::decode(br#"{"v":1,"run_id":"r","step":"segment"}"#).is_err());
+        assert!(
+            TaskMessage::decode(
+                br#"{"v":1,"run_id":"0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f","step":"segment"}"#
+            )
+            .is_err()
+        );
+        let not_a_run = TaskMessage::decode(br#"{"v":1,"run_id":"r"}"#).expect_err("no UUID");
+        assert!(not_a_run.to_string().contains("run id"), "{not_a_run}");
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use climate_domain::template::DatasetTemplate;
+use climate_domain::template::{DatasetTemplate, ParamError};
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -92,7 +92,7 @@ impl Platform {
     /// [`StartError`] naming the backend or template at fault.
     pub async fn connect(
         config: Config,
-        check: &dyn Fn(&DatasetTemplate) -> Result<(), String>,
+        check: &dyn Fn(&DatasetTemplate) -> Result<(), ParamError>,
     ) -> Result<Self, StartError> {
         let samples = crate::samples::install(&config.data_dir)
             .map_err(|e| StartError::Samples(config.data_dir.display().to_string(), e))?;

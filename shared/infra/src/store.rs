@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use climate_domain::DatasetId;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -108,7 +109,7 @@ impl Store {
     }
 
     /// Prefix of one version's Zarr store.
-    pub fn version_prefix(dataset_id: &str, artifact_id: &str) -> String {
+    pub fn version_prefix(dataset_id: &DatasetId, artifact_id: &str) -> String {
         format!("datasets/{dataset_id}/{artifact_id}")
     }
 }

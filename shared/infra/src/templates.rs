@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use climate_domain::TemplateId;
-use climate_domain::template::DatasetTemplate;
+use climate_domain::template::{DatasetTemplate, ParamError};
 
 /// YAML of the built-in templates.
 pub const BUILTIN_TEMPLATES: &str = include_str!("../templates/builtin.yaml");
@@ -48,7 +48,7 @@ impl TemplateCatalog {
         builtin_base: &Path,
         templates_dir: Option<&Path>,
         custom_base: &Path,
-        check: &dyn Fn(&DatasetTemplate) -> Result<(), String>,
+        check: &dyn Fn(&DatasetTemplate) -> Result<(), ParamError>,
     ) -> Result<Self, CatalogError> {
         let mut catalog = Self::default();
         catalog.add_yaml("built-in templates", BUILTIN_TEMPLATES, builtin_base, check)?;
@@ -92,7 +92,7 @@ impl TemplateCatalog {
         origin: &str,
         text: &str,
         base_dir: &Path,
-        check: &dyn Fn(&DatasetTemplate) -> Result<(), String>,
+        check: &dyn Fn(&DatasetTemplate) -> Result<(), ParamError>,
     ) -> Result<(), CatalogError> {
         let err = |message: String| CatalogError {
             origin: origin.to_owned(),
@@ -176,7 +176,7 @@ impl TemplateCatalog {
 mod tests {
     use super::*;
 
-    fn ok(_: &DatasetTemplate) -> Result<(), String> {
+    fn ok(_: &DatasetTemplate) -> Result<(), ParamError> {
         Ok(())
     }
 
@@ -216,7 +216,7 @@ mod tests {
             .expect_err("duplicate");
         assert!(e.to_string().contains("already defined in built-in"), "{e}");
 
-        let reject = |_: &DatasetTemplate| Err("param 'path' is required".to_owned());
+        let reject = |_: &DatasetTemplate| Err(ParamError::invalid("param 'path' is required"));
         let e = TemplateCatalog::load(Path::new("/data"), None, Path::new("/cfg"), &reject)
             .expect_err("rejected");
         assert!(

@@ -9,10 +9,10 @@
 
 use crate::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use climate_domain::Period;
 use climate_domain::run::{RunKind, RunRequest};
 use climate_domain::sync::{self, Schedule, SyncAction, SyncDetail};
 use climate_domain::template::SyncKind;
+use climate_domain::{DatasetId, Period, RunId};
 use climate_infra::db::{
     Admission, Admitted, DatasetRecord, DbError, NewOutbox, NewRun, RunRecord,
 };
@@ -59,10 +59,12 @@ pub async fn detail(
 ) -> Result<(SyncDetail, DatasetRecord), SyncError> {
     let p = &ctx.platform;
     let unknown = || SyncError::UnknownDataset(dataset_id.to_owned());
-    let ds = p.db.get_dataset(dataset_id).await?.ok_or_else(unknown)?;
+    // An id that is not an id names no dataset.
+    let id = DatasetId::new(dataset_id).map_err(|_| unknown())?;
+    let ds = p.db.get_dataset(&id).await?.ok_or_else(unknown)?;
     let n = ds.current_version.ok_or_else(unknown)?;
-    let version = p.db.get_version(dataset_id, n).await?.ok_or_else(unknown)?;
-    let loaded = p.catalog.get_str(&ds.template_id).ok_or_else(|| {
+    let version = p.db.get_version(&id, n).await?.ok_or_else(unknown)?;
+    let loaded = p.catalog.get(&ds.template_id).ok_or_else(|| {
         SyncError::Unavailable(format!(
             "template '{}' of dataset '{dataset_id}' is no longer configured",
             ds.template_id
@@ -93,7 +95,7 @@ pub async fn detail(
             .config
             .extents
             .iter()
-            .find(|e| e.extent_id.as_str() == ds.extent_id)
+            .find(|e| e.extent_id == ds.extent_id)
             .ok_or_else(|| {
                 SyncError::Unavailable(format!("extent '{}' is no longer configured", ds.extent_id))
             })?;
@@ -106,7 +108,7 @@ pub async fn detail(
         None
     };
     let d = sync::plan(
-        &ds.template_id,
+        ds.template_id.as_str(),
         &t.sync,
         kind,
         current,
@@ -151,9 +153,9 @@ pub async fn start(
     };
     let request_json =
         serde_json::to_value(&request).map_err(|e| SyncError::Unavailable(e.to_string()))?;
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let run_id = RunId::generate();
     let run = NewRun {
-        run_id: run_id.clone(),
+        run_id,
         kind: RunKind::Sync,
         dataset_id: ds.dataset_id.clone(),
         template_id: ds.template_id.clone(),
@@ -163,7 +165,7 @@ pub async fn start(
     };
     let outbox = NewOutbox {
         topic: TASK_TOPIC.into(),
-        payload: TaskMessage::new(&run_id).to_json(),
+        payload: TaskMessage::new(run_id).to_json(),
         available_at: now,
     };
     let admission = match due_key {
@@ -194,7 +196,7 @@ pub async fn schedule_of(
     let template = ctx
         .platform
         .catalog
-        .get_str(&ds.template_id)
+        .get(&ds.template_id)
         .and_then(|t| t.template.sync.schedule.clone());
     let paused = row.as_ref().is_some_and(|r| r.paused);
     Ok(match (row.and_then(|r| r.schedule), template) {
@@ -236,7 +238,7 @@ fn retry_of(last: &str, base: &str) -> Option<u32> {
 /// # Errors
 /// [`SyncError::Db`] when the datasets cannot be listed; problems with one dataset are logged
 /// and do not stop the others.
-pub async fn tick(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<String>, SyncError> {
+pub async fn tick(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<RunId>, SyncError> {
     let mut started = Vec::new();
     for ds in ctx.platform.db.list_datasets().await? {
         if ds.current_version.is_none() {
@@ -257,8 +259,8 @@ async fn tick_one(
     ctx: &Context,
     ds: &DatasetRecord,
     now: DateTime<Utc>,
-) -> Result<Option<String>, SyncError> {
-    let Some(loaded) = ctx.platform.catalog.get_str(&ds.template_id) else {
+) -> Result<Option<RunId>, SyncError> {
+    let Some(loaded) = ctx.platform.catalog.get(&ds.template_id) else {
         return Ok(None);
     };
     if loaded.template.sync.kind == SyncKind::Static {
@@ -267,7 +269,7 @@ async fn tick_one(
     let (Some(text), _, false) = schedule_of(ctx, ds).await? else {
         return Ok(None);
     };
-    let schedule = Schedule::parse(&text).map_err(SyncError::Invalid)?;
+    let schedule = Schedule::parse(&text).map_err(|e| SyncError::Invalid(e.to_string()))?;
     let last = ctx.platform.db.last_sync_tick(&ds.dataset_id).await?;
     let Some(cron_key) = due(
         &schedule,
@@ -276,7 +278,7 @@ async fn tick_one(
     ) else {
         return Ok(None);
     };
-    let (d, ds) = detail(ctx, &ds.dataset_id, None, now).await?;
+    let (d, ds) = detail(ctx, ds.dataset_id.as_str(), None, now).await?;
     let base_key = match cron_key {
         Some(k) => k,
         None => match &d.delta_end {

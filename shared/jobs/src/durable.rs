@@ -24,7 +24,7 @@ use climate_infra::messages::{JobMessage, TASK_TOPIC};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::{JobKind, LeaseKey, Requeue, Settle, Task, Worker};
+use crate::{DecodeError, JobKind, LeaseKey, Requeue, Settle, Task, Worker};
 
 /// The one step of a durable job.
 pub const RUN_STEP: &str = "run";
@@ -238,14 +238,13 @@ impl<W: Work> JobKind for Durable<W> {
         self.work.kind()
     }
 
-    fn decode(&self, payload: &[u8]) -> Result<Task, String> {
+    fn decode(&self, payload: &[u8]) -> Result<Task, DecodeError> {
         let message = JobMessage::decode(payload)?;
         if message.kind != self.work.kind() {
-            return Err(format!(
-                "a {} job message was given to kind {}",
-                message.kind,
-                self.work.kind()
-            ));
+            return Err(DecodeError::WrongKind {
+                given: message.kind,
+                kind: self.work.kind(),
+            });
         }
         Ok(Task {
             job_id: message.job_id.to_string(),

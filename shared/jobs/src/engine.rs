@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use climate_domain::retry::RetryPolicy;
+use climate_infra::messages::MessageError;
 use climate_infra::queue::{Delivery, Queue};
 use rand::Rng;
 use tokio::sync::Semaphore;
@@ -64,8 +65,8 @@ pub trait JobKind: Send + Sync + std::fmt::Debug + 'static {
     /// Decodes a message of this kind.
     ///
     /// # Errors
-    /// What is wrong with it; the delivery is dead-lettered.
-    fn decode(&self, payload: &[u8]) -> Result<Task, String>;
+    /// [`DecodeError`] saying what is wrong with it; the delivery is dead-lettered.
+    fn decode(&self, payload: &[u8]) -> Result<Task, DecodeError>;
 
     /// Runs one step. A step takes its lease through [`Worker::hold`] and marks it claimed
     /// once its claim committed.
@@ -102,17 +103,55 @@ pub struct Engine {
     kinds: Vec<Arc<dyn JobKind>>,
 }
 
+/// Why a delivery cannot be run; it is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The payload is not a message of the kind it names.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// `kind` is there but not a string.
+    #[error("task message kind must be a string, not {0}")]
+    KindNotAString(String),
+    /// No kind of that name runs in this worker.
+    #[error("no job kind '{name}' in this worker (it runs {known:?})")]
+    UnknownKind {
+        /// The kind named.
+        name: String,
+        /// The kinds this worker runs.
+        known: Vec<&'static str>,
+    },
+    /// A message of this kind that the kind cannot read.
+    #[error("malformed {kind} message: {reason}")]
+    Malformed {
+        /// The kind decoding it.
+        kind: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A kind was handed a message naming another kind.
+    #[error("a {given} job message was given to kind {kind}")]
+    WrongKind {
+        /// The kind the message names.
+        given: String,
+        /// The kind decoding it.
+        kind: &'static str,
+    },
+}
+
 /// The `kind` a message names ([`DEFAULT_KIND`] when none).
 ///
 /// # Errors
-/// When the payload is not a JSON object or its `kind` is not a string.
-pub fn kind_of(payload: &[u8]) -> Result<String, String> {
+/// [`DecodeError`] when the payload is not a JSON object or its `kind` is not a string.
+pub fn kind_of(payload: &[u8]) -> Result<String, DecodeError> {
     let v: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|e| format!("undecodable task message: {e}"))?;
+        serde_json::from_slice(payload).map_err(|e| MessageError::Undecodable {
+            what: "task",
+            reason: e.to_string(),
+        })?;
     match v.get("kind") {
         None => Ok(DEFAULT_KIND.to_owned()),
         Some(serde_json::Value::String(k)) => Ok(k.clone()),
-        Some(other) => Err(format!("task message kind must be a string, not {other}")),
+        Some(other) => Err(DecodeError::KindNotAString(other.to_string())),
     }
 }
 
@@ -304,11 +343,9 @@ impl Engine {
     /// once the step holds its lease, handed over before that) and finishes under its lease.
     async fn handle(&self, delivery: Delivery, due: tokio::time::Instant) {
         let decoded = kind_of(&delivery.payload).and_then(|name| {
-            let kind = self.kind(&name).ok_or_else(|| {
-                format!(
-                    "no job kind '{name}' in this worker (it runs {:?})",
-                    self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>()
-                )
+            let kind = self.kind(&name).ok_or_else(|| DecodeError::UnknownKind {
+                known: self.kinds.iter().map(|k| k.name()).collect(),
+                name,
             })?;
             Ok((kind.clone(), kind.decode(&delivery.payload)?))
         });

@@ -27,6 +27,8 @@ pub mod failpoints;
 pub mod lease;
 
 pub use durable::{Durable, DurableSettings, JobContext, Work, WorkError, submit};
-pub use engine::{DEFAULT_KIND, Engine, EngineSettings, JobKind, Requeue, Settle, Task, kind_of};
+pub use engine::{
+    DEFAULT_KIND, DecodeError, Engine, EngineSettings, JobKind, Requeue, Settle, Task, kind_of,
+};
 pub use failpoints::{FailPoint, FailPoints};
 pub use lease::{HeldLease, LeaseKey, Worker};

@@ -109,7 +109,7 @@ fn template_name(state: &AppState, ds: &DatasetRecord) -> String {
     state
         .catalog
         .template(ds)
-        .map_or_else(|| ds.template_id.clone(), |t| t.template.name.clone())
+        .map_or_else(|| ds.template_id.to_string(), |t| t.template.name.clone())
 }
 
 /// `GET /ogcapi/collections`
@@ -135,7 +135,7 @@ pub async fn collections(
             |t| t.template.long_name().to_owned(),
         );
         let described = Described {
-            id: &ds.dataset_id,
+            id: ds.dataset_id.as_str(),
             cube: &cube,
             long_name: &long_name,
         };
@@ -165,7 +165,7 @@ pub async fn collection(
 ) -> Result<Response, ApiError> {
     let o = open(&state, &id).await?;
     let described = Described {
-        id: &o.ds.dataset_id,
+        id: o.ds.dataset_id.as_str(),
         cube: &o.cube,
         long_name: &o.long_name,
     };

@@ -9,8 +9,11 @@ use crate::chunking::ChunkOverride;
 use crate::ids::TemplateId;
 use crate::period::PeriodType;
 
+mod params;
 #[cfg(test)]
 mod tests;
+
+pub use params::ParamError;
 
 /// Why a template is invalid. The message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -434,30 +437,70 @@ pub enum TransformSpec {
 const TRANSFORM_NAMES: &str =
     "kelvin_to_celsius, metres_to_mm, scale_offset, mask_values, deaccumulate";
 
+/// Why a transform spec was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransformError {
+    /// A map with no key.
+    #[error("empty transform")]
+    Empty,
+    /// A map with more than one key.
+    #[error(
+        "a transform with parameters is a map with exactly one key, e.g. {{scale_offset: {{scale: 0.1}}}}"
+    )]
+    Shape,
+    /// A parameter that must be a number is not.
+    #[error("{transform}.{key} must be a number")]
+    NotANumber {
+        /// The transform.
+        transform: String,
+        /// The parameter.
+        key: &'static str,
+    },
+    /// A required parameter is missing.
+    #[error("{transform} needs parameter '{key}'")]
+    Missing {
+        /// The transform.
+        transform: String,
+        /// The parameter.
+        key: &'static str,
+    },
+    /// `mask_values` without a list of numbers.
+    #[error("mask_values needs parameter 'values' (a list of numbers)")]
+    MaskValues,
+    /// `mask_values.values` holds something other than numbers.
+    #[error("mask_values.values must be numbers")]
+    MaskValueNotANumber,
+    /// `deaccumulate.clip_negative` is not a boolean.
+    #[error("deaccumulate.clip_negative must be true or false")]
+    ClipNegative,
+    /// No transform of that name.
+    #[error("unknown transform '{0}': expected one of {TRANSFORM_NAMES}")]
+    Unknown(String),
+}
+
 impl TryFrom<TransformSpec> for Transform {
-    type Error = String;
-    fn try_from(spec: TransformSpec) -> Result<Self, String> {
+    type Error = TransformError;
+    fn try_from(spec: TransformSpec) -> Result<Self, TransformError> {
         let (name, params) = match spec {
             TransformSpec::Name(n) => (n, serde_json::Value::Null),
             TransformSpec::WithParams(m) if m.len() == 1 => {
                 let Some((k, v)) = m.into_iter().next() else {
-                    return Err("empty transform".into());
+                    return Err(TransformError::Empty);
                 };
                 (k, v)
             }
-            TransformSpec::WithParams(_) => {
-                return Err(
-                    "a transform with parameters is a map with exactly one key, e.g. {scale_offset: {scale: 0.1}}"
-                        .into(),
-                );
-            }
+            TransformSpec::WithParams(_) => return Err(TransformError::Shape),
         };
-        let num = |key: &str, default: Option<f64>| -> Result<f64, String> {
+        let num = |key: &'static str, default: Option<f64>| -> Result<f64, TransformError> {
             match params.get(key) {
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| format!("{name}.{key} must be a number")),
-                None => default.ok_or_else(|| format!("{name} needs parameter '{key}'")),
+                Some(v) => v.as_f64().ok_or_else(|| TransformError::NotANumber {
+                    transform: name.clone(),
+                    key,
+                }),
+                None => default.ok_or_else(|| TransformError::Missing {
+                    transform: name.clone(),
+                    key,
+                }),
             }
         };
         match name.as_str() {
@@ -471,23 +514,19 @@ impl TryFrom<TransformSpec> for Transform {
                 let values = params
                     .get("values")
                     .and_then(|v| v.as_array())
-                    .ok_or("mask_values needs parameter 'values' (a list of numbers)")?
+                    .ok_or(TransformError::MaskValues)?
                     .iter()
-                    .map(|v| v.as_f64().ok_or("mask_values.values must be numbers"))
+                    .map(|v| v.as_f64().ok_or(TransformError::MaskValueNotANumber))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Self::MaskValues { values })
             }
             "deaccumulate" => Ok(Self::Deaccumulate {
                 clip_negative: match params.get("clip_negative") {
                     None => true,
-                    Some(v) => v
-                        .as_bool()
-                        .ok_or("deaccumulate.clip_negative must be true or false")?,
+                    Some(v) => v.as_bool().ok_or(TransformError::ClipNegative)?,
                 },
             }),
-            other => Err(format!(
-                "unknown transform '{other}': expected one of {TRANSFORM_NAMES}"
-            )),
+            _ => Err(TransformError::Unknown(name)),
         }
     }
 }
@@ -623,9 +662,9 @@ impl DatasetTemplate {
             return Err(err(&format!("sync.availability.{field}"), &message));
         }
         if let Some(sched) = &self.sync.schedule
-            && let Err(message) = crate::sync::Schedule::parse(sched)
+            && let Err(e) = crate::sync::Schedule::parse(sched)
         {
-            return Err(err("sync.schedule", &message));
+            return Err(err("sync.schedule", &e.to_string()));
         }
         if self.sync.execution.is_some() && self.sync.kind != SyncKind::Temporal {
             return Err(err(

@@ -38,13 +38,17 @@ struct CdsParams {
 }
 
 impl CdsProvider {
-    fn params(template: &DatasetTemplate) -> Result<CdsParams, String> {
+    fn params(template: &DatasetTemplate) -> Result<CdsParams, ParamError> {
         let p: CdsInput = params::decode("era5_land_cds", &template.ingestion.params)?;
-        let variable = p
-            .variable
-            .ok_or("param 'variable' (the CDS variable name, e.g. 2m_temperature) is required")?;
+        let variable = p.variable.ok_or_else(|| {
+            ParamError::invalid(
+                "param 'variable' (the CDS variable name, e.g. 2m_temperature) is required",
+            )
+        })?;
         if !matches!(template.period_type, PeriodType::Hourly) {
-            return Err("era5_land_cds delivers hourly data: use period_type: hourly".into());
+            return Err(ParamError::template(
+                "era5_land_cds delivers hourly data: use period_type: hourly",
+            ));
         }
         Ok(CdsParams {
             base: HttpUrl::or(p.base_url, CDS_BASE_URL),
@@ -62,13 +66,13 @@ impl Provider for CdsProvider {
         "era5_land_cds"
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         Self::params(template).map(|_| ())
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
         let perm = |message: String| ProviderError::permanent(NAME, message);
-        let c = Self::params(req.template).map_err(perm)?;
+        let c = Self::params(req.template).map_err(|e| perm(e.to_string()))?;
         let dl = req.env.downloader(NAME).clone();
         let key = dl
             .api_key()

@@ -28,22 +28,28 @@ struct ChirpsParams {
 }
 
 impl Chirps3Provider {
-    fn params(template: &DatasetTemplate) -> Result<(String, String, String), String> {
+    fn params(template: &DatasetTemplate) -> Result<(String, String, String), ParamError> {
         let p: ChirpsParams = params::decode("chirps3_daily", &template.ingestion.params)?;
         let base = HttpUrl::or(p.base_url, CHIRPS3_BASE_URL);
         let stage = p.stage.unwrap_or_else(|| "final".into());
         let flavor = p.flavor.unwrap_or_else(|| "rnl".into());
         match (stage.as_str(), flavor.as_str()) {
             ("final", "rnl" | "sat") | ("prelim", "sat") => {}
-            ("prelim", _) => return Err("param 'flavor': prelim data exists only as sat".into()),
-            _ => {
-                return Err(format!(
-                    "params 'stage'/'flavor': expected final with rnl or sat, or prelim with sat (got {stage}/{flavor})"
+            ("prelim", _) => {
+                return Err(ParamError::invalid(
+                    "param 'flavor': prelim data exists only as sat",
                 ));
+            }
+            _ => {
+                return Err(ParamError::invalid(format!(
+                    "params 'stage'/'flavor': expected final with rnl or sat, or prelim with sat (got {stage}/{flavor})"
+                )));
             }
         }
         if template.period_type != PeriodType::Daily {
-            return Err("chirps3_daily needs period_type: daily".into());
+            return Err(ParamError::template(
+                "chirps3_daily needs period_type: daily",
+            ));
         }
         Ok((base, stage, flavor))
     }
@@ -68,14 +74,14 @@ impl Provider for Chirps3Provider {
         "chirps3_daily"
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         Self::params(template).map(|_| ())
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "chirps3_daily";
         let perm = |message: String| ProviderError::permanent(NAME, message);
-        let (base, stage, flavor) = Self::params(req.template).map_err(perm)?;
+        let (base, stage, flavor) = Self::params(req.template).map_err(|e| perm(e.to_string()))?;
         let dl = req.env.downloader(NAME).clone();
         let first = req.start.start().date();
         let (last, open_end) = match req.end {

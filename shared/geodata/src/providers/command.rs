@@ -23,17 +23,17 @@ struct CommandInput {
 }
 
 impl CommandProvider {
-    fn params(template: &DatasetTemplate) -> Result<CommandParams, String> {
+    fn params(template: &DatasetTemplate) -> Result<CommandParams, ParamError> {
         let p: CommandInput = params::decode("command", &template.ingestion.params)?;
-        let program = p
-            .program
-            .ok_or("param 'program' (the executable to run) is required")?;
+        let program = p.program.ok_or_else(|| {
+            ParamError::invalid("param 'program' (the executable to run) is required")
+        })?;
         let args = p.args.unwrap_or_default();
         let pattern = p.pattern.unwrap_or_else(|| "*".into());
         if pattern.contains("..") || pattern.starts_with('/') {
-            return Err(
-                "param 'pattern' is a file name pattern inside the output directory".into(),
-            );
+            return Err(ParamError::invalid(
+                "param 'pattern' is a file name pattern inside the output directory",
+            ));
         }
         let timeout = p.timeout_seconds.unwrap_or(3600);
         Ok(CommandParams {
@@ -63,10 +63,11 @@ impl Provider for CommandProvider {
         "command"
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         let c = Self::params(template)?;
         if let Some(p) = c.period {
-            Period::parse(template.period_type, &p).map_err(|e| format!("param 'period': {e}"))?;
+            Period::parse(template.period_type, &p)
+                .map_err(|e| ParamError::invalid(format!("param 'period': {e}")))?;
         }
         Ok(())
     }
@@ -78,7 +79,7 @@ impl Provider for CommandProvider {
             message,
             retry,
         };
-        let c = Self::params(req.template).map_err(|m| err(Retry::Permanent, m))?;
+        let c = Self::params(req.template).map_err(|m| err(Retry::Permanent, m.to_string()))?;
         let end = req.end.ok_or_else(|| {
             err(
                 Retry::Permanent,

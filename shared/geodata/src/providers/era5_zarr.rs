@@ -25,23 +25,25 @@ struct Params {
 }
 
 impl RemoteZarrProvider {
-    fn params(template: &DatasetTemplate) -> Result<Params, String> {
+    fn params(template: &DatasetTemplate) -> Result<Params, ParamError> {
         let p: RemoteZarrInput = params::decode(NAME, &template.ingestion.params)?;
         let base = HttpUrl::or(p.base_url, EDH_BASE_URL);
-        let get = |k: &str, given: Option<String>, default: &str| -> Result<String, String> {
+        let get = |k: &str, given: Option<String>, default: &str| -> Result<String, ParamError> {
             match given {
                 None => Ok(default.to_owned()),
                 Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-                Some(_) => Err(format!("param '{k}' must be a non-empty string")),
+                Some(_) => Err(ParamError::invalid(format!(
+                    "param '{k}' must be a non-empty string"
+                ))),
             }
         };
         let store = get("store", p.store, EDH_STORE)?;
         let variable = get("variable", p.variable, &template.variable)?;
         if template.period_type != PeriodType::Hourly {
-            return Err(format!(
+            return Err(ParamError::template(format!(
                 "{NAME} reads hourly fields: it needs period_type: hourly (got {})",
                 template.period_type.as_str()
-            ));
+            )));
         }
         Ok(Params {
             url: format!("{base}/{}", store.trim_matches('/')),
@@ -56,12 +58,12 @@ impl Provider for RemoteZarrProvider {
         NAME
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         Self::params(template).map(|_| ())
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let p = Self::params(req.template).map_err(perm)?;
+        let p = Self::params(req.template).map_err(|e| perm(e.to_string()))?;
         let wanted = format!(
             "from {}{}",
             req.start.canonical(),

@@ -122,11 +122,13 @@ struct FileParams {
 impl FileProvider {
     fn params(
         template: &DatasetTemplate,
-    ) -> Result<(String, Option<String>, Option<String>), String> {
+    ) -> Result<(String, Option<String>, Option<String>), ParamError> {
         let p: FileParams = params::decode("file", &template.ingestion.params)?;
-        let path = p.path.ok_or(
-            "param 'path' (a file path, glob or {year}/{month}/{day} template) is required",
-        )?;
+        let path = p.path.ok_or_else(|| {
+            ParamError::invalid(
+                "param 'path' (a file path, glob or {year}/{month}/{day} template) is required",
+            )
+        })?;
         let text = |t: Option<Text>| t.map(|t| t.0);
         Ok((path, text(p.variable), text(p.period)))
     }
@@ -138,16 +140,18 @@ impl Provider for FileProvider {
         "file"
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         let (_, _, period) = Self::params(template)?;
         if let Some(p) = period {
-            Period::parse(template.period_type, &p).map_err(|e| format!("param 'period': {e}"))?;
+            Period::parse(template.period_type, &p)
+                .map_err(|e| ParamError::invalid(format!("param 'period': {e}")))?;
         }
         Ok(())
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let (path, variable, period) = Self::params(req.template).map_err(perm)?;
+        let (path, variable, period) =
+            Self::params(req.template).map_err(|e| perm(e.to_string()))?;
         let full = if Path::new(&path).is_absolute() {
             PathBuf::from(&path)
         } else {

@@ -29,18 +29,19 @@ struct HttpTemplateParams {
 }
 
 impl HttpTemplateProvider {
-    fn params(template: &DatasetTemplate) -> Result<(String, Option<String>), String> {
+    fn params(template: &DatasetTemplate) -> Result<(String, Option<String>), ParamError> {
         let p: HttpTemplateParams = params::decode("http_template", &template.ingestion.params)?;
-        let url = p.url.ok_or("param 'url' (an http(s) URL template with {year}, {month}, {day}, … placeholders) is required")?;
+        let url = p.url.ok_or_else(|| ParamError::invalid("param 'url' (an http(s) URL template with {year}, {month}, {day}, … placeholders) is required"))?;
         let sample = url
             .replace("{year}", "2000")
             .replace("{month}", "01")
             .replace("{day}", "01")
             .replace("{hour}", "00")
             .replace("{doy}", "001");
-        let parsed = url::Url::parse(&sample).map_err(|e| format!("param 'url': {e}"))?;
+        let parsed = url::Url::parse(&sample)
+            .map_err(|e| ParamError::invalid(format!("param 'url': {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err("param 'url' must be an http(s) URL".into());
+            return Err(ParamError::invalid("param 'url' must be an http(s) URL"));
         }
         let ext = parsed
             .path()
@@ -49,9 +50,9 @@ impl HttpTemplateProvider {
             .unwrap_or_default()
             .to_ascii_lowercase();
         if !matches!(ext.as_str(), "nc" | "nc4" | "tif" | "tiff" | "cog") {
-            return Err(
-                "param 'url' must end in .nc, .nc4, .tif, .tiff or .cog (the file type)".into(),
-            );
+            return Err(ParamError::invalid(
+                "param 'url' must end in .nc, .nc4, .tif, .tiff or .cog (the file type)",
+            ));
         }
         Ok((url, p.variable))
     }
@@ -63,14 +64,15 @@ impl Provider for HttpTemplateProvider {
         "http_template"
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         Self::params(template).map(|_| ())
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "http_template";
         let perm = |message: String| ProviderError::permanent(NAME, message);
-        let (template_url, variable) = Self::params(req.template).map_err(perm)?;
+        let (template_url, variable) =
+            Self::params(req.template).map_err(|e| perm(e.to_string()))?;
         let variable = variable.or_else(|| Some(req.template.variable.clone()));
         let kind = req.template.period_type;
         let (last, open_end) = match req.end {

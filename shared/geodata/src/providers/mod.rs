@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
-use climate_domain::template::DatasetTemplate;
+use climate_domain::template::{DatasetTemplate, ParamError};
 use climate_domain::{Extent, Period, PeriodType};
 
 use crate::http::ProviderEnv;
@@ -85,8 +85,8 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Checks `ingestion.params` at start-up.
     ///
     /// # Errors
-    /// A message naming the parameter and how to fix it.
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String>;
+    /// [`ParamError`] naming the parameter and how to fix it.
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError>;
     /// Finds (and for remote providers, fetches) the fields for the request.
     ///
     /// # Errors
@@ -128,15 +128,14 @@ impl Registry {
     /// Checks a template's provider and params (the catalogue's start-up check).
     ///
     /// # Errors
-    /// A message naming the provider or parameter.
-    pub fn check(&self, template: &DatasetTemplate) -> Result<(), String> {
-        let p = self.get(&template.ingestion.provider).ok_or_else(|| {
-            format!(
-                "unknown provider '{}': available providers are {}",
-                template.ingestion.provider,
-                self.names().join(", ")
-            )
-        })?;
+    /// [`ParamError`] naming the provider or parameter.
+    pub fn check(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
+        let p =
+            self.get(&template.ingestion.provider)
+                .ok_or_else(|| ParamError::UnknownProvider {
+                    name: template.ingestion.provider.clone(),
+                    available: self.names().join(", "),
+                })?;
         // Providers see the source period type of an aggregating template.
         p.validate_params(&template.source_template())
     }

@@ -2,31 +2,36 @@
 //! own struct (`#[serde(deny_unknown_fields)]`) with [`decode`], whose errors name the
 //! parameter at fault — and, for an unknown one, the parameters the provider accepts.
 
+use climate_domain::template::ParamError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 /// Decodes `params` for `provider` into `T`.
 ///
 /// # Errors
-/// A message naming the parameter and what is wrong with it: `unknown param 'colour' for
+/// [`ParamError`] naming the parameter and what is wrong with it: `unknown param 'colour' for
 /// provider chirps3_daily: expected base_url, stage, flavor`, `param 'poll_seconds' for
 /// provider era5_land_cds: invalid type: string "x", expected u64`.
 pub(crate) fn decode<T: DeserializeOwned>(
     provider: &str,
     params: &serde_json::Map<String, serde_json::Value>,
-) -> Result<T, String> {
+) -> Result<T, ParamError> {
     let value = serde_json::Value::Object(params.clone());
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         if let Some((name, expected)) = unknown_field(&message) {
-            return format!("unknown param '{name}' for provider {provider}: {expected}");
+            return ParamError::Unknown {
+                provider: provider.to_owned(),
+                name: name.to_owned(),
+                expected,
+            };
         }
-        if path == "." {
+        ParamError::Invalid(if path == "." {
             format!("params for provider {provider}: {message}")
         } else {
             format!("param '{path}' for provider {provider}: {message}")
-        }
+        })
     })
 }
 
@@ -127,20 +132,25 @@ mod tests {
         )
         .expect_err("unknown");
         assert_eq!(
-            e,
+            e.to_string(),
             "unknown param 'colour' for provider chirps3_daily: expected base_url, stage, flavor"
         );
         let e = decode::<Poll>("p", &params(serde_json::json!({"poll_seconds": "soon"})))
-            .expect_err("type");
+            .expect_err("type")
+            .to_string();
         assert!(
             e.starts_with("param 'poll_seconds' for provider p: invalid type"),
             "{e}"
         );
         let e = decode::<Chirps>("c", &params(serde_json::json!({"base_url": "ftp://x"})))
             .expect_err("scheme");
-        assert_eq!(e, "param 'base_url' for provider c: must be an http(s) URL");
-        let e =
-            decode::<Chirps>("c", &params(serde_json::json!({"base_url": 3}))).expect_err("type");
+        assert_eq!(
+            e.to_string(),
+            "param 'base_url' for provider c: must be an http(s) URL"
+        );
+        let e = decode::<Chirps>("c", &params(serde_json::json!({"base_url": 3})))
+            .expect_err("type")
+            .to_string();
         assert!(e.starts_with("param 'base_url' for provider c:"), "{e}");
     }
 

@@ -28,7 +28,7 @@ struct WorldPopParams {
 }
 
 impl WorldPopProvider {
-    fn params(template: &DatasetTemplate) -> Result<(String, &'static str, i32, i32), String> {
+    fn params(template: &DatasetTemplate) -> Result<(String, &'static str, i32, i32), ParamError> {
         let p: WorldPopParams = params::decode("worldpop_yearly", &template.ingestion.params)?;
         let base = HttpUrl::or(p.base_url, WORLDPOP_BASE_URL);
         let product = p.product.as_deref().unwrap_or("global2_100m");
@@ -37,10 +37,12 @@ impl WorldPopProvider {
             .find(|(n, ..)| *n == product)
             .copied()
             .ok_or_else(|| {
-                format!("param 'product': unknown WorldPop product '{product}': expected global2_100m, global2_1km or global1_100m")
+                ParamError::invalid(format!("param 'product': unknown WorldPop product '{product}': expected global2_100m, global2_1km or global1_100m"))
             })?;
         if template.period_type != PeriodType::Yearly {
-            return Err("worldpop_yearly needs period_type: yearly".into());
+            return Err(ParamError::template(
+                "worldpop_yearly needs period_type: yearly",
+            ));
         }
         Ok((base, name, first, last))
     }
@@ -70,13 +72,14 @@ impl Provider for WorldPopProvider {
         "worldpop_yearly"
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), String> {
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
         Self::params(template).map(|_| ())
     }
 
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
         let perm = |message: String| ProviderError::permanent("worldpop_yearly", message);
-        let (base, product, first, last) = Self::params(req.template).map_err(perm)?;
+        let (base, product, first, last) =
+            Self::params(req.template).map_err(|e| perm(e.to_string()))?;
         let iso3 = req.extent.country_code.as_deref().ok_or_else(|| {
             perm(format!(
                 "extent '{}' has no country_code: WorldPop files are per country, set the extent's ISO 3166-1 alpha-3 code (e.g. SLE)",

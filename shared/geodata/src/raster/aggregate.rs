@@ -40,7 +40,7 @@ impl RasterSource for AggregatedSource {
         self.parts.first().map_or_else(
             || {
                 EMPTY.get_or_init(|| Grid {
-                    crs: String::new(),
+                    crs: climate_domain::Crs::WGS84,
                     x: Axis {
                         first: 0.0,
                         step: 1.0,

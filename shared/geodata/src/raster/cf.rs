@@ -167,7 +167,7 @@ impl NetcdfSource {
             path: path.to_owned(),
             variable: var_name,
             grid: Grid {
-                crs: "EPSG:4326".into(),
+                crs: climate_domain::Crs::WGS84,
                 x,
                 y,
             },

@@ -76,7 +76,7 @@ pub(super) fn tiff_info<R: std::io::Read + std::io::Seek>(
     };
     Ok(TiffInfo {
         grid: Grid {
-            crs: "EPSG:4326".into(),
+            crs: climate_domain::Crs::WGS84,
             x,
             y,
         },

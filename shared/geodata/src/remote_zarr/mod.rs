@@ -678,7 +678,7 @@ pub async fn open_cube(
     let source: Arc<dyn RasterSource> = Arc::new(RemoteZarrSource {
         label: format!("{shown} ({})", cube.variable),
         grid: Grid {
-            crs: "EPSG:4326".into(),
+            crs: climate_domain::Crs::WGS84,
             x: lon_map.axis.slice(cols.clone()),
             y: y.slice(rows.clone()),
         },

@@ -14,7 +14,7 @@ fn layout() -> StoreLayout {
         period_type: PeriodType::Daily,
         periods: PeriodRange::new(start, end).expect("range"),
         grid: Grid {
-            crs: "EPSG:4326".into(),
+            crs: climate_domain::Crs::WGS84,
             x: Axis {
                 first: 0.5,
                 step: 1.0,

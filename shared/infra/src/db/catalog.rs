@@ -7,11 +7,11 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetRecord {
     /// Public id.
-    pub dataset_id: String,
+    pub dataset_id: DatasetId,
     /// Template.
-    pub template_id: String,
+    pub template_id: TemplateId,
     /// Extent.
-    pub extent_id: String,
+    pub extent_id: ExtentId,
     /// Version number of the current version.
     pub current_version: Option<i64>,
     /// Visible on the public catalog.
@@ -26,7 +26,7 @@ pub struct DatasetRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionRecord {
     /// Dataset.
-    pub dataset_id: String,
+    pub dataset_id: DatasetId,
     /// 1, 2, 3, … per dataset.
     pub version: i64,
     /// Internal artifact id (never shown publicly).
@@ -34,7 +34,7 @@ pub struct VersionRecord {
     /// Object-store prefix of the Zarr store.
     pub storage_prefix: String,
     /// Run that wrote it.
-    pub run_id: String,
+    pub run_id: RunId,
     /// First period covered (canonical).
     pub coverage_start: String,
     /// Last period covered (canonical).
@@ -49,11 +49,11 @@ pub struct VersionRecord {
 #[derive(Debug, Clone)]
 pub struct NewVersion {
     /// Dataset.
-    pub dataset_id: String,
+    pub dataset_id: DatasetId,
     /// Template.
-    pub template_id: String,
+    pub template_id: TemplateId,
     /// Extent.
-    pub extent_id: String,
+    pub extent_id: ExtentId,
     /// Internal artifact id.
     pub artifact_id: String,
     /// Object-store prefix.
@@ -68,11 +68,85 @@ pub struct NewVersion {
     pub publish: bool,
 }
 
-const VERSION_SELECT: &str = "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, \
-    coverage_start, coverage_end, metadata, created_at FROM dataset_versions ";
+macro_rules! version_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
+             coverage_end, metadata, created_at FROM dataset_versions ",
+            $tail
+        )
+    };
+}
 
-const DATASET_SELECT: &str = "SELECT dataset_id, template_id, extent_id, current_version, published, \
-    created_at, updated_at FROM managed_datasets ";
+macro_rules! dataset_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT dataset_id, template_id, extent_id, current_version, published, created_at, \
+             updated_at FROM managed_datasets ",
+            $tail
+        )
+    };
+}
+
+/// A row of `managed_datasets`; [`DatasetRecord`] is its checked form.
+#[derive(sqlx::FromRow)]
+struct DatasetRow {
+    dataset_id: String,
+    template_id: String,
+    extent_id: String,
+    current_version: Option<i64>,
+    published: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<DatasetRow> for DatasetRecord {
+    type Error = DbError;
+
+    fn try_from(row: DatasetRow) -> DbResult<Self> {
+        Ok(Self {
+            dataset_id: checked(DatasetId::new(row.dataset_id))?,
+            template_id: checked(TemplateId::new(row.template_id))?,
+            extent_id: checked(ExtentId::new(row.extent_id))?,
+            current_version: row.current_version,
+            published: row.published,
+            created_at: from_ms(row.created_at)?,
+            updated_at: from_ms(row.updated_at)?,
+        })
+    }
+}
+
+/// A row of `dataset_versions`; [`VersionRecord`] is its checked form.
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    dataset_id: String,
+    version: i64,
+    artifact_id: String,
+    storage_prefix: String,
+    run_id: String,
+    coverage_start: String,
+    coverage_end: String,
+    metadata: Json<serde_json::Value>,
+    created_at: i64,
+}
+
+impl TryFrom<VersionRow> for VersionRecord {
+    type Error = DbError;
+
+    fn try_from(row: VersionRow) -> DbResult<Self> {
+        Ok(Self {
+            dataset_id: checked(DatasetId::new(row.dataset_id))?,
+            version: row.version,
+            artifact_id: row.artifact_id,
+            storage_prefix: row.storage_prefix,
+            run_id: checked(RunId::new(&row.run_id))?,
+            coverage_start: row.coverage_start,
+            coverage_end: row.coverage_end,
+            metadata: row.metadata.0,
+            created_at: from_ms(row.created_at)?,
+        })
+    }
+}
 
 /// Managed datasets and versions. Part of [`Database`].
 #[async_trait]
@@ -84,7 +158,7 @@ pub trait CatalogStore: Send + Sync {
     /// [`DbError::LeaseLost`] (and nothing is written) when `owner` no longer holds the run.
     async fn publish_version(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         version: &NewVersion,
         now: DateTime<Utc>,
@@ -92,49 +166,24 @@ pub trait CatalogStore: Send + Sync {
     /// Managed datasets with at least one version, by id.
     async fn list_datasets(&self) -> DbResult<Vec<DatasetRecord>>;
     /// One managed dataset.
-    async fn get_dataset(&self, dataset_id: &str) -> DbResult<Option<DatasetRecord>>;
+    async fn get_dataset(&self, dataset_id: &DatasetId) -> DbResult<Option<DatasetRecord>>;
     /// Versions of a dataset, oldest first.
-    async fn list_versions(&self, dataset_id: &str) -> DbResult<Vec<VersionRecord>>;
+    async fn list_versions(&self, dataset_id: &DatasetId) -> DbResult<Vec<VersionRecord>>;
     /// One version.
-    async fn get_version(&self, dataset_id: &str, version: i64) -> DbResult<Option<VersionRecord>>;
+    async fn get_version(
+        &self,
+        dataset_id: &DatasetId,
+        version: i64,
+    ) -> DbResult<Option<VersionRecord>>;
 }
 
 macro_rules! impl_catalog {
-    ($name:ident, $db:ty, $row:ty) => {
-        impl $name {
-            pub(super) fn dataset_from_row(row: &$row) -> DbResult<DatasetRecord> {
-                Ok(DatasetRecord {
-                    dataset_id: row.try_get("dataset_id")?,
-                    template_id: row.try_get("template_id")?,
-                    extent_id: row.try_get("extent_id")?,
-                    current_version: row.try_get("current_version")?,
-                    published: row.try_get("published")?,
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                    updated_at: from_ms(row.try_get("updated_at")?)?,
-                })
-            }
-
-            pub(super) fn version_from_row(row: &$row) -> DbResult<VersionRecord> {
-                let metadata: Json<serde_json::Value> = row.try_get("metadata")?;
-                Ok(VersionRecord {
-                    dataset_id: row.try_get("dataset_id")?,
-                    version: row.try_get("version")?,
-                    artifact_id: row.try_get("artifact_id")?,
-                    storage_prefix: row.try_get("storage_prefix")?,
-                    run_id: row.try_get("run_id")?,
-                    coverage_start: row.try_get("coverage_start")?,
-                    coverage_end: row.try_get("coverage_end")?,
-                    metadata: metadata.0,
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                })
-            }
-        }
-
+    ($name:ident, $db:ty) => {
         #[async_trait]
         impl CatalogStore for $name {
             async fn publish_version(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 v: &NewVersion,
                 now: DateTime<Utc>,
@@ -145,9 +194,9 @@ macro_rules! impl_catalog {
                     "INSERT INTO managed_datasets (dataset_id, template_id, extent_id, published, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (dataset_id) DO NOTHING",
                 )
-                .bind(&v.dataset_id)
-                .bind(&v.template_id)
-                .bind(&v.extent_id)
+                .bind(v.dataset_id.as_str())
+                .bind(v.template_id.as_str())
+                .bind(v.extent_id.as_str())
                 .bind(v.publish)
                 .bind(now_ms)
                 .execute(&mut *tx)
@@ -155,14 +204,14 @@ macro_rules! impl_catalog {
                 // Touching the row first takes its lock on PostgreSQL, so concurrent publishers
                 // of one dataset serialise here and number their versions without collisions.
                 sqlx::query("UPDATE managed_datasets SET updated_at = $2 WHERE dataset_id = $1")
-                    .bind(&v.dataset_id)
+                    .bind(v.dataset_id.as_str())
                     .bind(now_ms)
                     .execute(&mut *tx)
                     .await?;
                 let next: i64 = sqlx::query(
                     "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM dataset_versions WHERE dataset_id = $1",
                 )
-                .bind(&v.dataset_id)
+                .bind(v.dataset_id.as_str())
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("next")?;
@@ -170,11 +219,11 @@ macro_rules! impl_catalog {
                     "INSERT INTO dataset_versions (dataset_id, version, artifact_id, storage_prefix, run_id, \
                      coverage_start, coverage_end, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
-                .bind(&v.dataset_id)
+                .bind(v.dataset_id.as_str())
                 .bind(next)
                 .bind(&v.artifact_id)
                 .bind(&v.storage_prefix)
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(&v.coverage_start)
                 .bind(&v.coverage_end)
                 .bind(Json(&v.metadata))
@@ -184,7 +233,7 @@ macro_rules! impl_catalog {
                 sqlx::query(
                     "UPDATE managed_datasets SET current_version = $2, published = (published OR $3) WHERE dataset_id = $1",
                 )
-                    .bind(&v.dataset_id)
+                    .bind(v.dataset_id.as_str())
                     .bind(next)
                     .bind(v.publish)
                     .execute(&mut *tx)
@@ -195,7 +244,7 @@ macro_rules! impl_catalog {
                      error_message = NULL, progress_done = progress_total \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(next)
                 .bind(now_ms)
@@ -210,47 +259,47 @@ macro_rules! impl_catalog {
             }
 
             async fn list_datasets(&self) -> DbResult<Vec<DatasetRecord>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{DATASET_SELECT} WHERE current_version IS NOT NULL ORDER BY dataset_id"
-                )))
+                let rows = sqlx::query_as::<_, DatasetRow>(dataset_select!(
+                    "WHERE current_version IS NOT NULL ORDER BY dataset_id"
+                ))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(Self::dataset_from_row).collect()
+                rows.into_iter().map(DatasetRecord::try_from).collect()
             }
 
-            async fn get_dataset(&self, dataset_id: &str) -> DbResult<Option<DatasetRecord>> {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{DATASET_SELECT} WHERE dataset_id = $1")))
-                    .bind(dataset_id)
+            async fn get_dataset(&self, dataset_id: &DatasetId) -> DbResult<Option<DatasetRecord>> {
+                sqlx::query_as::<_, DatasetRow>(dataset_select!("WHERE dataset_id = $1"))
+                    .bind(dataset_id.as_str())
                     .fetch_optional(&self.pool)
                     .await?
-                    .map(|r| Self::dataset_from_row(&r))
+                    .map(DatasetRecord::try_from)
                     .transpose()
             }
 
-            async fn list_versions(&self, dataset_id: &str) -> DbResult<Vec<VersionRecord>> {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{VERSION_SELECT} WHERE dataset_id = $1 ORDER BY version"
-                )))
-                .bind(dataset_id)
+            async fn list_versions(&self, dataset_id: &DatasetId) -> DbResult<Vec<VersionRecord>> {
+                let rows = sqlx::query_as::<_, VersionRow>(version_select!(
+                    "WHERE dataset_id = $1 ORDER BY version"
+                ))
+                .bind(dataset_id.as_str())
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(Self::version_from_row).collect()
+                rows.into_iter().map(VersionRecord::try_from).collect()
             }
 
-            async fn get_version(&self, dataset_id: &str, version: i64) -> DbResult<Option<VersionRecord>> {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{VERSION_SELECT} WHERE dataset_id = $1 AND version = $2"
-                )))
-                .bind(dataset_id)
+            async fn get_version(&self, dataset_id: &DatasetId, version: i64) -> DbResult<Option<VersionRecord>> {
+                sqlx::query_as::<_, VersionRow>(version_select!(
+                    "WHERE dataset_id = $1 AND version = $2"
+                ))
+                .bind(dataset_id.as_str())
                 .bind(version)
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|r| Self::version_from_row(&r))
+                .map(VersionRecord::try_from)
                 .transpose()
             }
         }
     };
 }
 
-impl_catalog!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_catalog!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_catalog!(SqliteDb, sqlx::Sqlite);
+impl_catalog!(PostgresDb, sqlx::Postgres);

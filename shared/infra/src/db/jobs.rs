@@ -3,8 +3,6 @@
 //! finished with a result or an error, retried with a delayed announcement, cancelled.
 //! Expired leases are recovered with the runs' (see [`OutboxStore::requeue_expired`]).
 
-use climate_domain::ids::JobId;
-
 use super::*;
 
 /// A job as stored.
@@ -167,44 +165,64 @@ macro_rules! job_select {
     };
 }
 
-macro_rules! impl_jobs {
-    ($name:ident, $db:ty, $row:ty) => {
-        impl $name {
-            fn job_from_row(row: &$row) -> DbResult<JobRecord> {
-                let id: String = row.try_get("job_id")?;
-                let status: String = row.try_get("status")?;
-                let code: Option<String> = row.try_get("error_code")?;
-                let message: Option<String> = row.try_get("error_message")?;
-                Ok(JobRecord {
-                    job_id: JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?,
-                    kind: row.try_get("kind")?,
-                    principal: row.try_get("principal")?,
-                    status: RunStatus::from_str(&status).map_err(|e| DbError::Corrupt(e.to_string()))?,
-                    inputs: row.try_get::<Json<serde_json::Value>, _>("inputs")?.0,
-                    progress: Progress {
-                        done: u64::try_from(row.try_get::<i64, _>("progress_done")?).unwrap_or(0),
-                        total: u64::try_from(row.try_get::<i64, _>("progress_total")?).unwrap_or(0),
-                        message: row.try_get("progress_message")?,
-                    },
-                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-                    lease_owner: row.try_get("lease_owner")?,
-                    lease_expires_at: opt_ms(row.try_get("lease_expires_at")?)?,
-                    result: row
-                        .try_get::<Option<Json<serde_json::Value>>, _>("result")?
-                        .map(|j| j.0),
-                    error: code.map(|code| RunError {
-                        code,
-                        message: message.unwrap_or_default(),
-                    }),
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                    started_at: opt_ms(row.try_get("started_at")?)?,
-                    finished_at: opt_ms(row.try_get("finished_at")?)?,
-                    updated_at: from_ms(row.try_get("updated_at")?)?,
-                    expires_at: opt_ms(row.try_get("expires_at")?)?,
-                })
-            }
-        }
+/// A row of `jobs`; [`JobRecord`] is its checked form.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    job_id: String,
+    kind: String,
+    principal: String,
+    status: String,
+    inputs: Json<serde_json::Value>,
+    progress_done: i64,
+    progress_total: i64,
+    progress_message: String,
+    attempts: i32,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    result: Option<Json<serde_json::Value>>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+    expires_at: Option<i64>,
+}
 
+impl TryFrom<JobRow> for JobRecord {
+    type Error = DbError;
+
+    fn try_from(row: JobRow) -> DbResult<Self> {
+        Ok(Self {
+            job_id: checked(JobId::new(&row.job_id))?,
+            kind: row.kind,
+            principal: row.principal,
+            status: checked(RunStatus::from_str(&row.status))?,
+            inputs: row.inputs.0,
+            progress: Progress {
+                done: u64::try_from(row.progress_done).unwrap_or(0),
+                total: u64::try_from(row.progress_total).unwrap_or(0),
+                message: row.progress_message,
+            },
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            lease_owner: row.lease_owner,
+            lease_expires_at: opt_ms(row.lease_expires_at)?,
+            result: row.result.map(|j| j.0),
+            error: row.error_code.map(|code| RunError {
+                code,
+                message: row.error_message.unwrap_or_default(),
+            }),
+            created_at: from_ms(row.created_at)?,
+            started_at: opt_ms(row.started_at)?,
+            finished_at: opt_ms(row.finished_at)?,
+            updated_at: from_ms(row.updated_at)?,
+            expires_at: opt_ms(row.expires_at)?,
+        })
+    }
+}
+
+macro_rules! impl_jobs {
+    ($name:ident, $db:ty) => {
         #[async_trait]
         impl JobStore for $name {
             async fn create_job(&self, job: &NewJob, outbox: &NewOutbox) -> DbResult<JobRecord> {
@@ -221,27 +239,27 @@ macro_rules! impl_jobs {
                 .execute(&mut *tx)
                 .await?;
                 Self::insert_outbox(&mut *tx, outbox, job.created_at).await?;
-                let row = sqlx::query(job_select!("WHERE job_id = $1"))
+                let record = sqlx::query_as::<_, JobRow>(job_select!("WHERE job_id = $1"))
                     .bind(job.job_id.to_string())
                     .fetch_one(&mut *tx)
-                    .await?;
-                let record = Self::job_from_row(&row)?;
+                    .await?
+                    .try_into()?;
                 tx.commit().await?;
                 Ok(record)
             }
 
             async fn get_job(&self, job_id: JobId) -> DbResult<Option<JobRecord>> {
-                sqlx::query(job_select!("WHERE job_id = $1"))
+                sqlx::query_as::<_, JobRow>(job_select!("WHERE job_id = $1"))
                     .bind(job_id.to_string())
                     .fetch_optional(&self.pool)
                     .await?
-                    .map(|r| Self::job_from_row(&r))
+                    .map(JobRecord::try_from)
                     .transpose()
             }
 
             async fn list_jobs(&self, filter: &JobFilter) -> DbResult<Vec<JobRecord>> {
                 let limit = if filter.limit == 0 { 100 } else { filter.limit };
-                sqlx::query(job_select!(
+                sqlx::query_as::<_, JobRow>(job_select!(
                     "WHERE ($1 IS NULL OR principal = $1) AND ($2 IS NULL OR kind = $2) \
                      AND ($3 IS NULL OR job_id < $3) ORDER BY job_id DESC LIMIT $4"
                 ))
@@ -251,8 +269,8 @@ macro_rules! impl_jobs {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?
-                .iter()
-                .map(Self::job_from_row)
+                .into_iter()
+                .map(JobRecord::try_from)
                 .collect()
             }
 
@@ -275,7 +293,7 @@ macro_rules! impl_jobs {
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
             ) -> DbResult<Option<JobRecord>> {
-                sqlx::query(concat!(
+                sqlx::query_as::<_, JobRow>(concat!(
                     "UPDATE jobs SET status = 'running', lease_owner = $2, lease_expires_at = $4, \
                      attempts = attempts + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
                      WHERE job_id = $1 AND (status IN ('queued', 'retrying') \
@@ -288,7 +306,7 @@ macro_rules! impl_jobs {
                 .bind(ms(lease_until))
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|r| Self::job_from_row(&r))
+                .map(JobRecord::try_from)
                 .transpose()
             }
 
@@ -317,7 +335,7 @@ macro_rules! impl_jobs {
                 .bind(progress.map(|p| p.message.as_str()))
                 .execute(&self.pool)
                 .await?;
-                held(done.rows_affected(), &job_id.to_string())
+                held(done.rows_affected(), &job_id)
             }
 
             async fn finish_job(
@@ -361,7 +379,7 @@ macro_rules! impl_jobs {
                 .execute(&mut *tx)
                 .await?;
                 // Dropping the transaction rolls it back.
-                held(done.rows_affected(), &job_id.to_string())?;
+                held(done.rows_affected(), &job_id)?;
                 if let JobOutcome::Retry { outbox, .. } = outcome {
                     Self::insert_outbox(&mut *tx, outbox, now).await?;
                 }
@@ -395,5 +413,5 @@ macro_rules! impl_jobs {
     };
 }
 
-impl_jobs!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_jobs!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_jobs!(SqliteDb, sqlx::Sqlite);
+impl_jobs!(PostgresDb, sqlx::Postgres);

@@ -59,23 +59,37 @@ pub trait KeyStore: Send + Sync {
     ) -> DbResult<Option<ApiKeyRecord>>;
 }
 
-macro_rules! impl_keys {
-    ($name:ident, $db:ty, $row:ty) => {
-        impl $name {
-            pub(super) fn api_key_from_row(row: &$row) -> DbResult<ApiKeyRecord> {
-                Ok(ApiKeyRecord {
-                    key_id: row.try_get("key_id")?,
-                    name: row.try_get("name")?,
-                    scopes: row.try_get("scopes")?,
-                    secret_hash: row.try_get("secret_hash")?,
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                    expires_at: opt_ms(row.try_get("expires_at")?)?,
-                    revoked_at: opt_ms(row.try_get("revoked_at")?)?,
-                    last_used_at: opt_ms(row.try_get("last_used_at")?)?,
-                })
-            }
-        }
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    key_id: String,
+    name: String,
+    scopes: String,
+    secret_hash: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
 
+impl TryFrom<KeyRow> for ApiKeyRecord {
+    type Error = DbError;
+
+    fn try_from(row: KeyRow) -> DbResult<Self> {
+        Ok(Self {
+            key_id: row.key_id,
+            name: row.name,
+            scopes: row.scopes,
+            secret_hash: row.secret_hash,
+            created_at: from_ms(row.created_at)?,
+            expires_at: opt_ms(row.expires_at)?,
+            revoked_at: opt_ms(row.revoked_at)?,
+            last_used_at: opt_ms(row.last_used_at)?,
+        })
+    }
+}
+
+macro_rules! impl_keys {
+    ($name:ident, $db:ty) => {
         #[async_trait]
         impl KeyStore for $name {
             async fn create_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
@@ -97,20 +111,20 @@ macro_rules! impl_keys {
             }
 
             async fn get_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
-                sqlx::query(concat!(api_key_select!(), " WHERE key_id = $1"))
+                sqlx::query_as::<_, KeyRow>(concat!(api_key_select!(), " WHERE key_id = $1"))
                     .bind(key_id)
                     .fetch_optional(&self.pool)
                     .await?
-                    .map(|r| Self::api_key_from_row(&r))
+                    .map(ApiKeyRecord::try_from)
                     .transpose()
             }
 
             async fn list_api_keys(&self) -> DbResult<Vec<ApiKeyRecord>> {
-                sqlx::query(concat!(api_key_select!(), " ORDER BY created_at, key_id"))
+                sqlx::query_as::<_, KeyRow>(concat!(api_key_select!(), " ORDER BY created_at, key_id"))
                     .fetch_all(&self.pool)
                     .await?
-                    .iter()
-                    .map(Self::api_key_from_row)
+                    .into_iter()
+                    .map(ApiKeyRecord::try_from)
                     .collect()
             }
 
@@ -192,5 +206,5 @@ macro_rules! impl_keys {
     };
 }
 
-impl_keys!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_keys!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_keys!(SqliteDb, sqlx::Sqlite);
+impl_keys!(PostgresDb, sqlx::Postgres);

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use climate_domain::ids::{DatasetId, ExtentId, JobId, RunId, TemplateId};
 use climate_domain::run::{Progress, RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -179,12 +180,17 @@ fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
 }
 
 /// A lease-guarded statement touches exactly one row, or the caller no longer holds the run.
-fn held(rows_affected: u64, run_id: &str) -> DbResult<()> {
+fn held(rows_affected: u64, id: &impl std::fmt::Display) -> DbResult<()> {
     if rows_affected == 1 {
         Ok(())
     } else {
-        Err(DbError::LeaseLost(run_id.to_owned()))
+        Err(DbError::LeaseLost(id.to_string()))
     }
+}
+
+/// A stored value that does not parse into its domain type is a corrupt row.
+fn checked<T, E: std::fmt::Display>(parsed: Result<T, E>) -> DbResult<T> {
+    parsed.map_err(|e| DbError::Corrupt(e.to_string()))
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {

@@ -1,8 +1,6 @@
 //! The outbox: messages written in the transaction of the state change they announce,
 //! published by the relay; and the recovery that announces again what a dead worker held.
 
-use climate_domain::ids::JobId;
-
 use super::*;
 use crate::messages::JobMessage;
 
@@ -10,6 +8,25 @@ use crate::messages::JobMessage;
 enum Key {
     Id(String),
     Part(String, i32),
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    id: i64,
+    topic: String,
+    payload: Json<serde_json::Value>,
+    headers: Option<Json<crate::queue::Headers>>,
+}
+
+impl From<PendingRow> for OutboxRow {
+    fn from(row: PendingRow) -> Self {
+        Self {
+            id: row.id,
+            topic: row.topic,
+            payload: row.payload.0,
+            headers: row.headers.map(|h| h.0).unwrap_or_default(),
+        }
+    }
 }
 
 /// A pending outbox message.
@@ -54,7 +71,7 @@ pub trait OutboxStore: Send + Sync {
 }
 
 macro_rules! impl_outbox {
-    ($name:ident, $db:ty, $row:ty) => {
+    ($name:ident, $db:ty) => {
         impl $name {
             pub(super) async fn insert_outbox<'c, E>(exec: E, outbox: &NewOutbox, now: DateTime<Utc>) -> DbResult<()>
             where
@@ -78,7 +95,7 @@ macro_rules! impl_outbox {
         #[async_trait]
         impl OutboxStore for $name {
             async fn pending_outbox(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<OutboxRow>> {
-                let rows = sqlx::query(
+                let rows = sqlx::query_as::<_, PendingRow>(
                     "SELECT id, topic, payload, headers FROM outbox WHERE published_at IS NULL AND available_at <= $1 \
                      ORDER BY id LIMIT $2",
                 )
@@ -86,18 +103,7 @@ macro_rules! impl_outbox {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|r| {
-                        let payload: Json<serde_json::Value> = r.try_get("payload")?;
-                        let headers: Option<Json<crate::queue::Headers>> = r.try_get("headers")?;
-                        Ok(OutboxRow {
-                            id: r.try_get("id")?,
-                            topic: r.try_get("topic")?,
-                            payload: payload.0,
-                            headers: headers.map(|h| h.0).unwrap_or_default(),
-                        })
-                    })
-                    .collect()
+                Ok(rows.into_iter().map(OutboxRow::from).collect())
             }
 
             async fn count_pending_outbox(&self, now: DateTime<Utc>) -> DbResult<u64> {
@@ -153,7 +159,7 @@ macro_rules! impl_outbox {
                             Step::Plan,
                         )
                     };
-                    let msg = TaskMessage::step(&id, step).to_json();
+                    let msg = TaskMessage::step(checked(RunId::new(&id))?, step).to_json();
                     candidates.push((sql, Key::Id(id), msg));
                 }
                 // Segments whose worker stopped heartbeating.
@@ -166,7 +172,7 @@ macro_rules! impl_outbox {
                 {
                     let (id, seg): (String, i32) = (r.try_get("run_id")?, r.try_get("segment")?);
                     let step = Step::Segment(u32::try_from(seg).unwrap_or(0));
-                    let msg = TaskMessage::step(&id, step).to_json();
+                    let msg = TaskMessage::step(checked(RunId::new(&id))?, step).to_json();
                     candidates.push((
                         "UPDATE ingestion_segments SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
                          updated_at = $3 WHERE run_id = $1 AND segment = $2 AND status = 'running' AND lease_expires_at < $3",
@@ -181,7 +187,7 @@ macro_rules! impl_outbox {
                     .await?
                 {
                     let (id, kind): (String, String) = (r.try_get("job_id")?, r.try_get("kind")?);
-                    let job_id = JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?;
+                    let job_id = checked(JobId::new(&id))?;
                     candidates.push((
                         "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
                          updated_at = $2 WHERE job_id = $1 AND status = 'running' AND lease_expires_at < $2",
@@ -221,7 +227,7 @@ macro_rules! impl_outbox {
                 .fetch_all(&mut *tx)
                 .await?
                 {
-                    messages.push(TaskMessage::step(&r.try_get::<String, _>("run_id")?, Step::Plan));
+                    messages.push(TaskMessage::step(checked(RunId::new(&r.try_get::<String, _>("run_id")?))?, Step::Plan));
                 }
                 // Planned runs: their unfinished segments, or finalize when none is left.
                 for r in sqlx::query(
@@ -231,6 +237,7 @@ macro_rules! impl_outbox {
                 .await?
                 {
                     let id: String = r.try_get("run_id")?;
+                    let run_id = checked(RunId::new(&id))?;
                     let pending: Vec<i32> = sqlx::query(
                         "SELECT segment FROM ingestion_segments WHERE run_id = $1 AND status <> 'done' ORDER BY segment",
                     )
@@ -241,10 +248,10 @@ macro_rules! impl_outbox {
                     .map(|r| r.try_get("segment"))
                     .collect::<Result<_, _>>()?;
                     if pending.is_empty() {
-                        messages.push(TaskMessage::step(&id, Step::Finalize));
+                        messages.push(TaskMessage::step(run_id, Step::Finalize));
                     }
                     for seg in pending {
-                        messages.push(TaskMessage::step(&id, Step::Segment(u32::try_from(seg).unwrap_or(0))));
+                        messages.push(TaskMessage::step(run_id, Step::Segment(u32::try_from(seg).unwrap_or(0))));
                     }
                 }
                 let mut payloads: Vec<serde_json::Value> = messages.iter().map(TaskMessage::to_json).collect();
@@ -256,7 +263,7 @@ macro_rules! impl_outbox {
                 .await?
                 {
                     let (id, kind): (String, String) = (r.try_get("job_id")?, r.try_get("kind")?);
-                    let job_id = JobId::new(&id).map_err(|e| DbError::Corrupt(e.to_string()))?;
+                    let job_id = checked(JobId::new(&id))?;
                     payloads.push(JobMessage::new(&kind, job_id).to_json());
                 }
                 for payload in &payloads {
@@ -274,5 +281,5 @@ macro_rules! impl_outbox {
     };
 }
 
-impl_outbox!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_outbox!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_outbox!(SqliteDb, sqlx::Sqlite);
+impl_outbox!(PostgresDb, sqlx::Postgres);

@@ -7,17 +7,17 @@ use super::*;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     /// UUIDv7 (time-ordered) id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Ingestion or sync.
     pub kind: RunKind,
     /// Current status.
     pub status: RunStatus,
     /// Managed dataset written by the run.
-    pub dataset_id: String,
+    pub dataset_id: DatasetId,
     /// Template of the dataset.
-    pub template_id: String,
+    pub template_id: TemplateId,
     /// Extent of the dataset.
-    pub extent_id: String,
+    pub extent_id: ExtentId,
     /// The request as accepted (canonical periods, flags).
     pub request: serde_json::Value,
     /// Progress so far.
@@ -50,15 +50,15 @@ pub struct RunRecord {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     /// UUIDv7 id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Ingestion or sync.
     pub kind: RunKind,
     /// Managed dataset.
-    pub dataset_id: String,
+    pub dataset_id: DatasetId,
     /// Template.
-    pub template_id: String,
+    pub template_id: TemplateId,
     /// Extent.
-    pub extent_id: String,
+    pub extent_id: ExtentId,
     /// The normalised request.
     pub request: serde_json::Value,
     /// Accepted at.
@@ -112,9 +112,9 @@ pub struct RunFilter {
     /// Only this status.
     pub status: Option<RunStatus>,
     /// Only this dataset.
-    pub dataset_id: Option<String>,
+    pub dataset_id: Option<DatasetId>,
     /// Only runs older than this run id (pagination cursor).
-    pub before: Option<String>,
+    pub before: Option<RunId>,
     /// At most this many.
     pub limit: u32,
 }
@@ -150,16 +150,16 @@ pub trait RunStore: Send + Sync {
         admission: Admission<'_>,
     ) -> DbResult<Admitted>;
     /// One run.
-    async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>>;
+    async fn get_run(&self, run_id: &RunId) -> DbResult<Option<RunRecord>>;
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> DbResult<Vec<RunRecord>>;
     /// The newest non-terminal run of a dataset, if any.
-    async fn active_run(&self, dataset_id: &str) -> DbResult<Option<RunRecord>>;
+    async fn active_run(&self, dataset_id: &DatasetId) -> DbResult<Option<RunRecord>>;
     /// Claims a queued, retrying or lease-expired run for `owner` until `lease_until`.
     /// `None` when the run is held by someone else or finished.
     async fn claim_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -170,18 +170,22 @@ pub trait RunStore: Send + Sync {
     /// [`DbError::LeaseLost`] when `owner` no longer holds it.
     async fn heartbeat(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> DbResult<()>;
     /// Records progress of a held run.
-    async fn update_progress(&self, run_id: &str, owner: &str, progress: &Progress)
-    -> DbResult<()>;
+    async fn update_progress(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        progress: &Progress,
+    ) -> DbResult<()>;
     /// Ends or re-queues a held run.
     async fn finish_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         outcome: &RunOutcome,
         now: DateTime<Utc>,
@@ -190,7 +194,7 @@ pub trait RunStore: Send + Sync {
     /// is shutting down) and announces it again at `outbox.available_at`.
     async fn defer_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         outbox: &NewOutbox,
         now: DateTime<Utc>,
@@ -203,7 +207,7 @@ pub trait RunStore: Send + Sync {
     /// [`DbError::LeaseLost`] (nothing written) when `owner` no longer holds the run.
     async fn suspend_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         state: &serde_json::Value,
         message: &str,
@@ -214,65 +218,87 @@ pub trait RunStore: Send + Sync {
     /// `Ok(None)` when it does not exist; a finished run is returned unchanged (the caller
     /// answers 409). Workers notice at their next boundary: claims, heartbeats and segment
     /// completion all require a running run, and publication requires the run's lease.
-    async fn cancel_run(&self, run_id: &str, now: DateTime<Utc>) -> DbResult<Option<RunRecord>>;
+    async fn cancel_run(&self, run_id: &RunId, now: DateTime<Utc>) -> DbResult<Option<RunRecord>>;
+}
+
+/// A row of `ingestion_runs` as the engines return it; [`RunRecord`] is its checked form.
+#[derive(sqlx::FromRow)]
+pub(super) struct RunRow {
+    run_id: String,
+    kind: String,
+    status: String,
+    dataset_id: String,
+    template_id: String,
+    extent_id: String,
+    request: Json<serde_json::Value>,
+    progress_done: i64,
+    progress_total: i64,
+    progress_message: String,
+    attempts: i32,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    version: Option<i64>,
+    plan: Option<Json<serde_json::Value>>,
+    provider_state: Option<Json<serde_json::Value>>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+}
+
+impl TryFrom<RunRow> for RunRecord {
+    type Error = DbError;
+
+    fn try_from(row: RunRow) -> DbResult<Self> {
+        Ok(Self {
+            run_id: checked(RunId::new(&row.run_id))?,
+            kind: checked(RunKind::from_str(&row.kind))?,
+            status: checked(RunStatus::from_str(&row.status))?,
+            dataset_id: checked(DatasetId::new(row.dataset_id))?,
+            template_id: checked(TemplateId::new(row.template_id))?,
+            extent_id: checked(ExtentId::new(row.extent_id))?,
+            request: row.request.0,
+            progress: Progress {
+                done: u64::try_from(row.progress_done).unwrap_or(0),
+                total: u64::try_from(row.progress_total).unwrap_or(0),
+                message: row.progress_message,
+            },
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            error: row.error_code.map(|code| RunError {
+                code,
+                message: row.error_message.unwrap_or_default(),
+            }),
+            lease_owner: row.lease_owner,
+            lease_expires_at: opt_ms(row.lease_expires_at)?,
+            version: row.version,
+            plan: row.plan.map(|j| j.0),
+            provider_state: row.provider_state.map(|j| j.0),
+            created_at: from_ms(row.created_at)?,
+            started_at: opt_ms(row.started_at)?,
+            finished_at: opt_ms(row.finished_at)?,
+            updated_at: from_ms(row.updated_at)?,
+        })
+    }
 }
 
 macro_rules! impl_runs {
-    ($name:ident, $db:ty, $row:ty) => {
+    ($name:ident, $db:ty) => {
         impl $name {
-            pub(super) fn run_from_row(row: &$row) -> DbResult<RunRecord> {
-                let kind: String = row.try_get("kind")?;
-                let status: String = row.try_get("status")?;
-                let request: Json<serde_json::Value> = row.try_get("request")?;
-                let code: Option<String> = row.try_get("error_code")?;
-                let message: Option<String> = row.try_get("error_message")?;
-                Ok(RunRecord {
-                    run_id: row.try_get("run_id")?,
-                    kind: RunKind::from_str(&kind).map_err(|e| DbError::Corrupt(e.to_string()))?,
-                    status: RunStatus::from_str(&status).map_err(|e| DbError::Corrupt(e.to_string()))?,
-                    dataset_id: row.try_get("dataset_id")?,
-                    template_id: row.try_get("template_id")?,
-                    extent_id: row.try_get("extent_id")?,
-                    request: request.0,
-                    progress: Progress {
-                        done: u64::try_from(row.try_get::<i64, _>("progress_done")?).unwrap_or(0),
-                        total: u64::try_from(row.try_get::<i64, _>("progress_total")?).unwrap_or(0),
-                        message: row.try_get("progress_message")?,
-                    },
-                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-                    error: code.map(|code| RunError {
-                        code,
-                        message: message.unwrap_or_default(),
-                    }),
-                    lease_owner: row.try_get("lease_owner")?,
-                    lease_expires_at: opt_ms(row.try_get("lease_expires_at")?)?,
-                    version: row.try_get("version")?,
-                    plan: row
-                        .try_get::<Option<Json<serde_json::Value>>, _>("plan")?
-                        .map(|j| j.0),
-                    provider_state: row
-                        .try_get::<Option<Json<serde_json::Value>>, _>("provider_state")?
-                        .map(|j| j.0),
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                    started_at: opt_ms(row.try_get("started_at")?)?,
-                    finished_at: opt_ms(row.try_get("finished_at")?)?,
-                    updated_at: from_ms(row.try_get("updated_at")?)?,
-                })
-            }
-
             /// The newest non-terminal run of a dataset.
-            pub(super) async fn newest_active<'e, E>(executor: E, dataset_id: &str) -> DbResult<Option<RunRecord>>
+            pub(super) async fn newest_active<'e, E>(executor: E, dataset_id: &DatasetId) -> DbResult<Option<RunRecord>>
             where
                 E: sqlx::Executor<'e, Database = $db>,
             {
-                sqlx::query(run_select!(
+                sqlx::query_as::<_, RunRow>(run_select!(
                     "WHERE dataset_id = $1 AND status IN ('queued', 'running', 'retrying') \
                      ORDER BY run_id DESC LIMIT 1"
                 ))
-                .bind(dataset_id)
+                .bind(dataset_id.as_str())
                 .fetch_optional(executor)
                 .await?
-                .map(|r| Self::run_from_row(&r))
+                .map(RunRecord::try_from)
                 .transpose()
             }
 
@@ -286,21 +312,21 @@ macro_rules! impl_runs {
                     "INSERT INTO ingestion_runs (run_id, kind, status, dataset_id, template_id, extent_id, \
                      request, created_at, updated_at) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $7)",
                 )
-                .bind(&run.run_id)
+                .bind(run.run_id.to_string())
                 .bind(run.kind.as_str())
-                .bind(&run.dataset_id)
-                .bind(&run.template_id)
-                .bind(&run.extent_id)
+                .bind(run.dataset_id.as_str())
+                .bind(run.template_id.as_str())
+                .bind(run.extent_id.as_str())
                 .bind(Json(&run.request))
                 .bind(ms(run.created_at))
                 .execute(&mut **tx)
                 .await?;
                 Self::insert_outbox(&mut **tx, outbox, run.created_at).await?;
-                let row = sqlx::query(run_select!("WHERE run_id = $1"))
-                    .bind(&run.run_id)
+                let row = sqlx::query_as::<_, RunRow>(run_select!("WHERE run_id = $1"))
+                    .bind(run.run_id.to_string())
                     .fetch_one(&mut **tx)
                     .await?;
-                Self::run_from_row(&row)
+                RunRecord::try_from(row)
             }
         }
 
@@ -321,7 +347,7 @@ macro_rules! impl_runs {
                         "INSERT INTO run_admissions (dataset_id, admitted_at) VALUES ($1, $2) \
                          ON CONFLICT (dataset_id) DO UPDATE SET admitted_at = excluded.admitted_at",
                     )
-                    .bind(&run.dataset_id)
+                    .bind(run.dataset_id.as_str())
                     .bind(ms(run.created_at))
                     .execute(&mut *tx)
                     .await?;
@@ -340,9 +366,9 @@ macro_rules! impl_runs {
                         "INSERT INTO sync_ticks (dataset_id, due_key, run_id, created_at) \
                          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     )
-                    .bind(&run.dataset_id)
+                    .bind(run.dataset_id.as_str())
                     .bind(due_key)
-                    .bind(run_id)
+                    .bind(run_id.to_string())
                     .bind(ms(run.created_at))
                     .execute(&mut *tx)
                     .await?
@@ -361,36 +387,36 @@ macro_rules! impl_runs {
                 Ok(Admitted::Created(record))
             }
 
-            async fn get_run(&self, run_id: &str) -> DbResult<Option<RunRecord>> {
-                sqlx::query(run_select!("WHERE run_id = $1"))
-                    .bind(run_id)
+            async fn get_run(&self, run_id: &RunId) -> DbResult<Option<RunRecord>> {
+                sqlx::query_as::<_, RunRow>(run_select!("WHERE run_id = $1"))
+                    .bind(run_id.to_string())
                     .fetch_optional(&self.pool)
                     .await?
-                    .map(|r| Self::run_from_row(&r))
+                    .map(RunRecord::try_from)
                     .transpose()
             }
 
             async fn list_runs(&self, filter: &RunFilter) -> DbResult<Vec<RunRecord>> {
-                let rows = sqlx::query(run_select!(
+                let rows = sqlx::query_as::<_, RunRow>(run_select!(
                     "WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR dataset_id = $2) \
                      AND ($3 IS NULL OR run_id < $3) ORDER BY run_id DESC LIMIT $4"
                 ))
                 .bind(filter.status.map(RunStatus::as_str))
-                .bind(filter.dataset_id.as_deref())
-                .bind(filter.before.as_deref())
+                .bind(filter.dataset_id.as_ref().map(DatasetId::as_str))
+                .bind(filter.before.map(|r| r.to_string()))
                 .bind(i64::from(filter.limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(Self::run_from_row).collect()
+                rows.into_iter().map(RunRecord::try_from).collect()
             }
 
-            async fn active_run(&self, dataset_id: &str) -> DbResult<Option<RunRecord>> {
+            async fn active_run(&self, dataset_id: &DatasetId) -> DbResult<Option<RunRecord>> {
                 Self::newest_active(&self.pool, dataset_id).await
             }
 
             async fn claim_run(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
@@ -402,7 +428,7 @@ macro_rules! impl_runs {
                        OR (status = 'running' AND lease_expires_at < $3)) \
                      RETURNING run_id",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(ms(now))
                 .bind(ms(lease_until))
@@ -416,7 +442,7 @@ macro_rules! impl_runs {
 
             async fn heartbeat(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
@@ -425,7 +451,7 @@ macro_rules! impl_runs {
                     "UPDATE ingestion_runs SET lease_expires_at = $3, updated_at = $4 \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(ms(lease_until))
                 .bind(ms(now))
@@ -436,7 +462,7 @@ macro_rules! impl_runs {
 
             async fn update_progress(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 progress: &Progress,
             ) -> DbResult<()> {
@@ -444,7 +470,7 @@ macro_rules! impl_runs {
                     "UPDATE ingestion_runs SET progress_done = $3, progress_total = $4, progress_message = $5 \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(i64::try_from(progress.done).unwrap_or(i64::MAX))
                 .bind(i64::try_from(progress.total).unwrap_or(i64::MAX))
@@ -456,7 +482,7 @@ macro_rules! impl_runs {
 
             async fn finish_run(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 outcome: &RunOutcome,
                 now: DateTime<Utc>,
@@ -473,7 +499,7 @@ macro_rules! impl_runs {
                      finished_at = $6, updated_at = $7, lease_owner = NULL, lease_expires_at = NULL \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(status)
                 .bind(error.map(|e| e.code.as_str()))
@@ -493,7 +519,7 @@ macro_rules! impl_runs {
 
             async fn defer_run(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 outbox: &NewOutbox,
                 now: DateTime<Utc>,
@@ -504,7 +530,7 @@ macro_rules! impl_runs {
                      lease_expires_at = NULL, updated_at = $3 \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(ms(now))
                 .execute(&mut *tx)
@@ -518,7 +544,7 @@ macro_rules! impl_runs {
 
             async fn suspend_run(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 state: &serde_json::Value,
                 message: &str,
@@ -531,7 +557,7 @@ macro_rules! impl_runs {
                      lease_expires_at = NULL, provider_state = $3, progress_message = $4, updated_at = $5 \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(Json(state))
                 .bind(message)
@@ -544,13 +570,13 @@ macro_rules! impl_runs {
                 Ok(())
             }
 
-            async fn cancel_run(&self, run_id: &str, now: DateTime<Utc>) -> DbResult<Option<RunRecord>> {
+            async fn cancel_run(&self, run_id: &RunId, now: DateTime<Utc>) -> DbResult<Option<RunRecord>> {
                 sqlx::query(
                     "UPDATE ingestion_runs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
                      lease_owner = NULL, lease_expires_at = NULL, progress_message = 'cancelled' \
                      WHERE run_id = $1 AND status IN ('queued', 'running', 'retrying')",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(ms(now))
                 .execute(&self.pool)
                 .await?;
@@ -560,5 +586,5 @@ macro_rules! impl_runs {
     };
 }
 
-impl_runs!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_runs!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_runs!(SqliteDb, sqlx::Sqlite);
+impl_runs!(PostgresDb, sqlx::Postgres);

@@ -6,7 +6,7 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleRecord {
     /// Dataset.
-    pub dataset_id: String,
+    pub dataset_id: DatasetId,
     /// Syncs are not emitted while paused.
     pub paused: bool,
     /// Overrides the template's schedule (`as_available` or a cron expression).
@@ -21,7 +21,7 @@ pub struct SyncTick {
     /// `available:<period>` or a cron occurrence (RFC 3339).
     pub due_key: String,
     /// The run it started.
-    pub run_id: String,
+    pub run_id: RunId,
     /// When.
     pub created_at: DateTime<Utc>,
 }
@@ -30,51 +30,81 @@ pub struct SyncTick {
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
     /// The newest due time acted on for a dataset.
-    async fn last_sync_tick(&self, dataset_id: &str) -> DbResult<Option<SyncTick>>;
+    async fn last_sync_tick(&self, dataset_id: &DatasetId) -> DbResult<Option<SyncTick>>;
     /// A dataset's schedule override and pause flag, if it has one.
-    async fn get_schedule(&self, dataset_id: &str) -> DbResult<Option<ScheduleRecord>>;
+    async fn get_schedule(&self, dataset_id: &DatasetId) -> DbResult<Option<ScheduleRecord>>;
     /// Sets (creates or replaces) a dataset's schedule override and pause flag.
     async fn set_schedule(&self, schedule: &ScheduleRecord) -> DbResult<()>;
 }
 
+#[derive(sqlx::FromRow)]
+struct TickRow {
+    due_key: String,
+    run_id: String,
+    created_at: i64,
+}
+
+impl TryFrom<TickRow> for SyncTick {
+    type Error = DbError;
+
+    fn try_from(row: TickRow) -> DbResult<Self> {
+        Ok(Self {
+            due_key: row.due_key,
+            run_id: checked(RunId::new(&row.run_id))?,
+            created_at: from_ms(row.created_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ScheduleRow {
+    dataset_id: String,
+    paused: bool,
+    schedule: Option<String>,
+    updated_at: i64,
+}
+
+impl TryFrom<ScheduleRow> for ScheduleRecord {
+    type Error = DbError;
+
+    fn try_from(row: ScheduleRow) -> DbResult<Self> {
+        Ok(Self {
+            dataset_id: checked(DatasetId::new(row.dataset_id))?,
+            paused: row.paused,
+            schedule: row.schedule,
+            updated_at: from_ms(row.updated_at)?,
+        })
+    }
+}
+
 macro_rules! impl_schedules {
-    ($name:ident, $db:ty, $row:ty) => {
+    ($name:ident, $db:ty) => {
         #[async_trait]
         impl ScheduleStore for $name {
-            async fn last_sync_tick(&self, dataset_id: &str) -> DbResult<Option<SyncTick>> {
-                let row = sqlx::query(
+            async fn last_sync_tick(&self, dataset_id: &DatasetId) -> DbResult<Option<SyncTick>> {
+                sqlx::query_as::<_, TickRow>(
                     "SELECT due_key, run_id, created_at FROM sync_ticks WHERE dataset_id = $1 \
                      ORDER BY created_at DESC, due_key DESC LIMIT 1",
                 )
-                .bind(dataset_id)
+                .bind(dataset_id.as_str())
                 .fetch_optional(&self.pool)
-                .await?;
-                row.map(|r| -> DbResult<SyncTick> {
-                    Ok(SyncTick {
-                        due_key: r.try_get("due_key")?,
-                        run_id: r.try_get("run_id")?,
-                        created_at: from_ms(r.try_get("created_at")?)?,
-                    })
-                })
+                .await?
+                .map(SyncTick::try_from)
                 .transpose()
             }
 
-            async fn get_schedule(&self, dataset_id: &str) -> DbResult<Option<ScheduleRecord>> {
-                let row = sqlx::query(
+            async fn get_schedule(
+                &self,
+                dataset_id: &DatasetId,
+            ) -> DbResult<Option<ScheduleRecord>> {
+                sqlx::query_as::<_, ScheduleRow>(
                     "SELECT dataset_id, paused, schedule, updated_at FROM dataset_schedules \
                      WHERE dataset_id = $1",
                 )
-                .bind(dataset_id)
+                .bind(dataset_id.as_str())
                 .fetch_optional(&self.pool)
-                .await?;
-                row.map(|r| -> DbResult<ScheduleRecord> {
-                    Ok(ScheduleRecord {
-                        dataset_id: r.try_get("dataset_id")?,
-                        paused: r.try_get("paused")?,
-                        schedule: r.try_get("schedule")?,
-                        updated_at: from_ms(r.try_get("updated_at")?)?,
-                    })
-                })
+                .await?
+                .map(ScheduleRecord::try_from)
                 .transpose()
             }
 
@@ -85,7 +115,7 @@ macro_rules! impl_schedules {
                      paused = excluded.paused, schedule = excluded.schedule, \
                      updated_at = excluded.updated_at",
                 )
-                .bind(&s.dataset_id)
+                .bind(s.dataset_id.as_str())
                 .bind(s.paused)
                 .bind(&s.schedule)
                 .bind(ms(s.updated_at))
@@ -97,5 +127,5 @@ macro_rules! impl_schedules {
     };
 }
 
-impl_schedules!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_schedules!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_schedules!(SqliteDb, sqlx::Sqlite);
+impl_schedules!(PostgresDb, sqlx::Postgres);

@@ -59,7 +59,7 @@ pub struct NewSegment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentRecord {
     /// Run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Index within the run.
     pub segment: u32,
     /// First time chunk (inclusive).
@@ -93,7 +93,7 @@ pub trait SegmentStore: Send + Sync {
     /// [`DbError::LeaseLost`] (nothing written) when `owner` no longer holds the run.
     async fn plan_run(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         plan: &serde_json::Value,
         segments: &[NewSegment],
@@ -101,12 +101,12 @@ pub trait SegmentStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> DbResult<()>;
     /// The segments of a run, in order.
-    async fn list_segments(&self, run_id: &str) -> DbResult<Vec<SegmentRecord>>;
+    async fn list_segments(&self, run_id: &RunId) -> DbResult<Vec<SegmentRecord>>;
     /// Claims a queued, retrying or lease-expired segment of a running run. `None` when it is
     /// held by someone else, done, or its run is no longer running.
     async fn claim_segment(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         segment: u32,
         owner: &str,
         now: DateTime<Utc>,
@@ -118,7 +118,7 @@ pub trait SegmentStore: Send + Sync {
     /// [`DbError::LeaseLost`] when `owner` no longer holds it.
     async fn heartbeat_segment(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         segment: u32,
         owner: &str,
         lease_until: DateTime<Utc>,
@@ -130,7 +130,7 @@ pub trait SegmentStore: Send + Sync {
     /// [`DbError::LeaseLost`] when `owner` no longer holds the segment.
     async fn complete_segment(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         segment: u32,
         owner: &str,
         chunks_written: u64,
@@ -143,7 +143,7 @@ pub trait SegmentStore: Send + Sync {
     /// [`DbError::LeaseLost`] when `owner` no longer holds the segment.
     async fn retry_segment(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         segment: u32,
         owner: &str,
         error: &RunError,
@@ -156,7 +156,7 @@ pub trait SegmentStore: Send + Sync {
     /// [`DbError::LeaseLost`] when `owner` no longer holds the segment.
     async fn fail_segment(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         segment: u32,
         owner: &str,
         error: &RunError,
@@ -165,15 +165,56 @@ pub trait SegmentStore: Send + Sync {
     /// Claims a running, planned run whose segments are all done for its finalize step.
     async fn claim_finalize(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> DbResult<Option<RunRecord>>;
 }
 
+/// A row of `ingestion_segments`; [`SegmentRecord`] is its checked form.
+#[derive(sqlx::FromRow)]
+struct SegmentRow {
+    run_id: String,
+    segment: i32,
+    chunk_start: i64,
+    chunk_end: i64,
+    periods: i64,
+    status: String,
+    attempts: i32,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    chunks_written: i64,
+    error_code: Option<String>,
+    error_message: Option<String>,
+}
+
+impl TryFrom<SegmentRow> for SegmentRecord {
+    type Error = DbError;
+
+    fn try_from(row: SegmentRow) -> DbResult<Self> {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(Self {
+            run_id: checked(RunId::new(&row.run_id))?,
+            segment: u32::try_from(row.segment).unwrap_or(0),
+            chunk_start: u(row.chunk_start),
+            chunk_end: u(row.chunk_end),
+            periods: u(row.periods),
+            status: SegmentStatus::parse(&row.status)?,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            lease_owner: row.lease_owner,
+            lease_expires_at: opt_ms(row.lease_expires_at)?,
+            chunks_written: u(row.chunks_written),
+            error: row.error_code.map(|code| RunError {
+                code,
+                message: row.error_message.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
 macro_rules! impl_segments {
-    ($name:ident, $db:ty, $row:ty) => {
+    ($name:ident, $db:ty) => {
         impl $name {
             /// Ends `owner`'s attempt at a segment with `status` (`retrying` or `failed`) and
             /// `error`, inside `tx`.
@@ -182,7 +223,7 @@ macro_rules! impl_segments {
             /// [`DbError::LeaseLost`] when `owner` no longer holds the segment.
             async fn end_segment_attempt(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                run_id: &str,
+                run_id: &RunId,
                 segment: u32,
                 owner: &str,
                 status: &str,
@@ -194,7 +235,7 @@ macro_rules! impl_segments {
                      error_code = $4, error_message = $5, updated_at = $6 \
                      WHERE run_id = $1 AND segment = $2 AND lease_owner = $3 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(i32::try_from(segment).unwrap_or(i32::MAX))
                 .bind(owner)
                 .bind(&error.code)
@@ -207,36 +248,11 @@ macro_rules! impl_segments {
             }
         }
 
-        impl $name {
-            pub(super) fn segment_from_row(row: &$row) -> DbResult<SegmentRecord> {
-                let status: String = row.try_get("status")?;
-                let code: Option<String> = row.try_get("error_code")?;
-                let message: Option<String> = row.try_get("error_message")?;
-                let u = |v: i64| u64::try_from(v).unwrap_or(0);
-                Ok(SegmentRecord {
-                    run_id: row.try_get("run_id")?,
-                    segment: u32::try_from(row.try_get::<i32, _>("segment")?).unwrap_or(0),
-                    chunk_start: u(row.try_get("chunk_start")?),
-                    chunk_end: u(row.try_get("chunk_end")?),
-                    periods: u(row.try_get("periods")?),
-                    status: SegmentStatus::parse(&status)?,
-                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-                    lease_owner: row.try_get("lease_owner")?,
-                    lease_expires_at: opt_ms(row.try_get("lease_expires_at")?)?,
-                    chunks_written: u(row.try_get("chunks_written")?),
-                    error: code.map(|code| RunError {
-                        code,
-                        message: message.unwrap_or_default(),
-                    }),
-                })
-            }
-        }
-
         #[async_trait]
         impl SegmentStore for $name {
             async fn plan_run(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 plan: &serde_json::Value,
                 segments: &[NewSegment],
@@ -250,7 +266,7 @@ macro_rules! impl_segments {
                      progress_done = 0, progress_total = $4, progress_message = 'writing segments', updated_at = $5 \
                      WHERE run_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(Json(plan))
                 .bind(i64::try_from(total).unwrap_or(i64::MAX))
@@ -263,7 +279,7 @@ macro_rules! impl_segments {
                         "INSERT INTO ingestion_segments (run_id, segment, chunk_start, chunk_end, periods, status, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, 'queued', $6)",
                     )
-                    .bind(run_id)
+                    .bind(run_id.to_string())
                     .bind(i32::try_from(seg.segment).unwrap_or(i32::MAX))
                     .bind(i64::try_from(seg.chunk_start).unwrap_or(i64::MAX))
                     .bind(i64::try_from(seg.chunk_end).unwrap_or(i64::MAX))
@@ -273,7 +289,7 @@ macro_rules! impl_segments {
                     .await?;
                     let outbox = NewOutbox {
                         topic: topic.to_owned(),
-                        payload: TaskMessage::step(run_id, Step::Segment(seg.segment)).to_json(),
+                        payload: TaskMessage::step(*run_id, Step::Segment(seg.segment)).to_json(),
                         available_at: now,
                     };
                     Self::insert_outbox(&mut *tx, &outbox, now).await?;
@@ -282,26 +298,26 @@ macro_rules! impl_segments {
                 Ok(())
             }
 
-            async fn list_segments(&self, run_id: &str) -> DbResult<Vec<SegmentRecord>> {
-                let rows = sqlx::query(
+            async fn list_segments(&self, run_id: &RunId) -> DbResult<Vec<SegmentRecord>> {
+                let rows = sqlx::query_as::<_, SegmentRow>(
                     "SELECT * FROM ingestion_segments WHERE run_id = $1 ORDER BY segment",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(Self::segment_from_row).collect()
+                rows.into_iter().map(SegmentRecord::try_from).collect()
             }
 
             async fn claim_segment(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 segment: u32,
                 owner: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
             ) -> DbResult<Option<SegmentRecord>> {
                 let seg = i32::try_from(segment).unwrap_or(i32::MAX);
-                let row = sqlx::query(
+                let row = sqlx::query_as::<_, SegmentRow>(
                     "UPDATE ingestion_segments SET status = 'running', lease_owner = $3, lease_expires_at = $5, \
                      attempts = attempts + 1, updated_at = $4 \
                      WHERE run_id = $1 AND segment = $2 \
@@ -309,19 +325,19 @@ macro_rules! impl_segments {
                        AND EXISTS (SELECT 1 FROM ingestion_runs r WHERE r.run_id = $1 AND r.status = 'running') \
                      RETURNING *",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(seg)
                 .bind(owner)
                 .bind(ms(now))
                 .bind(ms(lease_until))
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|r| Self::segment_from_row(&r)).transpose()
+                row.map(SegmentRecord::try_from).transpose()
             }
 
             async fn heartbeat_segment(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 segment: u32,
                 owner: &str,
                 lease_until: DateTime<Utc>,
@@ -331,7 +347,7 @@ macro_rules! impl_segments {
                      WHERE run_id = $1 AND segment = $2 AND lease_owner = $3 AND status = 'running' \
                        AND EXISTS (SELECT 1 FROM ingestion_runs r WHERE r.run_id = $1 AND r.status = 'running')",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(i32::try_from(segment).unwrap_or(i32::MAX))
                 .bind(owner)
                 .bind(ms(lease_until))
@@ -342,7 +358,7 @@ macro_rules! impl_segments {
 
             async fn complete_segment(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 segment: u32,
                 owner: &str,
                 chunks_written: u64,
@@ -357,7 +373,7 @@ macro_rules! impl_segments {
                      WHERE run_id = $1 AND segment = $2 AND lease_owner = $3 AND status = 'running' \
                        AND EXISTS (SELECT 1 FROM ingestion_runs r WHERE r.run_id = $1 AND r.status = 'running')",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(seg)
                 .bind(owner)
                 .bind(i64::try_from(chunks_written).unwrap_or(i64::MAX))
@@ -370,7 +386,7 @@ macro_rules! impl_segments {
                        (SELECT periods FROM ingestion_segments WHERE run_id = $1 AND segment = $2), updated_at = $3 \
                      WHERE run_id = $1",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(seg)
                 .bind(ms(now))
                 .execute(&mut *tx)
@@ -378,7 +394,7 @@ macro_rules! impl_segments {
                 let remaining: i64 = sqlx::query(
                     "SELECT COUNT(*) AS n FROM ingestion_segments WHERE run_id = $1 AND status <> 'done'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("n")?;
@@ -386,7 +402,7 @@ macro_rules! impl_segments {
                 if last {
                     let outbox = NewOutbox {
                         topic: topic.to_owned(),
-                        payload: TaskMessage::step(run_id, Step::Finalize).to_json(),
+                        payload: TaskMessage::step(*run_id, Step::Finalize).to_json(),
                         available_at: now,
                     };
                     Self::insert_outbox(&mut *tx, &outbox, now).await?;
@@ -397,7 +413,7 @@ macro_rules! impl_segments {
 
             async fn retry_segment(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 segment: u32,
                 owner: &str,
                 error: &RunError,
@@ -410,7 +426,7 @@ macro_rules! impl_segments {
                 sqlx::query(
                     "UPDATE ingestion_runs SET error_code = $2, error_message = $3, updated_at = $4 WHERE run_id = $1",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(&error.code)
                 .bind(&error.message)
                 .bind(ms(now))
@@ -423,7 +439,7 @@ macro_rules! impl_segments {
 
             async fn fail_segment(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 segment: u32,
                 owner: &str,
                 error: &RunError,
@@ -436,7 +452,7 @@ macro_rules! impl_segments {
                      finished_at = $4, updated_at = $4, lease_owner = NULL, lease_expires_at = NULL \
                      WHERE run_id = $1 AND status = 'running'",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(&error.code)
                 .bind(&error.message)
                 .bind(ms(now))
@@ -448,7 +464,7 @@ macro_rules! impl_segments {
 
             async fn claim_finalize(
                 &self,
-                run_id: &str,
+                run_id: &RunId,
                 owner: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
@@ -460,7 +476,7 @@ macro_rules! impl_segments {
                        AND NOT EXISTS (SELECT 1 FROM ingestion_segments s WHERE s.run_id = $1 AND s.status <> 'done') \
                      RETURNING run_id",
                 )
-                .bind(run_id)
+                .bind(run_id.to_string())
                 .bind(owner)
                 .bind(ms(now))
                 .bind(ms(lease_until))
@@ -475,5 +491,5 @@ macro_rules! impl_segments {
     };
 }
 
-impl_segments!(SqliteDb, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
-impl_segments!(PostgresDb, sqlx::Postgres, sqlx::postgres::PgRow);
+impl_segments!(SqliteDb, sqlx::Sqlite);
+impl_segments!(PostgresDb, sqlx::Postgres);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use climate_domain::run::{Progress, RunKind, RunStatus};
+use climate_domain::{DatasetId, ExtentId, RunId, TemplateId};
 use climate_infra::db::{
     self, Admission, Admitted, ApiKeyRecord, Database, DbError, IdempotencyBegin, NewOutbox,
     NewRun, NewSegment, NewVersion, OutboxRow, RunError, RunFilter, RunOutcome, RunRecord,
@@ -232,19 +233,24 @@ fn at(secs: i64) -> DateTime<Utc> {
 }
 
 /// A UUIDv7 run id whose time part is `t`, so ids sort like their creation instants.
-fn run_id_at(t: DateTime<Utc>) -> String {
+fn run_id_at(t: DateTime<Utc>) -> RunId {
     let ts = uuid::Timestamp::from_unix(
         uuid::NoContext,
         u64::try_from(t.timestamp()).expect("positive timestamp"),
         t.timestamp_subsec_nanos(),
     );
-    uuid::Uuid::new_v7(ts).to_string()
+    RunId::from(uuid::Uuid::new_v7(ts))
 }
 
-fn task_outbox(run_id: &str, available_at: DateTime<Utc>) -> NewOutbox {
+/// A dataset id for the tests' short names.
+fn dsid(id: &str) -> DatasetId {
+    DatasetId::new(id).expect("a dataset id")
+}
+
+fn task_outbox(run_id: &RunId, available_at: DateTime<Utc>) -> NewOutbox {
     NewOutbox {
         topic: TASK_TOPIC.to_owned(),
-        payload: TaskMessage::new(run_id).to_json(),
+        payload: TaskMessage::new(*run_id).to_json(),
         available_at,
     }
 }
@@ -253,9 +259,9 @@ fn new_run(dataset_id: &str, created_at: DateTime<Utc>) -> NewRun {
     NewRun {
         run_id: run_id_at(created_at),
         kind: RunKind::Ingestion,
-        dataset_id: dataset_id.to_owned(),
-        template_id: "era5-t2m".to_owned(),
-        extent_id: "europe".to_owned(),
+        dataset_id: dsid(dataset_id),
+        template_id: TemplateId::new("era5-t2m").expect("valid"),
+        extent_id: ExtentId::new("europe").expect("valid"),
         request: json!({"periods": ["2020-01", "2020-12"], "force": false}),
         created_at,
     }
@@ -263,9 +269,9 @@ fn new_run(dataset_id: &str, created_at: DateTime<Utc>) -> NewRun {
 
 fn new_version(dataset_id: &str, artifact_id: &str, publish: bool) -> NewVersion {
     NewVersion {
-        dataset_id: dataset_id.to_owned(),
-        template_id: "era5-t2m".to_owned(),
-        extent_id: "europe".to_owned(),
+        dataset_id: dsid(dataset_id),
+        template_id: TemplateId::new("era5-t2m").expect("valid"),
+        extent_id: ExtentId::new("europe").expect("valid"),
         artifact_id: artifact_id.to_owned(),
         storage_prefix: format!("datasets/{dataset_id}/{artifact_id}"),
         coverage_start: "2020-01".to_owned(),
@@ -294,14 +300,14 @@ async fn create(db: &TestDb, dataset_id: &str, t: DateTime<Utc>) -> RunRecord {
 }
 
 /// Claims `run_id` for `owner` at `now` with a 60 s lease.
-async fn claim(db: &TestDb, run_id: &str, owner: &str, now: DateTime<Utc>) -> RunRecord {
+async fn claim(db: &TestDb, run_id: &RunId, owner: &str, now: DateTime<Utc>) -> RunRecord {
     db.claim_run(run_id, owner, now, now + Duration::seconds(60))
         .await
         .expect("claim_run")
         .expect("the run is claimable")
 }
 
-async fn get(db: &TestDb, run_id: &str) -> RunRecord {
+async fn get(db: &TestDb, run_id: &RunId) -> RunRecord {
     db.get_run(run_id)
         .await
         .expect("get_run")
@@ -334,7 +340,7 @@ async fn drain_outbox(db: &TestDb) -> Vec<OutboxRow> {
     rows
 }
 
-fn announced_runs(rows: &[OutboxRow]) -> Vec<String> {
+fn announced_runs(rows: &[OutboxRow]) -> Vec<RunId> {
     rows.iter()
         .map(|r| {
             let bytes = serde_json::to_vec(&r.payload).expect("payload to json");
@@ -345,8 +351,8 @@ fn announced_runs(rows: &[OutboxRow]) -> Vec<String> {
         .collect()
 }
 
-fn ids(runs: &[RunRecord]) -> Vec<String> {
-    runs.iter().map(|r| r.run_id.clone()).collect()
+fn ids(runs: &[RunRecord]) -> Vec<RunId> {
+    runs.iter().map(|r| r.run_id).collect()
 }
 
 fn filter(limit: u32) -> RunFilter {
@@ -413,7 +419,7 @@ async fn create_run_persists_run_and_outbox(db: &TestDb) {
     assert_eq!(record.started_at, None);
     assert_eq!(record.finished_at, None);
     assert_eq!(get(db, &run.run_id).await, record, "get_run reads back");
-    assert_eq!(db.get_run("no-such-run").await.expect("get_run"), None);
+    assert_eq!(db.get_run(&RunId::generate()).await.expect("get_run"), None);
 
     let pending = db.pending_outbox(t, 10).await.expect("pending_outbox");
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -434,7 +440,7 @@ async fn create_run_persists_run_and_outbox(db: &TestDb) {
     // Same id twice: the transaction fails as a whole, so no second announcement appears.
     let dup = new_run("ds-create", t);
     let dup = NewRun {
-        run_id: run.run_id.clone(),
+        run_id: run.run_id,
         ..dup
     };
     db.create_run(&dup, &task_outbox(&dup.run_id, t))
@@ -565,16 +571,13 @@ async fn scheduled_admissions_start_a_due_time_once(db: &TestDb) {
     assert_eq!((created.len(), taken), (1, 7), "{created:?}");
     let first = created.remove(0);
     let tick = db
-        .last_sync_tick("ds-sched")
+        .last_sync_tick(&dsid("ds-sched"))
         .await
         .expect("last_sync_tick")
         .expect("the due time is recorded");
     assert_eq!(tick.due_key, "2026-01-01T06:00:00Z");
     assert_eq!(tick.run_id, first.run_id);
-    assert_eq!(
-        announced_runs(&drain_outbox(db).await),
-        vec![first.run_id.clone()]
-    );
+    assert_eq!(announced_runs(&drain_outbox(db).await), vec![first.run_id]);
 
     let scheduled = |run: NewRun, due_key: &'static str| async move {
         db.admit_run(
@@ -590,20 +593,20 @@ async fn scheduled_admissions_start_a_due_time_once(db: &TestDb) {
     let admitted = scheduled(sync_run(at(60), 0), "2026-01-02T06:00:00Z").await;
     assert_eq!(admitted, Admitted::Coalesced(first.clone()));
     let tick = db
-        .last_sync_tick("ds-sched")
+        .last_sync_tick(&dsid("ds-sched"))
         .await
         .expect("last_sync_tick")
         .expect("tick");
     assert_eq!(
-        (tick.due_key.as_str(), tick.run_id.as_str()),
-        ("2026-01-02T06:00:00Z", first.run_id.as_str())
+        (tick.due_key.as_str(), tick.run_id),
+        ("2026-01-02T06:00:00Z", first.run_id)
     );
     assert!(drain_outbox(db).await.is_empty(), "nothing announced twice");
 
     // A different request at another due time is a run of its own.
     let mut other = sync_run(at(120), 0);
     other.request = json!({"periods": ["2020-01", "2021-01"], "force": false});
-    let other_id = other.run_id.clone();
+    let other_id = other.run_id;
     let admitted = scheduled(other, "2026-01-03T06:00:00Z").await;
     assert!(
         matches!(&admitted, Admitted::Created(r) if r.run_id == other_id),
@@ -625,7 +628,7 @@ async fn outbox_respects_available_at_order_and_limit(db: &TestDb) {
         "a row available in the future is not pending yet"
     );
     let due = db.pending_outbox(at(60), 10).await.expect("pending_outbox");
-    assert_eq!(announced_runs(&due), vec![later.run_id.clone()]);
+    assert_eq!(announced_runs(&due), vec![later.run_id]);
     drain_outbox(db).await;
 
     let runs: Vec<NewRun> = (1..=3).map(|i| new_run("ds", at(i))).collect();
@@ -637,7 +640,7 @@ async fn outbox_respects_available_at_order_and_limit(db: &TestDb) {
     let first_two = db.pending_outbox(t, 2).await.expect("pending_outbox");
     assert_eq!(
         announced_runs(&first_two),
-        vec![runs[0].run_id.clone(), runs[1].run_id.clone()],
+        vec![runs[0].run_id, runs[1].run_id],
         "oldest first, at most `limit`"
     );
     assert!(first_two[0].id < first_two[1].id);
@@ -645,7 +648,7 @@ async fn outbox_respects_available_at_order_and_limit(db: &TestDb) {
         .await
         .expect("mark_published");
     let rest = db.pending_outbox(t, 10).await.expect("pending_outbox");
-    assert_eq!(announced_runs(&rest), vec![runs[2].run_id.clone()]);
+    assert_eq!(announced_runs(&rest), vec![runs[2].run_id]);
 }
 
 async fn list_runs_filters_newest_first_and_paginates(db: &TestDb) {
@@ -670,7 +673,7 @@ async fn list_runs_filters_newest_first_and_paginates(db: &TestDb) {
 
     let only_a = db
         .list_runs(&RunFilter {
-            dataset_id: Some("a".into()),
+            dataset_id: Some(dsid("a")),
             ..filter(100)
         })
         .await
@@ -699,7 +702,7 @@ async fn list_runs_filters_newest_first_and_paginates(db: &TestDb) {
     let queued_b = db
         .list_runs(&RunFilter {
             status: Some(RunStatus::Queued),
-            dataset_id: Some("b".into()),
+            dataset_id: Some(dsid("b")),
             ..filter(100)
         })
         .await
@@ -708,7 +711,7 @@ async fn list_runs_filters_newest_first_and_paginates(db: &TestDb) {
 
     let none = db
         .list_runs(&RunFilter {
-            dataset_id: Some("c".into()),
+            dataset_id: Some(dsid("c")),
             ..filter(100)
         })
         .await
@@ -721,14 +724,14 @@ async fn list_runs_filters_newest_first_and_paginates(db: &TestDb) {
     loop {
         let page = db
             .list_runs(&RunFilter {
-                before: before.clone(),
+                before,
                 ..filter(2)
             })
             .await
             .expect("list_runs");
         assert!(page.len() <= 2, "limit is honoured");
         let Some(last) = page.last() else { break };
-        before = Some(last.run_id.clone());
+        before = Some(last.run_id);
         pages.push(ids(&page));
         assert!(pages.len() <= 5, "pagination terminates");
     }
@@ -743,8 +746,8 @@ async fn list_runs_filters_newest_first_and_paginates(db: &TestDb) {
 
     let before_a3_in_a = db
         .list_runs(&RunFilter {
-            dataset_id: Some("a".into()),
-            before: Some(a3.run_id.clone()),
+            dataset_id: Some(dsid("a")),
+            before: Some(a3.run_id),
             ..filter(1)
         })
         .await
@@ -810,7 +813,7 @@ async fn claim_run_honours_leases(db: &TestDb) {
         "heartbeat of the previous owner",
     );
     assert_eq!(
-        db.claim_run("no-such-run", "w1", t, lease)
+        db.claim_run(&RunId::generate(), "w1", t, lease)
             .await
             .expect("claim_run"),
         None
@@ -957,11 +960,11 @@ async fn publish_version_numbers_versions(db: &TestDb) {
         .await
         .expect("publish_version");
     let expected_v1 = VersionRecord {
-        dataset_id: "ds".into(),
+        dataset_id: dsid("ds"),
         version: 1,
         artifact_id: "art-1".into(),
         storage_prefix: nv1.storage_prefix.clone(),
-        run_id: r1.run_id.clone(),
+        run_id: r1.run_id,
         coverage_start: "2020-01".into(),
         coverage_end: "2020-12".into(),
         metadata: nv1.metadata.clone(),
@@ -970,7 +973,7 @@ async fn publish_version_numbers_versions(db: &TestDb) {
     assert_eq!(v1, expected_v1);
 
     let ds = db
-        .get_dataset("ds")
+        .get_dataset(&dsid("ds"))
         .await
         .expect("get_dataset")
         .expect("the dataset was created");
@@ -1002,7 +1005,7 @@ async fn publish_version_numbers_versions(db: &TestDb) {
     assert_eq!(v2.version, 2);
     assert_eq!(v2.run_id, r2.run_id);
     let ds = db
-        .get_dataset("ds")
+        .get_dataset(&dsid("ds"))
         .await
         .expect("get_dataset")
         .expect("dataset");
@@ -1011,7 +1014,7 @@ async fn publish_version_numbers_versions(db: &TestDb) {
     assert_eq!(ds.updated_at, at(50));
     assert_eq!(get(db, &r2.run_id).await.version, Some(2));
 
-    let versions = db.list_versions("ds").await.expect("list_versions");
+    let versions = db.list_versions(&dsid("ds")).await.expect("list_versions");
     assert_eq!(
         versions.iter().map(|v| v.version).collect::<Vec<_>>(),
         vec![1, 2],
@@ -1019,18 +1022,27 @@ async fn publish_version_numbers_versions(db: &TestDb) {
     );
     assert_eq!(versions[0], expected_v1);
     assert_eq!(
-        db.get_version("ds", 2).await.expect("get_version"),
+        db.get_version(&dsid("ds"), 2).await.expect("get_version"),
         Some(v2.clone())
     );
-    assert_eq!(db.get_version("ds", 3).await.expect("get_version"), None);
-    assert_eq!(db.get_version("nope", 1).await.expect("get_version"), None);
+    assert_eq!(
+        db.get_version(&dsid("ds"), 3).await.expect("get_version"),
+        None
+    );
+    assert_eq!(
+        db.get_version(&dsid("nope"), 1).await.expect("get_version"),
+        None
+    );
     assert!(
-        db.list_versions("nope")
+        db.list_versions(&dsid("nope"))
             .await
             .expect("list_versions")
             .is_empty()
     );
-    assert_eq!(db.get_dataset("nope").await.expect("get_dataset"), None);
+    assert_eq!(
+        db.get_dataset(&dsid("nope")).await.expect("get_dataset"),
+        None
+    );
 
     // Another dataset numbers its versions independently.
     let r3 = create(db, "other", at(60)).await;
@@ -1063,12 +1075,12 @@ async fn publish_version_with_lost_lease_writes_nothing(db: &TestDb) {
         "publish_version of a non-owner",
     );
     assert_eq!(
-        db.get_dataset("fresh").await.expect("get_dataset"),
+        db.get_dataset(&dsid("fresh")).await.expect("get_dataset"),
         None,
         "no dataset row"
     );
     assert!(
-        db.list_versions("fresh")
+        db.list_versions(&dsid("fresh"))
             .await
             .expect("list_versions")
             .is_empty(),
@@ -1091,7 +1103,7 @@ async fn publish_version_with_lost_lease_writes_nothing(db: &TestDb) {
 
     // An existing dataset: untouched, including updated_at.
     let before = db
-        .get_dataset("fresh")
+        .get_dataset(&dsid("fresh"))
         .await
         .expect("get_dataset")
         .expect("dataset");
@@ -1113,11 +1125,11 @@ async fn publish_version_with_lost_lease_writes_nothing(db: &TestDb) {
         "publish_version after the lease was taken over",
     );
     assert_eq!(
-        db.get_dataset("fresh").await.expect("get_dataset"),
+        db.get_dataset(&dsid("fresh")).await.expect("get_dataset"),
         Some(before)
     );
     assert_eq!(
-        db.list_versions("fresh")
+        db.list_versions(&dsid("fresh"))
             .await
             .expect("list_versions")
             .len(),
@@ -1145,7 +1157,7 @@ async fn publish_flag_only_ever_publishes(db: &TestDb) {
             )
             .await
             .expect("publish_version");
-            db.get_dataset("ds")
+            db.get_dataset(&dsid("ds"))
                 .await
                 .expect("get_dataset")
                 .expect("dataset")
@@ -1199,7 +1211,7 @@ async fn finish_run_retry_and_failed(db: &TestDb) {
     assert_eq!(retrying.finished_at, None, "retrying is not terminal");
     assert_eq!(retrying.updated_at, at(20));
     assert_eq!(
-        db.active_run("ds").await.expect("active_run"),
+        db.active_run(&dsid("ds")).await.expect("active_run"),
         Some(retrying.clone())
     );
     assert!(
@@ -1213,7 +1225,7 @@ async fn finish_run_retry_and_failed(db: &TestDb) {
         .pending_outbox(retry_at, 10)
         .await
         .expect("pending_outbox");
-    assert_eq!(announced_runs(&due), vec![run.run_id.clone()]);
+    assert_eq!(announced_runs(&due), vec![run.run_id]);
     assert_eq!(due[0].topic, TASK_TOPIC);
     drain_outbox(db).await;
 
@@ -1238,7 +1250,7 @@ async fn finish_run_retry_and_failed(db: &TestDb) {
         drain_outbox(db).await.is_empty(),
         "a failure announces nothing"
     );
-    assert_eq!(db.active_run("ds").await.expect("active_run"), None);
+    assert_eq!(db.active_run(&dsid("ds")).await.expect("active_run"), None);
     assert_lease_lost(
         db.finish_run(&run.run_id, "w", &RunOutcome::Succeeded, at(330))
             .await,
@@ -1276,7 +1288,7 @@ async fn defer_run_keeps_the_attempt(db: &TestDb) {
     );
     assert_eq!(
         announced_runs(&db.pending_outbox(at(40), 10).await.expect("pending_outbox")),
-        vec![run.run_id.clone()]
+        vec![run.run_id]
     );
 
     // Not leased any more: claimable immediately by anyone.
@@ -1327,9 +1339,9 @@ async fn requeue_expired_only_requeues_expired_leases(db: &TestDb) {
     assert_eq!(get(db, &failed.run_id).await.status, RunStatus::Failed);
 
     let rows = db.pending_outbox(now, 10).await.expect("pending_outbox");
-    assert_eq!(announced_runs(&rows), vec![expired.run_id.clone()]);
+    assert_eq!(announced_runs(&rows), vec![expired.run_id]);
     assert_eq!(rows[0].topic, "custom-topic");
-    assert_eq!(rows[0].payload, TaskMessage::new(&expired.run_id).to_json());
+    assert_eq!(rows[0].payload, TaskMessage::new(expired.run_id).to_json());
     drain_outbox(db).await;
 
     assert_eq!(
@@ -1379,10 +1391,10 @@ async fn reannounce_unfinished_announces_non_terminal_runs(db: &TestDb) {
     assert_eq!(n, 3);
     let rows = db.pending_outbox(now, 10).await.expect("pending_outbox");
     assert!(rows.iter().all(|r| r.topic == TASK_TOPIC));
-    let announced: BTreeSet<String> = announced_runs(&rows).into_iter().collect();
-    let expected: BTreeSet<String> = [&queued, &running, &retrying]
+    let announced: BTreeSet<RunId> = announced_runs(&rows).into_iter().collect();
+    let expected: BTreeSet<RunId> = [&queued, &running, &retrying]
         .into_iter()
-        .map(|r| r.run_id.clone())
+        .map(|r| r.run_id)
         .collect();
     assert_eq!(announced, expected);
     // Re-announcing changes no run.
@@ -1390,13 +1402,13 @@ async fn reannounce_unfinished_announces_non_terminal_runs(db: &TestDb) {
 }
 
 async fn active_run_is_the_newest_non_terminal_run(db: &TestDb) {
-    assert_eq!(db.active_run("ds").await.expect("active_run"), None);
+    assert_eq!(db.active_run(&dsid("ds")).await.expect("active_run"), None);
     let older = create(db, "ds", at(0)).await;
     let newer = create(db, "ds", at(1)).await;
     let elsewhere = create(db, "other", at(2)).await;
 
     let active = db
-        .active_run("ds")
+        .active_run(&dsid("ds"))
         .await
         .expect("active_run")
         .expect("an active run");
@@ -1404,11 +1416,11 @@ async fn active_run_is_the_newest_non_terminal_run(db: &TestDb) {
 
     claim(db, &newer.run_id, "w", at(10)).await;
     assert_eq!(
-        db.active_run("ds")
+        db.active_run(&dsid("ds"))
             .await
             .expect("active_run")
             .map(|r| (r.run_id, r.status)),
-        Some((newer.run_id.clone(), RunStatus::Running)),
+        Some((newer.run_id, RunStatus::Running)),
         "a running run is active"
     );
 
@@ -1416,11 +1428,11 @@ async fn active_run_is_the_newest_non_terminal_run(db: &TestDb) {
         .await
         .expect("finish_run");
     assert_eq!(
-        db.active_run("ds")
+        db.active_run(&dsid("ds"))
             .await
             .expect("active_run")
             .map(|r| r.run_id),
-        Some(older.run_id.clone()),
+        Some(older.run_id),
         "terminal runs are skipped"
     );
 
@@ -1428,9 +1440,9 @@ async fn active_run_is_the_newest_non_terminal_run(db: &TestDb) {
     db.publish_version(&older.run_id, "w", &new_version("ds", "art", true), at(13))
         .await
         .expect("publish_version");
-    assert_eq!(db.active_run("ds").await.expect("active_run"), None);
+    assert_eq!(db.active_run(&dsid("ds")).await.expect("active_run"), None);
     assert_eq!(
-        db.active_run("other")
+        db.active_run(&dsid("other"))
             .await
             .expect("active_run")
             .map(|r| r.run_id),
@@ -1447,7 +1459,7 @@ async fn list_datasets_lists_only_datasets_with_a_version(db: &TestDb) {
     )
     .await;
     assert!(
-        db.get_dataset("empty")
+        db.get_dataset(&dsid("empty"))
             .await
             .expect("get_dataset")
             .is_some_and(|d| d.current_version.is_none()),
@@ -1478,7 +1490,10 @@ async fn list_datasets_lists_only_datasets_with_a_version(db: &TestDb) {
         "by id, versionless datasets excluded"
     );
     assert_eq!(
-        db.get_dataset("zeta").await.expect("get_dataset").as_ref(),
+        db.get_dataset(&dsid("zeta"))
+            .await
+            .expect("get_dataset")
+            .as_ref(),
         listed.get(1)
     );
 }
@@ -1498,7 +1513,7 @@ fn three_segments() -> Vec<NewSegment> {
         .collect()
 }
 
-fn steps(rows: &[OutboxRow]) -> Vec<(String, Step)> {
+fn steps(rows: &[OutboxRow]) -> Vec<(RunId, Step)> {
     rows.iter()
         .map(|r| {
             let m = TaskMessage::decode(&serde_json::to_vec(&r.payload).expect("json"))
@@ -1549,7 +1564,7 @@ async fn segments_run_from_plan_to_finalize(db: &TestDb) {
     assert_eq!(
         announced,
         (0..3)
-            .map(|i| (run.run_id.clone(), Step::Segment(i)))
+            .map(|i| (run.run_id, Step::Segment(i)))
             .collect::<Vec<_>>()
     );
     assert!(
@@ -1633,7 +1648,7 @@ async fn segments_run_from_plan_to_finalize(db: &TestDb) {
     );
     assert_eq!(
         steps(&drain_outbox(db).await),
-        vec![(run.run_id.clone(), Step::Finalize)]
+        vec![(run.run_id, Step::Finalize)]
     );
     assert_eq!(get(db, &run.run_id).await.progress.done, 61);
     let segs = db.list_segments(&run.run_id).await.expect("list");
@@ -1707,7 +1722,7 @@ async fn segments_retry_and_fail_the_run(db: &TestDb) {
         .expect("claimable");
     let later = NewOutbox {
         topic: TASK_TOPIC.into(),
-        payload: TaskMessage::step(&run.run_id, Step::Segment(1)).to_json(),
+        payload: TaskMessage::step(run.run_id, Step::Segment(1)).to_json(),
         available_at: at(3_500),
     };
     db.retry_segment(
@@ -1814,7 +1829,7 @@ async fn requeue_expired_handles_segments_and_planned_runs(db: &TestDb) {
     );
     assert_eq!(
         steps(&drain_outbox(db).await),
-        vec![(run.run_id.clone(), Step::Segment(0))]
+        vec![(run.run_id, Step::Segment(0))]
     );
 
     // A finalize step whose worker died is announced again, without planning again.
@@ -1846,7 +1861,7 @@ async fn requeue_expired_handles_segments_and_planned_runs(db: &TestDb) {
     assert!(r.plan.is_some());
     assert_eq!(
         steps(&drain_outbox(db).await),
-        vec![(run2.run_id.clone(), Step::Finalize)]
+        vec![(run2.run_id, Step::Finalize)]
     );
     assert!(
         db.claim_finalize(&run2.run_id, "next", at(4_021), at(4_100))
@@ -1885,10 +1900,10 @@ async fn reannounce_unfinished_announces_each_step(db: &TestDb) {
     let mut got = steps(&drain_outbox(db).await);
     got.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
     let mut want = vec![
-        (queued.run_id.clone(), Step::Plan),
-        (partly.run_id.clone(), Step::Segment(0)),
-        (partly.run_id.clone(), Step::Segment(2)),
-        (done.run_id.clone(), Step::Finalize),
+        (queued.run_id, Step::Plan),
+        (partly.run_id, Step::Segment(0)),
+        (partly.run_id, Step::Segment(2)),
+        (done.run_id, Step::Finalize),
     ];
     want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
     assert_eq!(got, want);
@@ -1901,7 +1916,7 @@ async fn suspend_run_keeps_state_and_the_attempt(db: &TestDb) {
     claim(db, &run.run_id, "w", t0).await;
     let later = NewOutbox {
         topic: TASK_TOPIC.into(),
-        payload: TaskMessage::new(&run.run_id).to_json(),
+        payload: TaskMessage::new(run.run_id).to_json(),
         available_at: at(6_030),
     };
     let state = json!({"jobs": {"2024-01": "5f0c0e2e"}});
@@ -2021,7 +2036,12 @@ async fn cancel_run_stops_every_step(db: &TestDb) {
         again.finished_at, done.finished_at,
         "a finished run is not touched"
     );
-    assert!(db.cancel_run("nope", t0).await.expect("cancel").is_none());
+    assert!(
+        db.cancel_run(&RunId::generate(), t0)
+            .await
+            .expect("cancel")
+            .is_none()
+    );
 }
 
 fn key(id: &str, t: DateTime<Utc>) -> ApiKeyRecord {

@@ -377,7 +377,10 @@ async fn ping_answers(s: &TestStore) {
 #[test]
 fn version_prefix_layout() {
     assert_eq!(
-        Store::version_prefix("era5-t2m-europe", "01j0abc"),
+        Store::version_prefix(
+            &climate_domain::DatasetId::new("era5-t2m-europe").expect("valid"),
+            "01j0abc"
+        ),
         "datasets/era5-t2m-europe/01j0abc"
     );
 }

@@ -22,7 +22,7 @@ use climate_domain::chunking::ChunkShape;
 use climate_domain::grid::Grid;
 use climate_domain::run::{Progress, RunRequest};
 use climate_domain::template::{Aggregate, DatasetTemplate, Transform};
-use climate_domain::{Period, PeriodRange, PeriodType};
+use climate_domain::{DatasetId, Period, PeriodRange, PeriodType};
 use climate_geodata::providers::{LocateRequest, Retry, SourceSet, Step};
 use climate_geodata::raster::{AggregatedSource, RasterSource};
 use climate_geodata::reproject;
@@ -97,7 +97,7 @@ impl Plan {
     pub fn layout(
         &self,
         template: &DatasetTemplate,
-        dataset_id: &str,
+        dataset_id: &DatasetId,
     ) -> Result<StoreLayout, TaskError> {
         let kind = template.period_type;
         let start = Period::parse(kind, &self.start).map_err(|e| invalid(e.to_string()))?;
@@ -208,13 +208,13 @@ fn load<'a>(ctx: &'a Context, run: &RunRecord) -> Result<Loaded<'a>, TaskError> 
     let p = &ctx.platform;
     let loaded = p
         .catalog
-        .get_str(&run.template_id)
+        .get(&run.template_id)
         .ok_or_else(|| invalid(format!("template '{}' no longer exists", run.template_id)))?;
     let extent = p
         .config
         .extents
         .iter()
-        .find(|e| e.extent_id.as_str() == run.extent_id)
+        .find(|e| e.extent_id == run.extent_id)
         .ok_or_else(|| invalid(format!("extent '{}' no longer exists", run.extent_id)))?;
     let request: RunRequest = serde_json::from_value(run.request.clone())
         .map_err(|e| invalid(format!("stored request is unreadable: {e}")))?;

@@ -80,7 +80,7 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
     let grid = common_grid(&sources)?;
     let bbox = l.extent.bbox;
     let crs = l.extent.storage_crs();
-    let (rows, cols, target) = if crs == grid.crs {
+    let (rows, cols, target) = if *crs == grid.crs {
         let rows = grid.y.clip(bbox.south(), bbox.north());
         let cols = grid.x.clip(bbox.west(), bbox.east());
         let (Some(rows), Some(cols)) = (rows, cols) else {
@@ -123,7 +123,7 @@ pub async fn plan(ctx: &Context, run: &RunRecord) -> Result<Planned, TaskError> 
 pub(super) async fn lay_out(
     ctx: &Context,
     template: &DatasetTemplate,
-    dataset_id: &str,
+    dataset_id: &DatasetId,
     plan: Plan,
 ) -> Result<Planned, TaskError> {
     let layout = plan.layout(template, dataset_id)?;
@@ -244,7 +244,7 @@ pub(super) async fn plan_append(
 
 pub(super) async fn covered_by_current(
     ctx: &Context,
-    dataset_id: &str,
+    dataset_id: &DatasetId,
     start: Period,
     end: Period,
 ) -> Result<bool, TaskError> {

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use climate_domain::RunId;
 use climate_domain::retry::RetryPolicy;
 use climate_geodata::providers::Registry;
 use climate_infra::Platform;
 use climate_infra::db::{DbError, NewOutbox, RunError, RunOutcome, RunRecord};
 use climate_infra::messages::{Step, TASK_TOPIC, TaskMessage};
 use climate_jobs::{
-    Engine, EngineSettings, FailPoint, FailPoints, JobKind, LeaseKey, Requeue, Settle, Task, Worker,
+    DecodeError, Engine, EngineSettings, FailPoint, FailPoints, JobKind, LeaseKey, Requeue, Settle,
+    Task, Worker,
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -125,10 +127,10 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
 #[derive(Debug)]
 pub struct Ingestion(pub Context);
 
-fn lease_key(run_id: &str, segment: Option<u32>) -> LeaseKey {
+fn lease_key(run_id: &RunId, segment: Option<u32>) -> LeaseKey {
     LeaseKey {
         kind: KIND,
-        job_id: run_id.to_owned(),
+        job_id: run_id.to_string(),
         part: segment,
     }
 }
@@ -139,7 +141,7 @@ impl JobKind for Ingestion {
         KIND
     }
 
-    fn decode(&self, payload: &[u8]) -> Result<Task, String> {
+    fn decode(&self, payload: &[u8]) -> Result<Task, DecodeError> {
         let msg = TaskMessage::decode(payload)?;
         let (step, part) = match msg.step {
             Step::Plan => ("plan", None),
@@ -147,7 +149,7 @@ impl JobKind for Ingestion {
             Step::Finalize => ("finalize", None),
         };
         Ok(Task {
-            job_id: msg.run_id,
+            job_id: msg.run_id.to_string(),
             step,
             part,
         })
@@ -155,10 +157,11 @@ impl JobKind for Ingestion {
 
     async fn run(&self, _worker: &Worker, task: &Task) -> Result<Settle, Requeue> {
         let ctx = &self.0;
+        let run_id = RunId::new(&task.job_id).map_err(Requeue::from_error)?;
         match (task.step, task.part) {
-            ("segment", Some(i)) => segment_step(ctx, &task.job_id, i).await,
-            ("finalize", _) => finalize_step(ctx, &task.job_id).await,
-            _ => plan_step(ctx, &task.job_id).await,
+            ("segment", Some(i)) => segment_step(ctx, &run_id, i).await,
+            ("finalize", _) => finalize_step(ctx, &run_id).await,
+            _ => plan_step(ctx, &run_id).await,
         }
         .map_err(Requeue::from_error)
     }
@@ -166,12 +169,10 @@ impl JobKind for Ingestion {
     async fn hand_back(&self, worker: &Worker, lease: &LeaseKey) -> Result<bool, Requeue> {
         let db = &self.0.platform.db;
         let now = Utc::now();
+        let run_id = RunId::new(&lease.job_id).map_err(Requeue::from_error)?;
         let result = match lease.part {
-            Some(i) => {
-                db.heartbeat_segment(&lease.job_id, i, worker.id(), now)
-                    .await
-            }
-            None => db.heartbeat(&lease.job_id, worker.id(), now, now).await,
+            Some(i) => db.heartbeat_segment(&run_id, i, worker.id(), now).await,
+            None => db.heartbeat(&run_id, worker.id(), now, now).await,
         };
         match result {
             Ok(()) => Ok(true),

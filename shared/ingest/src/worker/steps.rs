@@ -13,10 +13,10 @@ fn lock_key(run: &RunRecord) -> String {
     format!("dataset:{}", run.dataset_id)
 }
 
-fn announce(run_id: &str, step: Step, delay: Duration) -> NewOutbox {
+fn announce(run_id: &RunId, step: Step, delay: Duration) -> NewOutbox {
     NewOutbox {
         topic: TASK_TOPIC.into(),
-        payload: TaskMessage::step(run_id, step).to_json(),
+        payload: TaskMessage::step(*run_id, step).to_json(),
         available_at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
     }
 }
@@ -42,7 +42,7 @@ where
 {
     let lease = ctx.lease();
     let locks = ctx.platform.locks.clone();
-    let (key, owner) = (lock_key(run), run.run_id.clone());
+    let (key, owner) = (lock_key(run), run.run_id.to_string());
     let released = ctx.worker.released();
     tokio::spawn(async move {
         loop {
@@ -69,12 +69,12 @@ fn run_heartbeat(
 ) -> tokio::task::JoinHandle<()> {
     let (db, id, owner, lease) = (
         ctx.platform.db.clone(),
-        run.run_id.clone(),
+        run.run_id,
         ctx.worker.id().to_owned(),
         ctx.lease(),
     );
     heartbeat(ctx, run, lost, move || {
-        let (db, id, owner) = (db.clone(), id.clone(), owner.clone());
+        let (db, owner) = (db.clone(), owner.clone());
         async move {
             let now = Utc::now();
             db.heartbeat(&id, &owner, now, now + lease).await
@@ -86,7 +86,7 @@ async fn release_lock(ctx: &Context, run: &RunRecord) {
     if let Err(e) = ctx
         .platform
         .locks
-        .release(&lock_key(run), &run.run_id)
+        .release(&lock_key(run), &run.run_id.to_string())
         .await
     {
         tracing::warn!(error = %e, "could not release dataset lock; it expires by itself");
@@ -95,7 +95,7 @@ async fn release_lock(ctx: &Context, run: &RunRecord) {
 
 /// After a lost lease: when the run was cancelled, delete what it wrote and free its dataset.
 /// Idempotent, so every worker that notices may do it.
-async fn cleanup_if_cancelled(ctx: &Context, run_id: &str) {
+async fn cleanup_if_cancelled(ctx: &Context, run_id: &RunId) {
     if let Ok(Some(run)) = ctx.platform.db.get_run(run_id).await
         && run.status == climate_domain::run::RunStatus::Cancelled
     {
@@ -107,7 +107,7 @@ async fn cleanup_if_cancelled(ctx: &Context, run_id: &str) {
     }
 }
 
-async fn release_if_cancelled(ctx: &Context, run_id: &str) {
+async fn release_if_cancelled(ctx: &Context, run_id: &RunId) {
     if let Ok(Some(run)) = ctx.platform.db.get_run(run_id).await
         && run.status == climate_domain::run::RunStatus::Cancelled
     {
@@ -115,7 +115,7 @@ async fn release_if_cancelled(ctx: &Context, run_id: &str) {
     }
 }
 
-pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
+pub(super) async fn plan_step(ctx: &Context, run_id: &RunId) -> Result<Settle, DbError> {
     let Some(held) = ctx.worker.hold(lease_key(run_id, None)) else {
         return Ok(Settle::Leave);
     };
@@ -135,7 +135,7 @@ pub(super) async fn plan_step(ctx: &Context, run_id: &str) -> Result<Settle, DbE
     let busy = match ctx
         .platform
         .locks
-        .try_acquire(&lock_key(&run), &run.run_id, ctx.lease() * 2)
+        .try_acquire(&lock_key(&run), &run.run_id.to_string(), ctx.lease() * 2)
         .await
     {
         Ok(true) => {
@@ -254,7 +254,7 @@ fn retry_or_fail(
     ctx: &Context,
     e: &TaskError,
     attempts: u32,
-    run_id: &str,
+    run_id: &RunId,
     step: Step,
 ) -> RunOutcome {
     let error = run_error(e);
@@ -275,7 +275,7 @@ fn retry_or_fail(
 
 pub(super) async fn segment_step(
     ctx: &Context,
-    run_id: &str,
+    run_id: &RunId,
     index: u32,
 ) -> Result<Settle, DbError> {
     let Some(held) = ctx.worker.hold(lease_key(run_id, Some(index))) else {
@@ -305,7 +305,7 @@ pub(super) async fn segment_step(
             ctx.lease(),
         );
         heartbeat(ctx, &run, lost.clone(), move || {
-            let (db, id, owner) = (db.clone(), id.clone(), owner.clone());
+            let (db, owner) = (db.clone(), owner.clone());
             async move {
                 db.heartbeat_segment(&id, index, &owner, Utc::now() + lease)
                     .await
@@ -405,7 +405,7 @@ pub(super) async fn segment_step(
     }
 }
 
-pub(super) async fn finalize_step(ctx: &Context, run_id: &str) -> Result<Settle, DbError> {
+pub(super) async fn finalize_step(ctx: &Context, run_id: &RunId) -> Result<Settle, DbError> {
     let Some(held) = ctx.worker.hold(lease_key(run_id, None)) else {
         return Ok(Settle::Leave);
     };

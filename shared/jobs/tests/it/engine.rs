@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use climate_infra::queue::{MemoryQueue, Queue};
 use climate_jobs::{
-    Engine, EngineSettings, FailPoints, JobKind, LeaseKey, Requeue, Settle, Task, Worker,
+    DecodeError, Engine, EngineSettings, FailPoints, JobKind, LeaseKey, Requeue, Settle, Task,
+    Worker,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -50,9 +51,16 @@ impl JobKind for TallyKind {
         "tally"
     }
 
-    fn decode(&self, payload: &[u8]) -> Result<Task, String> {
-        let v: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-        let job = v["job"].as_str().ok_or("no job")?.to_owned();
+    fn decode(&self, payload: &[u8]) -> Result<Task, DecodeError> {
+        let malformed = |reason: String| DecodeError::Malformed {
+            kind: "tally",
+            reason,
+        };
+        let v: Value = serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?;
+        let job = v["job"]
+            .as_str()
+            .ok_or_else(|| malformed("no job".into()))?
+            .to_owned();
         let part = v["part"].as_u64().map(|p| p as u32);
         let step = match v["step"].as_str() {
             Some("start") => "start",
@@ -60,7 +68,7 @@ impl JobKind for TallyKind {
             Some("slow") => "slow",
             Some("sluggish") => "sluggish",
             Some("finish") => "finish",
-            other => return Err(format!("unknown tally step {other:?}")),
+            other => return Err(malformed(format!("unknown tally step {other:?}"))),
         };
         // `parts` rides along in the job id for `start`, to keep Task as the engine has it.
         let job_id = match v["parts"].as_u64() {

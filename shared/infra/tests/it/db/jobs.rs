@@ -20,7 +20,7 @@ db_conformance!(
 );
 
 fn job_id_at(t: DateTime<Utc>) -> JobId {
-    JobId::new(&run_id_at(t)).expect("a UUIDv7")
+    JobId::new(&run_id_at(t).to_string()).expect("a UUIDv7")
 }
 
 fn announcement(kind: &str, id: JobId, available_at: DateTime<Utc>) -> NewOutbox {
