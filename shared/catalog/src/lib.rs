@@ -20,7 +20,7 @@ pub mod read;
 pub mod stac;
 pub mod window;
 
-pub use metadata::{CubeMeta, FORMAT_VERSION, VersionMetadata, iso_step, rfc3339};
+pub use metadata::{CubeMeta, FORMAT_VERSION, MetadataError, VersionMetadata, iso_step, rfc3339};
 pub use read::{Catalog, Labels, Lru, Opened, READER_CACHE};
 pub use window::{Window, axis_range, bbox_window, intersect};
 

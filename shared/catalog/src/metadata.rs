@@ -13,6 +13,17 @@ use crate::CatalogError;
 /// written before the field existed read as version 1.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Why a stored metadata document cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// A part is missing or malformed.
+    #[error("{0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A newer release wrote it.
+    #[error("metadata format {0} is newer than this release reads ({FORMAT_VERSION})")]
+    Newer(u32),
+}
+
 const fn format_v1() -> u32 {
     1
 }
@@ -78,15 +89,12 @@ impl VersionMetadata {
     /// Reads a stored document.
     ///
     /// # Errors
-    /// The reason, when a part is missing or malformed or the document was written by a newer
-    /// release.
-    pub fn from_json(v: &Value) -> Result<Self, String> {
-        let m = Self::deserialize(v).map_err(|e| e.to_string())?;
+    /// [`MetadataError`] when a part is missing or malformed or the document was written by a
+    /// newer release.
+    pub fn from_json(v: &Value) -> Result<Self, MetadataError> {
+        let m = Self::deserialize(v)?;
         if m.format_version > FORMAT_VERSION {
-            return Err(format!(
-                "metadata format {} is newer than this release reads ({FORMAT_VERSION})",
-                m.format_version
-            ));
+            return Err(MetadataError::Newer(m.format_version));
         }
         Ok(m)
     }
@@ -96,10 +104,10 @@ impl VersionMetadata {
     /// # Errors
     /// [`CatalogError::Metadata`] naming the version when its metadata is unreadable.
     pub fn of(v: &VersionRecord) -> Result<Self, CatalogError> {
-        Self::from_json(&v.metadata).map_err(|reason| CatalogError::Metadata {
+        Self::from_json(&v.metadata).map_err(|e| CatalogError::Metadata {
             dataset: v.dataset_id.clone(),
             version: v.version,
-            reason,
+            reason: e.to_string(),
         })
     }
 
@@ -243,6 +251,7 @@ pub(crate) mod tests {
         assert!(
             VersionMetadata::from_json(&newer)
                 .expect_err("refused")
+                .to_string()
                 .contains("newer")
         );
         let mut broken = sample().to_json();
@@ -252,6 +261,7 @@ pub(crate) mod tests {
         assert!(
             VersionMetadata::from_json(&missing)
                 .expect_err("refused")
+                .to_string()
                 .contains("zarr_format")
         );
     }

@@ -69,7 +69,7 @@ impl Downloader {
         &self,
         provider: &'static str,
         url: &str,
-        validate: &(dyn Fn(&Path) -> Result<(), String> + Sync),
+        validate: &(dyn Fn(&Path) -> Result<(), crate::raster::RasterError> + Sync),
     ) -> Result<Fetched, ProviderError> {
         let key = cache_key(url).ok_or_else(|| {
             Self::err(
@@ -123,7 +123,7 @@ impl Downloader {
         provider: &'static str,
         url: &str,
         key: &str,
-        validate: &(dyn Fn(&Path) -> Result<(), String> + Sync),
+        validate: &(dyn Fn(&Path) -> Result<(), crate::raster::RasterError> + Sync),
     ) -> Result<Fetched, ProviderError> {
         let shown = redact_url(url);
         let key = key.to_owned();
@@ -188,7 +188,10 @@ impl Downloader {
             return Err(Self::err(
                 provider,
                 Retry::Permanent,
-                format!("{shown}: the downloaded file is not usable: {cause}"),
+                format!(
+                    "{shown}: the downloaded file is not usable: {}",
+                    cause.message
+                ),
             ));
         }
         let bytes = tokio::fs::read(&tmp).await.map_err(|e| io("reading", e))?;

@@ -295,11 +295,7 @@ impl AsyncUpstream for Cds<'_> {
     }
 
     async fn download(&self, key: &str, href: &str) -> Result<PathBuf, DownloadError> {
-        let validate = |p: &Path| {
-            raster::open(p, Some(self.variable))
-                .map(|_| ())
-                .map_err(|e| e.message)
-        };
+        let validate = |p: &Path| raster::open(p, Some(self.variable)).map(|_| ());
         match self.dl.fetch_keyed(NAME, href, key, &validate).await {
             Ok(f) => Ok(f.path),
             // Download links expire.

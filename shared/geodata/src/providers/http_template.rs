@@ -86,7 +86,6 @@ impl Provider for HttpTemplateProvider {
                 raster::open(p, variable.as_deref())
                     .map(|_| ())
                     .or_else(|_| raster::open(p, None).map(|_| ()))
-                    .map_err(|e| e.message)
             }
         };
         let mut steps: BTreeMap<Period, Step> = BTreeMap::new();

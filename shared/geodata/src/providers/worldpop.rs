@@ -94,7 +94,7 @@ impl Provider for WorldPopProvider {
                 "WorldPop {product} covers {first} to {last}; the request asks for {y0} to {y1}"
             )));
         }
-        let validate = |p: &Path| GeoTiffSource::open(p).map(|_| ()).map_err(|e| e.message);
+        let validate = |p: &Path| GeoTiffSource::open(p).map(|_| ());
         let mut steps = BTreeMap::new();
         for y in y0..=y1.min(last) {
             let url = Self::url(&base, product, y, iso3);

@@ -55,16 +55,34 @@ pub struct LonMap {
     pub shift: usize,
 }
 
+/// Why a longitude axis cannot be mapped onto −180..180.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LonMapError {
+    /// The longitudes descend.
+    #[error("longitudes must ascend")]
+    Descending,
+    /// A regional grid across 180°.
+    #[error(
+        "longitudes run from {lo} to {hi}, across 180° without covering the globe; such grids are not supported"
+    )]
+    Straddles {
+        /// First longitude.
+        lo: f64,
+        /// Last longitude.
+        hi: f64,
+    },
+}
+
 impl LonMap {
     /// The map of an ascending source axis: unchanged when it lies within −180..180, shifted
     /// by −360° when it lies entirely east of 180°, rolled when it covers the globe across 180°
     /// (0..360 grids).
     ///
     /// # Errors
-    /// A message for descending axes and for regional grids that straddle 180°.
-    pub fn new(source: &Axis) -> Result<Self, String> {
+    /// [`LonMapError`] for descending axes and for regional grids that straddle 180°.
+    pub fn new(source: &Axis) -> Result<Self, LonMapError> {
         if source.step <= 0.0 {
-            return Err("longitudes must ascend".into());
+            return Err(LonMapError::Descending);
         }
         let n = source.len;
         let (lo, hi) = (source.centre(0), source.centre(n.saturating_sub(1)));
@@ -86,9 +104,7 @@ impl LonMap {
         }
         let global = (source.step * n as f64 - 360.0).abs() < source.step / 2.0;
         if !global {
-            return Err(format!(
-                "longitudes run from {lo} to {hi}, across 180° without covering the globe; such grids are not supported"
-            ));
+            return Err(LonMapError::Straddles { lo, hi });
         }
         let shift = (0..n)
             .find(|&j| source.centre(j) >= 180.0 - eps)
