@@ -144,6 +144,17 @@ pub struct ApiError {
     pub cause: Option<String>,
 }
 
+/// The message, and for a 5xx its cause (for logs; the client sees only the message).
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        match &self.cause {
+            Some(cause) => write!(f, " ({cause})"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The error body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {

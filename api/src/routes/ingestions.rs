@@ -341,6 +341,8 @@ pub async fn ingestion_events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    use climate_jobs::{Look, Observed, watch};
+    use futures::StreamExt as _;
     let rid = run_id(&id)?;
     let first = state
         .platform
@@ -348,62 +350,42 @@ pub async fn ingestion_events(
         .get_run(&rid)
         .await?
         .ok_or_else(|| unknown_ingestion(&id))?;
-    let stream = futures::stream::unfold(
-        (Some(first), None::<String>, false),
-        move |(mut next, mut last, done)| {
+    drop(first);
+    // Each look renders the run as `GET /ingestions/{id}` shows it; a change of that document
+    // is an event.
+    let look = {
+        let state = state.clone();
+        move || {
             let (state, base) = (state.clone(), base.clone());
             async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    let run = match next.take() {
-                        Some(r) => r,
-                        None => {
-                            // A shutting-down server ends its streams (clients reconnect).
-                            tokio::select! {
-                                () = tokio::time::sleep(EVENT_POLL) => {}
-                                () = state.shutdown.cancelled() => return None,
-                            }
-                            match state.platform.db.get_run(&rid).await {
-                                Ok(Some(r)) => r,
-                                Ok(None) => return None,
-                                // A database blip: keep the stream and look again.
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "event stream poll failed");
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    let terminal = run.status.is_terminal();
-                    let view = match run_view(&state, run, &base).await {
-                        Ok(v) => v,
-                        Err(_) => continue,
-                    };
-                    let data = serde_json::to_string(&view).unwrap_or_default();
-                    if last.as_deref() == Some(data.as_str()) && !terminal {
-                        continue;
-                    }
-                    let event = Event::default().event("progress").data(data.clone());
-                    last = Some(data);
-                    if terminal {
-                        // The final state, then `end`.
-                        let end = Event::default().event("end").data(view.status);
-                        let events = futures::stream::iter(vec![
-                            Ok::<_, std::convert::Infallible>(event),
-                            Ok(end),
-                        ]);
-                        return Some((events, (None, last, true)));
-                    }
-                    let events = futures::stream::iter(vec![Ok(event)]);
-                    return Some((events, (None, last, false)));
-                }
+                let Some(run) = state.platform.db.get_run(&rid).await? else {
+                    return Ok(Look::Gone);
+                };
+                let terminal = run.status.is_terminal();
+                let view = run_view(&state, run, &base).await?;
+                let shown = (
+                    serde_json::to_string(&view).unwrap_or_default(),
+                    view.status,
+                );
+                Ok::<_, ApiError>(if terminal {
+                    Look::Finished(shown)
+                } else {
+                    Look::Running(shown)
+                })
             }
-        },
-    );
-    use futures::StreamExt as _;
-    let stream = stream.flatten();
+        }
+    };
+    let stream = watch(look, EVENT_POLL, state.shutdown.clone()).flat_map(|observed| {
+        let events = match observed {
+            Observed::Changed((data, _)) => vec![Event::default().event("progress").data(data)],
+            // The final state, then `end`.
+            Observed::Finished((data, status)) => vec![
+                Event::default().event("progress").data(data),
+                Event::default().event("end").data(status),
+            ],
+        };
+        futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>))
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
         .into_response())

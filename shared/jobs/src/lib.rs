@@ -15,6 +15,8 @@
 //! - [`durable`]: jobs of every kind but ingestion, on the database's `jobs` table: a
 //!   [`Work`] (inputs → result) becomes a [`JobKind`] through [`Durable`] (claim, heartbeats
 //!   with progress, cancel, retry, result expiry); [`submit`] creates one.
+//! - [`events`]: [`watch`], the stream of a job's states that live progress is made of
+//!   ([`job_updates`] for durable jobs; the API's ingestion events use it too).
 //! - [`failpoints`]: [`FailPoint`]s, where tests kill a process mid-step.
 //!
 //! Retries back off by [`climate_domain::retry::RetryPolicy`], the one rule shared with
@@ -23,6 +25,7 @@
 
 pub mod durable;
 pub mod engine;
+pub mod events;
 pub mod failpoints;
 pub mod lease;
 
@@ -30,5 +33,6 @@ pub use durable::{Durable, DurableSettings, JobContext, Work, WorkError, submit}
 pub use engine::{
     DEFAULT_KIND, DecodeError, Engine, EngineSettings, JobKind, Requeue, Settle, Task, kind_of,
 };
+pub use events::{JobUpdate, Look, Observed, job_updates, watch};
 pub use failpoints::{FailPoint, FailPoints};
 pub use lease::{HeldLease, LeaseKey, Worker};

@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Sums its inputs' `numbers`. `mode`: `fail` fails for good; `flaky` fails transiently on its
 /// first attempt; `hang` never answers on its first attempt (a stalled worker); `slow` reports
-/// progress until it is stopped.
-#[derive(Debug, Default)]
+/// progress until it is stopped; `gated` reports half its progress and waits for `gate`.
+#[derive(Debug)]
 struct Sum {
     /// Attempts that saw their stop signal.
     stopped: Arc<AtomicU32>,
+    /// Opened by the test to let a `gated` job finish.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 #[async_trait::async_trait]
@@ -55,6 +57,14 @@ impl Work for Sum {
             }
             (Some("flaky"), 1) => return Err(WorkError::Transient("upstream busy".into())),
             (Some("hang"), 1) => std::future::pending::<()>().await,
+            (Some("gated"), _) => {
+                ctx.report(1, 2, "half way");
+                let _open = self
+                    .gate
+                    .acquire()
+                    .await
+                    .map_err(|_| WorkError::Transient("the gate closed".into()))?;
+            }
             (Some("slow"), _) => {
                 for step in 0.. {
                     ctx.report(step, 0, format!("step {step}"));
@@ -78,6 +88,7 @@ struct Harness {
     db: Arc<dyn Database>,
     queue: Arc<dyn Queue>,
     stopped: Arc<AtomicU32>,
+    gate: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -103,6 +114,7 @@ async fn start(workers: &[(&str, DurableSettings)]) -> Harness {
     let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::default());
     let shutdown = CancellationToken::new();
     let stopped = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let mut tasks = vec![tokio::spawn(relay(
         db.clone(),
         queue.clone(),
@@ -113,6 +125,7 @@ async fn start(workers: &[(&str, DurableSettings)]) -> Harness {
             db.clone(),
             Sum {
                 stopped: stopped.clone(),
+                gate: gate.clone(),
             },
             *durable,
         );
@@ -132,6 +145,7 @@ async fn start(workers: &[(&str, DurableSettings)]) -> Harness {
         db,
         queue,
         stopped,
+        gate,
         shutdown,
         tasks,
         _dir: dir,
@@ -317,5 +331,71 @@ async fn a_stalled_workers_job_is_announced_again_and_finished_once() {
     assert_eq!(done.status, RunStatus::Succeeded);
     assert_eq!(done.attempts, 2);
     assert_eq!(done.result, Some(json!({"sum": 15})));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_the_progress_the_heartbeats_carry_then_the_end() {
+    use climate_jobs::{Observed, job_updates};
+    use futures::StreamExt;
+
+    let h = start(&[("w1", settings(5_000, 20))]).await;
+    let id = h.submit(json!({"numbers": [2, 3], "mode": "gated"})).await;
+    let mut updates = Box::pin(job_updates(
+        h.db.clone(),
+        id,
+        Duration::from_millis(5),
+        CancellationToken::new(),
+    ));
+    let mut seen = Vec::new();
+    // Until the job reports its first half (it then waits for the gate).
+    while let Some(update) = tokio::time::timeout(Duration::from_secs(10), updates.next())
+        .await
+        .expect("an update within 10 s")
+    {
+        let halfway = matches!(&update, Observed::Changed(u) if u.progress.done == 1);
+        seen.push(update);
+        if halfway {
+            break;
+        }
+    }
+    let Some(Observed::Changed(halfway)) = seen.last() else {
+        panic!("the watch ended before the job's progress: {seen:?}");
+    };
+    assert_eq!(halfway.status, RunStatus::Running);
+    assert_eq!(
+        (halfway.progress.total, halfway.progress.message.as_str()),
+        (2, "half way")
+    );
+    assert_eq!(halfway.job_id, id);
+    assert_eq!(halfway.kind, "sum");
+
+    h.gate.add_permits(1);
+    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(10), updates.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends with the job");
+    let Some(Observed::Finished(last)) = rest.last() else {
+        panic!("the stream ends with the terminal state: {rest:?}");
+    };
+    assert_eq!(last.status, RunStatus::Succeeded);
+    assert_eq!(last.progress.message, "summed");
+    assert!(
+        rest[..rest.len() - 1]
+            .iter()
+            .all(|u| matches!(u, Observed::Changed(_))),
+        "only the last update is the end: {rest:?}"
+    );
+    let dones: Vec<u64> = seen
+        .iter()
+        .chain(&rest)
+        .map(|u| match u {
+            Observed::Changed(u) | Observed::Finished(u) => u.progress.done,
+        })
+        .collect();
+    assert!(
+        dones.windows(2).all(|w| w[0] <= w[1]),
+        "progress never goes back: {dones:?}"
+    );
+    assert_eq!(h.get(id).await.result, Some(json!({"sum": 5})));
     h.stop().await;
 }
