@@ -24,7 +24,7 @@ use climate_domain::run::{Progress, RunKind, RunStatus};
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::types::Json;
-use sqlx::{Row, SqlStr};
+use sqlx::{Row, SqlSafeStr};
 
 use crate::messages::{Step, TaskMessage};
 
@@ -157,19 +157,89 @@ pub async fn connect(
     }
 }
 
-/// The migrator. Migrations are expand-only (see `migrations/README.md`), so a database that
-/// a newer release already migrated is fine for this one: during a rolling upgrade or after a
-/// rollback, the older processes start against it instead of refusing the unknown versions.
-fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+/// The migrations, written once for both engines (`migrations/*.sql`): `{json}` stands for
+/// the engine's JSON column type and `{serial_key}` for its auto-numbered primary key, which
+/// [`Dialect`] fills in. The rendered text of a released migration never changes (sqlx refuses a
+/// database whose applied migrations were edited; a unit test pins every checksum).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "segments",
+        include_str!("../../../../migrations/0002_segments.sql"),
+    ),
+    (
+        3,
+        "provider_state",
+        include_str!("../../../../migrations/0003_provider_state.sql"),
+    ),
+    (
+        4,
+        "sync_schedules",
+        include_str!("../../../../migrations/0004_sync_schedules.sql"),
+    ),
+    (
+        5,
+        "auth",
+        include_str!("../../../../migrations/0005_auth.sql"),
+    ),
+    (
+        6,
+        "outbox_headers",
+        include_str!("../../../../migrations/0006_outbox_headers.sql"),
+    ),
+    (
+        7,
+        "run_admissions",
+        include_str!("../../../../migrations/0007_run_admissions.sql"),
+    ),
+    (
+        8,
+        "jobs",
+        include_str!("../../../../migrations/0008_jobs.sql"),
+    ),
+];
+
+/// What the engines spell differently in a schema.
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    /// The JSON column type.
+    json: &'static str,
+    /// An auto-numbered `BIGINT` primary key.
+    serial_key: &'static str,
+}
+
+const POSTGRES: Dialect = Dialect {
+    json: "JSONB",
+    serial_key: "BIGSERIAL PRIMARY KEY",
+};
+
+const SQLITE: Dialect = Dialect {
+    json: "TEXT",
+    serial_key: "INTEGER PRIMARY KEY AUTOINCREMENT",
+};
+
+/// The migrator of an engine. Migrations are expand-only (see `migrations/README.md`), so a
+/// database that a newer release already migrated is fine for this one: during a rolling
+/// upgrade or after a rollback, the older processes start against it instead of refusing the
+/// unknown versions.
+fn migrator(dialect: Dialect) -> Migrator {
     let mut migrator = Migrator::with_migrations(
-        migrations
+        MIGRATIONS
             .iter()
             .map(|(version, name, sql)| {
+                let sql = sql
+                    .replace("{json}", dialect.json)
+                    .replace("{serial_key}", dialect.serial_key);
                 Migration::new(
                     *version,
                     Cow::Borrowed(*name),
                     MigrationType::Simple,
-                    SqlStr::from_static(sql),
+                    sqlx::AssertSqlSafe(sql).into_sql_str(),
                     false,
                 )
             })
@@ -235,7 +305,7 @@ mod schedules;
 mod segments;
 
 macro_rules! impl_database {
-    ($name:ident, $engine:literal, $db:ty, $migrations:literal) => {
+    ($name:ident, $engine:literal, $db:ty, $dialect:expr) => {
         /// [`Database`] on
         #[doc = $engine]
         #[derive(Debug, Clone)]
@@ -262,65 +332,65 @@ macro_rules! impl_database {
             }
 
             async fn migrate(&self) -> DbResult<()> {
-                migrator(&[
-                    (
-                        1,
-                        "initial",
-                        include_str!(concat!($migrations, "/0001_initial.sql")),
-                    ),
-                    (
-                        2,
-                        "segments",
-                        include_str!(concat!($migrations, "/0002_segments.sql")),
-                    ),
-                    (
-                        3,
-                        "provider_state",
-                        include_str!(concat!($migrations, "/0003_provider_state.sql")),
-                    ),
-                    (
-                        4,
-                        "sync_schedules",
-                        include_str!(concat!($migrations, "/0004_sync_schedules.sql")),
-                    ),
-                    (
-                        5,
-                        "auth",
-                        include_str!(concat!($migrations, "/0005_auth.sql")),
-                    ),
-                    (
-                        6,
-                        "outbox_headers",
-                        include_str!(concat!($migrations, "/0006_outbox_headers.sql")),
-                    ),
-                    (
-                        7,
-                        "run_admissions",
-                        include_str!(concat!($migrations, "/0007_run_admissions.sql")),
-                    ),
-                    (
-                        8,
-                        "jobs",
-                        include_str!(concat!($migrations, "/0008_jobs.sql")),
-                    ),
-                ])
-                .run(&self.pool)
-                .await?;
+                migrator($dialect).run(&self.pool).await?;
                 Ok(())
             }
         }
     };
 }
 
-impl_database!(
-    SqliteDb,
-    "sqlite",
-    sqlx::Sqlite,
-    "../../../../migrations/sqlite"
-);
-impl_database!(
-    PostgresDb,
-    "postgres",
-    sqlx::Postgres,
-    "../../../../migrations/postgres"
-);
+impl_database!(SqliteDb, "sqlite", sqlx::Sqlite, SQLITE);
+impl_database!(PostgresDb, "postgres", sqlx::Postgres, POSTGRES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checksums(dialect: Dialect) -> Vec<String> {
+        migrator(dialect)
+            .iter()
+            .map(|m| m.checksum.iter().map(|b| format!("{b:02x}")).collect())
+            .collect()
+    }
+
+    /// The SHA-384 of every released migration as each engine has applied it. A database
+    /// records these; a migration whose rendered text changed would be refused at start-up.
+    #[test]
+    fn released_migrations_render_to_the_text_databases_applied() {
+        let postgres = [
+            "f93fd0f2c736016f4d56aa26644a99fc115923c31fe24e156a177eb626a6925a315cb3fede9d60d4a7b1bdb9b583bc70",
+            "965b01951cadfc2248156a84c2c7b226e8e401f5301dc6f8e0e969f94fb60f26a2c51832caa8d59131cad52ee166f77e",
+            "33803b929ea2d2fdfac7935436126e9ae8030abbc0770bf4f0724817d95443b442cdc1f5e0d38f05d4ee2beb67bc0027",
+            "ab94ade1152804c22089318d12702a62775baaad41b1c289c5f277c3166c845b2d3eea17813e758417d7c0b918e59f87",
+            "3accef65f5155ddcb40158692cc7601a3df2b78a72d110671488c380dce19fc77cbf336237eeba36c0abd273ca0cb262",
+            "f618ecde62c4bc08ac1d561909f8ed53d058798938c07e09415c59d06106d6b3650a03dd6485ef0d2b1dd8d92ab92a47",
+            "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
+            "fb100867e3d3335b53e15c78e62495aa8a8dc6f52a4498e15e19fe03800c95b54bb70eb7e1ebce9bd16a34e0f3bf03cc",
+        ];
+        let sqlite = [
+            "223d26b9b03b901aaed52b210e9b36c4329b546927359c733f8ff2f71ded260ce82411f60cffe39c2a441dc2a837e619",
+            "304dcd7312a29c17946c02509c80a52b95ac96eb01f92245d3158a5ea6094b1f943ef377e8b859bc3f4eb1188e02150a",
+            "2ef6bc4201c797941efe7523b1f20ac69d309c865430f15b47d72d4edfbd56ca1e54f00bbf3b773fdbbfd7c1478a5f14",
+            "ab94ade1152804c22089318d12702a62775baaad41b1c289c5f277c3166c845b2d3eea17813e758417d7c0b918e59f87",
+            "3accef65f5155ddcb40158692cc7601a3df2b78a72d110671488c380dce19fc77cbf336237eeba36c0abd273ca0cb262",
+            "238a2a22cf7ae84819db46e78ba91a6da975d93c9c7fb83c40889fda72c878e868e66d5fff85c3b3d7553951e4226973",
+            "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
+            "8f282cda5cad9676476ab25337f18b2e0b946b9e955fb3a8e67c632661b7fda521df55a678722e3a6fe87ee5907f9103",
+        ];
+        assert_eq!(checksums(POSTGRES), postgres);
+        assert_eq!(checksums(SQLITE), sqlite);
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        for dialect in [POSTGRES, SQLITE] {
+            for m in migrator(dialect).iter() {
+                assert!(
+                    !m.sql.as_str().contains('{'),
+                    "migration {} keeps a placeholder",
+                    m.version
+                );
+            }
+        }
+    }
+}

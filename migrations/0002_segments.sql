@@ -1,7 +1,7 @@
 -- Runs are split into segments (ranges of whole time chunks) that any worker may execute.
 -- Expand-only: a new table and a nullable column; releases without segments ignore both.
 
-ALTER TABLE ingestion_runs ADD COLUMN plan JSONB;
+ALTER TABLE ingestion_runs ADD COLUMN plan {json};
 
 CREATE TABLE ingestion_segments (
     run_id           TEXT NOT NULL REFERENCES ingestion_runs (run_id),

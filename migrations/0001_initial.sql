@@ -19,7 +19,7 @@ CREATE TABLE dataset_versions (
     run_id         TEXT NOT NULL,
     coverage_start TEXT NOT NULL,
     coverage_end   TEXT NOT NULL,
-    metadata       TEXT NOT NULL,
+    metadata       {json} NOT NULL,
     created_at     BIGINT NOT NULL,
     PRIMARY KEY (dataset_id, version)
 );
@@ -31,7 +31,7 @@ CREATE TABLE ingestion_runs (
     dataset_id       TEXT NOT NULL,
     template_id      TEXT NOT NULL,
     extent_id        TEXT NOT NULL,
-    request          TEXT NOT NULL,
+    request          {json} NOT NULL,
     progress_done    BIGINT NOT NULL DEFAULT 0,
     progress_total   BIGINT NOT NULL DEFAULT 0,
     progress_message TEXT NOT NULL DEFAULT '',
@@ -52,9 +52,9 @@ CREATE INDEX ingestion_runs_dataset ON ingestion_runs (dataset_id, run_id);
 -- Transactional outbox: a row is written in the same transaction as the state it announces and
 -- published to the queue by a relay once committed.
 CREATE TABLE outbox (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           {serial_key},
     topic        TEXT NOT NULL,
-    payload      TEXT NOT NULL,
+    payload      {json} NOT NULL,
     available_at BIGINT NOT NULL,
     created_at   BIGINT NOT NULL,
     published_at BIGINT
