@@ -29,7 +29,9 @@ struct CdsInput {
     poll_seconds: Option<u64>,
 }
 
-struct CdsParams {
+/// The checked parameters of [`CdsProvider`].
+#[derive(Debug)]
+pub struct CdsParams {
     base: String,
     dataset: String,
     variable: String,
@@ -37,8 +39,12 @@ struct CdsParams {
     poll: u64,
 }
 
-impl CdsProvider {
-    fn params(template: &DatasetTemplate) -> Result<CdsParams, ParamError> {
+#[async_trait]
+impl TypedProvider for CdsProvider {
+    const NAME: &'static str = "era5_land_cds";
+    type Params = CdsParams;
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
         let p: CdsInput = params::decode("era5_land_cds", &template.ingestion.params)?;
         let variable = p.variable.ok_or_else(|| {
             ParamError::invalid(
@@ -58,21 +64,14 @@ impl CdsProvider {
             poll: p.poll_seconds.unwrap_or(30).max(1),
         })
     }
-}
 
-#[async_trait]
-impl Provider for CdsProvider {
-    fn name(&self) -> &'static str {
-        "era5_land_cds"
-    }
-
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        Self::params(template).map(|_| ())
-    }
-
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
         let perm = |message: String| ProviderError::permanent(NAME, message);
-        let c = Self::params(req.template).map_err(|e| perm(e.to_string()))?;
+        let c = params;
         let dl = req.env.downloader(NAME).clone();
         let key = dl
             .api_key()

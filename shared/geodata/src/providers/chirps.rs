@@ -28,7 +28,26 @@ struct ChirpsParams {
 }
 
 impl Chirps3Provider {
-    fn params(template: &DatasetTemplate) -> Result<(String, String, String), ParamError> {
+    /// The URL of one day's file, following CHC's layout.
+    pub fn url(base: &str, stage: &str, flavor: &str, day: NaiveDate) -> String {
+        let base = base.trim_end_matches('/');
+        let (y, m, d) = (day.year(), day.month(), day.day());
+        if stage == "prelim" {
+            format!("{base}/daily/prelim/sat/{y}/chirps-v3.0.prelim.{y}.{m:02}.{d:02}.tif")
+        } else {
+            format!(
+                "{base}/daily/final/{flavor}/cogs/{y}/chirps-v3.0.{flavor}.{y}.{m:02}.{d:02}.cog"
+            )
+        }
+    }
+}
+
+#[async_trait]
+impl TypedProvider for Chirps3Provider {
+    const NAME: &'static str = "chirps3_daily";
+    type Params = (String, String, String);
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
         let p: ChirpsParams = params::decode("chirps3_daily", &template.ingestion.params)?;
         let base = HttpUrl::or(p.base_url, CHIRPS3_BASE_URL);
         let stage = p.stage.unwrap_or_else(|| "final".into());
@@ -54,34 +73,14 @@ impl Chirps3Provider {
         Ok((base, stage, flavor))
     }
 
-    /// The URL of one day's file, following CHC's layout.
-    pub fn url(base: &str, stage: &str, flavor: &str, day: NaiveDate) -> String {
-        let base = base.trim_end_matches('/');
-        let (y, m, d) = (day.year(), day.month(), day.day());
-        if stage == "prelim" {
-            format!("{base}/daily/prelim/sat/{y}/chirps-v3.0.prelim.{y}.{m:02}.{d:02}.tif")
-        } else {
-            format!(
-                "{base}/daily/final/{flavor}/cogs/{y}/chirps-v3.0.{flavor}.{y}.{m:02}.{d:02}.cog"
-            )
-        }
-    }
-}
-
-#[async_trait]
-impl Provider for Chirps3Provider {
-    fn name(&self) -> &'static str {
-        "chirps3_daily"
-    }
-
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        Self::params(template).map(|_| ())
-    }
-
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "chirps3_daily";
         let perm = |message: String| ProviderError::permanent(NAME, message);
-        let (base, stage, flavor) = Self::params(req.template).map_err(|e| perm(e.to_string()))?;
+        let (base, stage, flavor) = params;
         let dl = req.env.downloader(NAME).clone();
         let first = req.start.start().date();
         let (last, open_end) = match req.end {

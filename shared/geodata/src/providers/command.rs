@@ -22,8 +22,23 @@ struct CommandInput {
     timeout_seconds: Option<u64>,
 }
 
-impl CommandProvider {
-    fn params(template: &DatasetTemplate) -> Result<CommandParams, ParamError> {
+#[derive(Debug)]
+/// The checked parameters of [`CommandProvider`].
+pub struct CommandParams {
+    program: String,
+    args: Vec<String>,
+    pattern: String,
+    variable: Option<String>,
+    period: Option<String>,
+    timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl TypedProvider for CommandProvider {
+    const NAME: &'static str = "command";
+    type Params = CommandParams;
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
         let p: CommandInput = params::decode("command", &template.ingestion.params)?;
         let program = p.program.ok_or_else(|| {
             ParamError::invalid("param 'program' (the executable to run) is required")
@@ -35,6 +50,10 @@ impl CommandProvider {
                 "param 'pattern' is a file name pattern inside the output directory",
             ));
         }
+        if let Some(period) = &p.period {
+            Period::parse(template.period_type, period)
+                .map_err(|e| ParamError::invalid(format!("param 'period': {e}")))?;
+        }
         let timeout = p.timeout_seconds.unwrap_or(3600);
         Ok(CommandParams {
             program,
@@ -45,41 +64,19 @@ impl CommandProvider {
             timeout: std::time::Duration::from_secs(timeout.max(1)),
         })
     }
-}
 
-#[derive(Debug)]
-struct CommandParams {
-    program: String,
-    args: Vec<String>,
-    pattern: String,
-    variable: Option<String>,
-    period: Option<String>,
-    timeout: std::time::Duration,
-}
-
-#[async_trait]
-impl Provider for CommandProvider {
-    fn name(&self) -> &'static str {
-        "command"
-    }
-
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        let c = Self::params(template)?;
-        if let Some(p) = c.period {
-            Period::parse(template.period_type, &p)
-                .map_err(|e| ParamError::invalid(format!("param 'period': {e}")))?;
-        }
-        Ok(())
-    }
-
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "command";
         let err = |retry: Retry, message: String| ProviderError {
             provider: NAME,
             message,
             retry,
         };
-        let c = Self::params(req.template).map_err(|m| err(Retry::Permanent, m.to_string()))?;
+        let c = params;
         let end = req.end.ok_or_else(|| {
             err(
                 Retry::Permanent,

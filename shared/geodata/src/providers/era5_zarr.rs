@@ -19,13 +19,19 @@ struct RemoteZarrInput {
     variable: Option<String>,
 }
 
-struct Params {
+/// The checked parameters of [`RemoteZarrProvider`].
+#[derive(Debug)]
+pub struct RemoteZarrParams {
     url: String,
     variable: String,
 }
 
-impl RemoteZarrProvider {
-    fn params(template: &DatasetTemplate) -> Result<Params, ParamError> {
+#[async_trait]
+impl TypedProvider for RemoteZarrProvider {
+    const NAME: &'static str = NAME;
+    type Params = RemoteZarrParams;
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
         let p: RemoteZarrInput = params::decode(NAME, &template.ingestion.params)?;
         let base = HttpUrl::or(p.base_url, EDH_BASE_URL);
         let get = |k: &str, given: Option<String>, default: &str| -> Result<String, ParamError> {
@@ -45,25 +51,18 @@ impl RemoteZarrProvider {
                 template.period_type.as_str()
             )));
         }
-        Ok(Params {
+        Ok(RemoteZarrParams {
             url: format!("{base}/{}", store.trim_matches('/')),
             variable,
         })
     }
-}
 
-#[async_trait]
-impl Provider for RemoteZarrProvider {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        Self::params(template).map(|_| ())
-    }
-
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let p = Self::params(req.template).map_err(|e| perm(e.to_string()))?;
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
+        let p = params;
         let wanted = format!(
             "from {}{}",
             req.start.canonical(),

@@ -119,10 +119,12 @@ struct FileParams {
     period: Option<Text>,
 }
 
-impl FileProvider {
-    fn params(
-        template: &DatasetTemplate,
-    ) -> Result<(String, Option<String>, Option<String>), ParamError> {
+#[async_trait]
+impl TypedProvider for FileProvider {
+    const NAME: &'static str = "file";
+    type Params = (String, Option<String>, Option<String>);
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
         let p: FileParams = params::decode("file", &template.ingestion.params)?;
         let path = p.path.ok_or_else(|| {
             ParamError::invalid(
@@ -130,28 +132,20 @@ impl FileProvider {
             )
         })?;
         let text = |t: Option<Text>| t.map(|t| t.0);
-        Ok((path, text(p.variable), text(p.period)))
-    }
-}
-
-#[async_trait]
-impl Provider for FileProvider {
-    fn name(&self) -> &'static str {
-        "file"
-    }
-
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        let (_, _, period) = Self::params(template)?;
-        if let Some(p) = period {
-            Period::parse(template.period_type, &p)
+        let period = text(p.period);
+        if let Some(period) = &period {
+            Period::parse(template.period_type, period)
                 .map_err(|e| ParamError::invalid(format!("param 'period': {e}")))?;
         }
-        Ok(())
+        Ok((path, text(p.variable), period))
     }
 
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
-        let (path, variable, period) =
-            Self::params(req.template).map_err(|e| perm(e.to_string()))?;
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
+        let (path, variable, period) = params;
         let full = if Path::new(&path).is_absolute() {
             PathBuf::from(&path)
         } else {

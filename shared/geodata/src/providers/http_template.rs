@@ -28,8 +28,12 @@ struct HttpTemplateParams {
     variable: Option<String>,
 }
 
-impl HttpTemplateProvider {
-    fn params(template: &DatasetTemplate) -> Result<(String, Option<String>), ParamError> {
+#[async_trait]
+impl TypedProvider for HttpTemplateProvider {
+    const NAME: &'static str = "http_template";
+    type Params = (String, Option<String>);
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
         let p: HttpTemplateParams = params::decode("http_template", &template.ingestion.params)?;
         let url = p.url.ok_or_else(|| ParamError::invalid("param 'url' (an http(s) URL template with {year}, {month}, {day}, … placeholders) is required"))?;
         let sample = url
@@ -56,23 +60,15 @@ impl HttpTemplateProvider {
         }
         Ok((url, p.variable))
     }
-}
 
-#[async_trait]
-impl Provider for HttpTemplateProvider {
-    fn name(&self) -> &'static str {
-        "http_template"
-    }
-
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        Self::params(template).map(|_| ())
-    }
-
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
         const NAME: &str = "http_template";
         let perm = |message: String| ProviderError::permanent(NAME, message);
-        let (template_url, variable) =
-            Self::params(req.template).map_err(|e| perm(e.to_string()))?;
+        let (template_url, variable) = params;
         let variable = variable.or_else(|| Some(req.template.variable.clone()));
         let kind = req.template.period_type;
         let (last, open_end) = match req.end {

@@ -94,6 +94,50 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError>;
 }
 
+/// A provider written against its own parameters: it decodes and checks a template's
+/// `ingestion.params` into [`TypedProvider::Params`] once, in one place, and every
+/// `TypedProvider` is a [`Provider`] (the start-up check is that decoding; a locate decodes
+/// again and fails permanently on what the check would have refused).
+#[async_trait]
+pub trait TypedProvider: Send + Sync + std::fmt::Debug {
+    /// Name used in templates (`ingestion.provider`).
+    const NAME: &'static str;
+    /// The decoded parameters.
+    type Params: Send;
+    /// Decodes and checks `ingestion.params` of `template` (for an aggregating template, its
+    /// source template).
+    ///
+    /// # Errors
+    /// [`ParamError`] naming the parameter and how to fix it.
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError>;
+    /// Finds (and for remote providers, fetches) the fields for the request.
+    ///
+    /// # Errors
+    /// [`ProviderError`] classified as transient or permanent.
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError>;
+}
+
+#[async_trait]
+impl<P: TypedProvider> Provider for P {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
+        P::params(template).map(drop)
+    }
+
+    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+        let params = P::params(req.template)
+            .map_err(|e| ProviderError::permanent(P::NAME, e.to_string()))?;
+        self.locate_with(req, params).await
+    }
+}
+
 /// The providers compiled into this build, by name.
 #[derive(Debug, Clone)]
 pub struct Registry {

@@ -28,25 +28,6 @@ struct WorldPopParams {
 }
 
 impl WorldPopProvider {
-    fn params(template: &DatasetTemplate) -> Result<(String, &'static str, i32, i32), ParamError> {
-        let p: WorldPopParams = params::decode("worldpop_yearly", &template.ingestion.params)?;
-        let base = HttpUrl::or(p.base_url, WORLDPOP_BASE_URL);
-        let product = p.product.as_deref().unwrap_or("global2_100m");
-        let (name, first, last) = WORLDPOP_PRODUCTS
-            .iter()
-            .find(|(n, ..)| *n == product)
-            .copied()
-            .ok_or_else(|| {
-                ParamError::invalid(format!("param 'product': unknown WorldPop product '{product}': expected global2_100m, global2_1km or global1_100m"))
-            })?;
-        if template.period_type != PeriodType::Yearly {
-            return Err(ParamError::template(
-                "worldpop_yearly needs period_type: yearly",
-            ));
-        }
-        Ok((base, name, first, last))
-    }
-
     /// The file URL of a product, year and country (ISO3 upper case in directories, lower case
     /// in file names).
     pub fn url(base: &str, product: &str, year: i32, iso3: &str) -> String {
@@ -67,19 +48,36 @@ impl WorldPopProvider {
 }
 
 #[async_trait]
-impl Provider for WorldPopProvider {
-    fn name(&self) -> &'static str {
-        "worldpop_yearly"
+impl TypedProvider for WorldPopProvider {
+    const NAME: &'static str = "worldpop_yearly";
+    type Params = (String, &'static str, i32, i32);
+
+    fn params(template: &DatasetTemplate) -> Result<Self::Params, ParamError> {
+        let p: WorldPopParams = params::decode("worldpop_yearly", &template.ingestion.params)?;
+        let base = HttpUrl::or(p.base_url, WORLDPOP_BASE_URL);
+        let product = p.product.as_deref().unwrap_or("global2_100m");
+        let (name, first, last) = WORLDPOP_PRODUCTS
+            .iter()
+            .find(|(n, ..)| *n == product)
+            .copied()
+            .ok_or_else(|| {
+                ParamError::invalid(format!("param 'product': unknown WorldPop product '{product}': expected global2_100m, global2_1km or global1_100m"))
+            })?;
+        if template.period_type != PeriodType::Yearly {
+            return Err(ParamError::template(
+                "worldpop_yearly needs period_type: yearly",
+            ));
+        }
+        Ok((base, name, first, last))
     }
 
-    fn validate_params(&self, template: &DatasetTemplate) -> Result<(), ParamError> {
-        Self::params(template).map(|_| ())
-    }
-
-    async fn locate(&self, req: &LocateRequest<'_>) -> Result<SourceSet, ProviderError> {
+    async fn locate_with(
+        &self,
+        req: &LocateRequest<'_>,
+        params: Self::Params,
+    ) -> Result<SourceSet, ProviderError> {
         let perm = |message: String| ProviderError::permanent("worldpop_yearly", message);
-        let (base, product, first, last) =
-            Self::params(req.template).map_err(|e| perm(e.to_string()))?;
+        let (base, product, first, last) = params;
         let iso3 = req.extent.country_code.as_deref().ok_or_else(|| {
             perm(format!(
                 "extent '{}' has no country_code: WorldPop files are per country, set the extent's ISO 3166-1 alpha-3 code (e.g. SLE)",
