@@ -159,26 +159,13 @@ impl TestDb {
 /// Generates, for each conformance test `name(&TestDb)`, `sqlite::name` and `postgres::name`.
 macro_rules! db_conformance {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::TestDb::sqlite().await;
-                    assert_eq!(db.engine(), "sqlite");
-                    super::$name(&db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::TestDb::postgres().await;
-                    assert_eq!(db.engine(), "postgres");
-                    super::$name(&db).await;
-                }
-            )*
-        }
+        conformance!(
+            [
+                sqlite => { let db = super::TestDb::sqlite().await; assert_eq!(db.engine(), "sqlite"); db },
+                postgres => { let db = super::TestDb::postgres().await; assert_eq!(db.engine(), "postgres"); db },
+            ],
+            [$($name),*]
+        );
     };
 }
 

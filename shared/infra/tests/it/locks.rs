@@ -108,41 +108,22 @@ async fn delete_keys(url: &str, prefix: &str) {
     }
 }
 
-/// Generates, for each conformance test `name(&TestLocks)`, `memory::name` and `::redis::name`.
-macro_rules! locks_conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let l = super::TestLocks::memory().await;
-                    assert_eq!(l.kind(), "memory");
-                    super::$name(&l).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let l = super::TestLocks::redis().await;
-                    assert_eq!(l.kind(), "redis");
-                    super::$name(&l).await;
-                }
-            )*
-        }
-    };
-}
-
-locks_conformance!(
-    acquire_refuses_a_second_owner,
-    owner_reacquire_extends_the_lock,
-    release_by_a_non_owner_does_nothing,
-    release_by_the_owner_frees_the_lock,
-    ttl_expiry_frees_the_lock,
-    keys_and_namespaces_are_independent,
-    rate_windows_count_and_reset,
-    ping_answers,
+// Each conformance test below, on both backends.
+conformance!(
+    [
+        memory => { let l = super::TestLocks::memory().await; assert_eq!(l.kind(), "memory"); l },
+        redis => { let l = super::TestLocks::redis().await; assert_eq!(l.kind(), "redis"); l },
+    ],
+    [
+        acquire_refuses_a_second_owner,
+        owner_reacquire_extends_the_lock,
+        release_by_a_non_owner_does_nothing,
+        release_by_the_owner_frees_the_lock,
+        ttl_expiry_frees_the_lock,
+        keys_and_namespaces_are_independent,
+        rate_windows_count_and_reset,
+        ping_answers,
+    ]
 );
 
 // ---------------------------------------------------------------------------------------------

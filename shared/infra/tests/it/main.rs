@@ -14,6 +14,25 @@
 //! its tests fail with instructions when it is not configured. Every test isolates its own
 //! state, so the suite runs in parallel under `cargo nextest`.
 
+/// Generates, for each conformance test `name(&Fixture)`, one test per backend:
+/// `backend::name` runs `name` on the fixture that backend's `setup` expression makes (which
+/// also checks it is the backend it says).
+macro_rules! conformance {
+    ([$($backend:ident => $setup:expr),+ $(,)?], $names:tt) => {
+        $(conformance!(@backend $backend, $setup, $names);)+
+    };
+    (@backend $backend:ident, $setup:expr, [$($name:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&$setup).await;
+                }
+            )*
+        }
+    };
+}
+
 mod db;
 mod locks;
 mod queue;

@@ -82,41 +82,21 @@ async fn delete_topology(url: &str, name: &str) {
     }
 }
 
-/// Generates, for each conformance test `name(&TestQueue)`, `memory::name` and
-/// `rabbitmq::name`.
-macro_rules! queue_conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let q = super::TestQueue::memory().await;
-                    assert_eq!(q.kind(), "memory");
-                    super::$name(&q).await;
-                }
-            )*
-        }
-        mod rabbitmq {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let q = super::TestQueue::rabbitmq().await;
-                    assert_eq!(q.kind(), "rabbitmq");
-                    super::$name(&q).await;
-                }
-            )*
-        }
-    };
-}
-
-queue_conformance!(
-    publish_then_consume_returns_the_payload,
-    requeue_redelivers,
-    ack_removes_the_message,
-    dead_letter_moves_the_message_to_the_dlq,
-    publish_dead_letter_skips_the_queue,
-    depth_counts_ready_messages,
-    ping_answers,
+// Each conformance test below, on both backends.
+conformance!(
+    [
+        memory => { let q = super::TestQueue::memory().await; assert_eq!(q.kind(), "memory"); q },
+        rabbitmq => { let q = super::TestQueue::rabbitmq().await; assert_eq!(q.kind(), "rabbitmq"); q },
+    ],
+    [
+        publish_then_consume_returns_the_payload,
+        requeue_redelivers,
+        ack_removes_the_message,
+        dead_letter_moves_the_message_to_the_dlq,
+        publish_dead_letter_skips_the_queue,
+        depth_counts_ready_messages,
+        ping_answers,
+    ]
 );
 
 #[tokio::test]

@@ -113,39 +113,20 @@ async fn delete_all(url: &str) {
     }
 }
 
-/// Generates, for each conformance test `name(&TestStore)`, `local::name` and `s3::name`.
-macro_rules! store_conformance {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let s = super::TestStore::local();
-                    assert_eq!(s.store.kind(), "file");
-                    super::$name(&s).await;
-                }
-            )*
-        }
-        mod s3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let s = super::TestStore::s3();
-                    assert_eq!(s.store.kind(), "s3");
-                    super::$name(&s).await;
-                }
-            )*
-        }
-    };
-}
-
-store_conformance!(
-    put_get_head_round_trip,
-    ranged_reads,
-    list_by_prefix_and_delimiter,
-    delete_removes_the_object,
-    missing_keys_are_not_found,
-    ping_answers,
+// Each conformance test below, on both backends.
+conformance!(
+    [
+        local => { let s = super::TestStore::local(); assert_eq!(s.store.kind(), "file"); s },
+        s3 => { let s = super::TestStore::s3(); assert_eq!(s.store.kind(), "s3"); s },
+    ],
+    [
+        put_get_head_round_trip,
+        ranged_reads,
+        list_by_prefix_and_delimiter,
+        delete_removes_the_object,
+        missing_keys_are_not_found,
+        ping_answers,
+    ]
 );
 
 // ---------------------------------------------------------------------------------------------
