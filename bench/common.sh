@@ -6,4 +6,7 @@ BENCH="$REPO/bench"
 DATA="$BENCH/data"
 RESULTS="$BENCH/results"
 PY="$REPO/.venv/bin/python"
-export REPO BENCH DATA RESULTS PY
+# The benchmarks' configuration and the release binary they start.
+CONFIG="$BENCH/config/climate-api.bench.yaml"
+API_BIN="$REPO/target/release/climate-api"
+export REPO BENCH DATA RESULTS PY CONFIG API_BIN

@@ -23,8 +23,6 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 WORK="$RESULTS/read-work"
-CONFIG="$BENCH/config/climate-api.bench.yaml"
-API_BIN="$REPO/target/release/climate-api"
 REPS="${BENCH_REPS_READ:-30}"
 WRK_SECONDS="${BENCH_WRK_SECONDS:-10}"
 RUN_TIMEOUT=1800

@@ -18,8 +18,6 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 WORK="$RESULTS/work"
-CONFIG="$BENCH/config/climate-api.bench.yaml"
-API_BIN="$REPO/target/release/climate-api"
 WORKER_BIN="$REPO/target/release/climate-worker"
 REPS="${BENCH_REPS:-3}"
 WORKERS="${BENCH_WORKERS:-1 2 4}"

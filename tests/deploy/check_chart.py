@@ -113,141 +113,135 @@ _META = {
     "required": ["name"],
     "properties": {"name": _STR, "namespace": _STR, "labels": {"type": "object"}, "annotations": {"type": "object"}},
 }
-CRD_SCHEMAS: dict[tuple[str, str], dict] = {
-    ("keda.sh/v1alpha1", "ScaledObject"): {
+
+
+def _resource(spec: dict) -> dict:
+    """A custom resource (apiVersion, kind, metadata) whose `spec` matches `spec`."""
+    return {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": _STR,
-            "kind": _STR,
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["scaleTargetRef", "triggers"],
-                "properties": {
-                    "scaleTargetRef": {
+        "properties": {"apiVersion": _STR, "kind": _STR, "metadata": _META, "spec": spec},
+    }
+
+
+CRD_SCHEMAS: dict[tuple[str, str], dict] = {
+    ("keda.sh/v1alpha1", "ScaledObject"): _resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {"apiVersion": _STR, "kind": _STR, "name": _STR, "envSourceContainerName": _STR},
+                },
+                "pollingInterval": _INT,
+                "cooldownPeriod": _INT,
+                "initialCooldownPeriod": _INT,
+                "idleReplicaCount": _INT,
+                "minReplicaCount": _INT,
+                "maxReplicaCount": _INT,
+                "fallback": {"type": "object"},
+                "advanced": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "restoreToOriginalReplicaCount": {"type": "boolean"},
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"name": _STR, "behavior": {"type": "object"}},
+                        },
+                        "scalingModifiers": {"type": "object"},
+                    },
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["name"],
-                        "properties": {"apiVersion": _STR, "kind": _STR, "name": _STR, "envSourceContainerName": _STR},
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": _STR,
+                            "name": _STR,
+                            "useCachedMetrics": {"type": "boolean"},
+                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                            # KEDA's trigger metadata is map[string]string: numbers must be quoted.
+                            "metadata": {"type": "object", "additionalProperties": _STR},
+                            "authenticationRef": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["name"],
+                                "properties": {"name": _STR, "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]}},
+                            },
+                        },
                     },
-                    "pollingInterval": _INT,
-                    "cooldownPeriod": _INT,
-                    "initialCooldownPeriod": _INT,
-                    "idleReplicaCount": _INT,
-                    "minReplicaCount": _INT,
-                    "maxReplicaCount": _INT,
-                    "fallback": {"type": "object"},
-                    "advanced": {
+                },
+            },
+        }
+    ),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): _resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name", "key"],
+                        "properties": {"parameter": _STR, "name": _STR, "key": _STR},
+                    },
+                },
+                "env": {"type": "array"},
+                "podIdentity": {"type": "object"},
+                "configMapTargetRef": {"type": "array"},
+                "hashiCorpVault": {"type": "object"},
+            },
+        }
+    ),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object"},
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STR}},
+                },
+                "jobLabel": _STR,
+                "targetLabels": {"type": "array"},
+                "podTargetLabels": {"type": "array"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
                         "type": "object",
                         "additionalProperties": False,
                         "properties": {
-                            "restoreToOriginalReplicaCount": {"type": "boolean"},
-                            "horizontalPodAutoscalerConfig": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "properties": {"name": _STR, "behavior": {"type": "object"}},
-                            },
-                            "scalingModifiers": {"type": "object"},
-                        },
-                    },
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["type", "metadata"],
-                            "properties": {
-                                "type": _STR,
-                                "name": _STR,
-                                "useCachedMetrics": {"type": "boolean"},
-                                "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                                # KEDA's trigger metadata is map[string]string: numbers must be quoted.
-                                "metadata": {"type": "object", "additionalProperties": _STR},
-                                "authenticationRef": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["name"],
-                                    "properties": {"name": _STR, "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]}},
-                                },
-                            },
+                            "port": _STR,
+                            "targetPort": {"type": ["string", "integer"]},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "honorLabels": {"type": "boolean"},
+                            "relabelings": {"type": "array"},
+                            "metricRelabelings": {"type": "array"},
+                            "tlsConfig": {"type": "object"},
                         },
                     },
                 },
             },
-        },
-    },
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "secretTargetRef": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["parameter", "name", "key"],
-                            "properties": {"parameter": _STR, "name": _STR, "key": _STR},
-                        },
-                    },
-                    "env": {"type": "array"},
-                    "podIdentity": {"type": "object"},
-                    "configMapTargetRef": {"type": "array"},
-                    "hashiCorpVault": {"type": "object"},
-                },
-            },
-        },
-    },
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object"},
-                    "namespaceSelector": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STR}},
-                    },
-                    "jobLabel": _STR,
-                    "targetLabels": {"type": "array"},
-                    "podTargetLabels": {"type": "array"},
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "port": _STR,
-                                "targetPort": {"type": ["string", "integer"]},
-                                "path": {"type": "string", "pattern": "^/"},
-                                "scheme": {"enum": ["http", "https"]},
-                                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                                "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                                "honorLabels": {"type": "boolean"},
-                                "relabelings": {"type": "array"},
-                                "metricRelabelings": {"type": "array"},
-                                "tlsConfig": {"type": "object"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
+        }
+    ),
 }
 
 

@@ -72,6 +72,14 @@ fn workspace() -> &'static BTreeMap<String, Package> {
 }
 
 /// Names of the normal dependencies of the workspace crate in `krate` (a directory).
+/// Asserts that the crate in `krate` depends on none of `forbidden`.
+fn assert_no_dependency(krate: &str, forbidden: &[&str]) {
+    let deps = dependencies(krate);
+    for name in forbidden {
+        assert!(!deps.contains(*name), "{krate} depends on {name}");
+    }
+}
+
 fn dependencies(krate: &str) -> BTreeSet<String> {
     workspace()
         .values()
@@ -221,13 +229,10 @@ fn nothing_reads_the_project_kit() {
 
 #[test]
 fn geodata_knows_no_database_queue_or_cache() {
-    let deps = dependencies("shared/geodata");
-    for forbidden in ["sqlx", "lapin", "redis", "climate-infra"] {
-        assert!(
-            !deps.contains(forbidden),
-            "climate-geodata depends on {forbidden}"
-        );
-    }
+    assert_no_dependency(
+        "shared/geodata",
+        &["sqlx", "lapin", "redis", "climate-infra"],
+    );
 }
 
 #[test]
@@ -241,13 +246,7 @@ fn the_read_model_does_not_depend_on_the_writer() {
             .contains("climate-catalog"),
         "the pipeline writes version metadata through climate-catalog's type"
     );
-    let deps = dependencies("shared/catalog");
-    for forbidden in ["climate-ingest", "lapin", "redis"] {
-        assert!(
-            !deps.contains(forbidden),
-            "climate-catalog depends on {forbidden}"
-        );
-    }
+    assert_no_dependency("shared/catalog", &["climate-ingest", "lapin", "redis"]);
 }
 
 #[test]
@@ -259,18 +258,15 @@ fn the_job_engine_knows_no_particular_job() {
         packages["climate-ingest"].normal.contains("climate-jobs"),
         "ingestion runs as a job kind of climate-jobs"
     );
-    let deps = dependencies("shared/jobs");
-    for forbidden in [
-        "climate-ingest",
-        "climate-geodata",
-        "climate-catalog",
-        "axum",
-    ] {
-        assert!(
-            !deps.contains(forbidden),
-            "climate-jobs depends on {forbidden}"
-        );
-    }
+    assert_no_dependency(
+        "shared/jobs",
+        &[
+            "climate-ingest",
+            "climate-geodata",
+            "climate-catalog",
+            "axum",
+        ],
+    );
 }
 
 /// The Rust sources under `dir` (relative to the repository), also in module directories.

@@ -565,22 +565,14 @@ mod tests {
                     CfValue::Text(t) => t.to_owned(),
                 })
         };
-        assert_eq!(
-            get("EPSG:32629", "grid_mapping_name").as_deref(),
-            Some("transverse_mercator")
-        );
-        assert_eq!(
-            get("EPSG:32629", "longitude_of_central_meridian").as_deref(),
-            Some("-9")
-        );
-        assert_eq!(
-            get("EPSG:32733", "false_northing").as_deref(),
-            Some("10000000")
-        );
-        assert_eq!(
-            get("EPSG:4326", "grid_mapping_name").as_deref(),
-            Some("latitude_longitude")
-        );
+        for (crs, key, expected) in [
+            ("EPSG:32629", "grid_mapping_name", "transverse_mercator"),
+            ("EPSG:32629", "longitude_of_central_meridian", "-9"),
+            ("EPSG:32733", "false_northing", "10000000"),
+            ("EPSG:4326", "grid_mapping_name", "latitude_longitude"),
+        ] {
+            assert_eq!(get(crs, key).as_deref(), Some(expected), "{crs} {key}");
+        }
         assert!(cf_grid_mapping("EPSG:3857").is_empty());
     }
 

@@ -113,13 +113,7 @@ impl TaskMessage {
     /// # Errors
     /// [`MessageError`] naming what is wrong; such deliveries are dead-lettered.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let w: Wire = decode("task", bytes)?;
-        if w.v != TASK_MESSAGE_VERSION {
-            return Err(MessageError::Version {
-                what: "task",
-                v: w.v,
-            });
-        }
+        let w: Wire = decode("task", bytes, |w: &Wire| w.v)?;
         let run_id = RunId::new(&w.run_id)?;
         let step = match (w.step.as_deref(), w.segment) {
             (None | Some("plan"), None) => Step::Plan,
@@ -173,25 +167,24 @@ impl JobMessage {
     /// # Errors
     /// [`MessageError`] naming what is wrong; such deliveries are dead-lettered.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let m: Self = decode("job", bytes)?;
-        if m.v != TASK_MESSAGE_VERSION {
-            return Err(MessageError::Version {
-                what: "job",
-                v: m.v,
-            });
-        }
-        Ok(m)
+        decode("job", bytes, |m: &Self| m.v)
     }
 }
 
+/// Decodes a `what` message whose format version `version` reads, refusing other versions.
 fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
+    version: impl Fn(&T) -> u32,
 ) -> Result<T, MessageError> {
-    serde_json::from_slice(bytes).map_err(|e| MessageError::Undecodable {
+    let message: T = serde_json::from_slice(bytes).map_err(|e| MessageError::Undecodable {
         what,
         reason: e.to_string(),
-    })
+    })?;
+    match version(&message) {
+        TASK_MESSAGE_VERSION => Ok(message),
+        v => Err(MessageError::Version { what, v }),
+    }
 }
 
 #[cfg(test)]

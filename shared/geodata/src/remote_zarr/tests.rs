@@ -1,6 +1,10 @@
 use super::*;
 use serde_json::json;
 
+fn axis(first: f64, step: f64, len: usize) -> Axis {
+    Axis { first, step, len }
+}
+
 #[test]
 fn fill_value_attributes_are_read_as_numbers_or_xarray_base64() {
     assert_eq!(attribute_number(&json!(-9999)), Some(-9999.0));
@@ -20,11 +24,7 @@ fn fill_value_attributes_are_read_as_numbers_or_xarray_base64() {
 
 #[test]
 fn a_global_0_360_axis_is_rolled_onto_minus_180_180() {
-    let source = Axis {
-        first: 0.0,
-        step: 0.1,
-        len: 3600,
-    };
+    let source = axis(0.0, 0.1, 3600);
     let m = LonMap::new(&source).expect("global");
     assert_eq!(m.shift, 1800);
     assert!((m.axis.first + 180.0).abs() < 1e-9, "{:?}", m.axis);
@@ -44,24 +44,12 @@ fn a_global_0_360_axis_is_rolled_onto_minus_180_180() {
 
 #[test]
 fn regional_axes_are_shifted_or_kept_and_straddling_ones_refused() {
-    let east = Axis {
-        first: 346.5,
-        step: 0.1,
-        len: 35,
-    };
+    let east = axis(346.5, 0.1, 35);
     let m = LonMap::new(&east).expect("east of 180");
     assert!((m.axis.first + 13.5).abs() < 1e-9);
     assert_eq!(m.source_ranges(0..35), vec![0..35]);
-    let west = Axis {
-        first: -13.5,
-        step: 0.1,
-        len: 35,
-    };
+    let west = axis(-13.5, 0.1, 35);
     assert_eq!(LonMap::new(&west).expect("kept").axis, west);
-    let pacific = Axis {
-        first: 170.0,
-        step: 0.5,
-        len: 41,
-    };
+    let pacific = axis(170.0, 0.5, 41);
     assert!(LonMap::new(&pacific).is_err());
 }

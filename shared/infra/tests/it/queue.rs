@@ -126,6 +126,20 @@ async fn consumer(q: &TestQueue) -> Box<dyn Consumer> {
     q.consumer(1).await.expect("open a consumer")
 }
 
+/// Publishes `payload` and receives it on a new consumer (which is returned, to settle the
+/// delivery on).
+async fn round_trip(
+    q: &TestQueue,
+    payload: &[u8],
+    headers: &Headers,
+) -> (Box<dyn Consumer>, Delivery) {
+    q.publish(payload, headers).await.expect("publish");
+    let mut c = consumer(q).await;
+    let d = receive(&mut c).await;
+    assert_eq!(d.payload, payload, "the published payload arrives");
+    (c, d)
+}
+
 /// The next delivery, which must arrive within [`ARRIVES`].
 async fn receive(consumer: &mut Box<dyn Consumer>) -> Delivery {
     tokio::time::timeout(ARRIVES, consumer.next())
@@ -171,10 +185,7 @@ async fn publish_then_consume_returns_the_payload(q: &TestQueue) {
         "traceparent".to_owned(),
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
     )]);
-    q.publish(payload, &headers).await.expect("publish");
-    let mut c = consumer(q).await;
-    let d = receive(&mut c).await;
-    assert_eq!(d.payload, payload);
+    let (mut c, d) = round_trip(q, payload, &headers).await;
     assert_eq!(d.headers, headers, "headers travel with the message");
     assert!(!d.redelivered, "a first delivery is not a redelivery");
     d.acker.ack().await.expect("ack");
@@ -193,12 +204,8 @@ async fn publish_then_consume_returns_the_payload(q: &TestQueue) {
 }
 
 async fn requeue_redelivers(q: &TestQueue) {
-    q.publish(b"again", &Headers::from([("k".to_owned(), "v".to_owned())]))
-        .await
-        .expect("publish");
-    let mut c = consumer(q).await;
-    let first = receive(&mut c).await;
-    assert_eq!(first.payload, b"again");
+    let headers = Headers::from([("k".to_owned(), "v".to_owned())]);
+    let (mut c, first) = round_trip(q, b"again", &headers).await;
     first.acker.requeue().await.expect("requeue");
 
     let second = receive(&mut c).await;
@@ -210,10 +217,7 @@ async fn requeue_redelivers(q: &TestQueue) {
 }
 
 async fn ack_removes_the_message(q: &TestQueue) {
-    q.publish(b"once", &Headers::new()).await.expect("publish");
-    let mut c = consumer(q).await;
-    let d = receive(&mut c).await;
-    assert_eq!(d.payload, b"once");
+    let (mut c, d) = round_trip(q, b"once", &Headers::new()).await;
     d.acker.ack().await.expect("ack");
     assert_nothing(&mut c, "after ack").await;
     drop(c);
@@ -227,12 +231,7 @@ async fn ack_removes_the_message(q: &TestQueue) {
 
 async fn dead_letter_moves_the_message_to_the_dlq(q: &TestQueue) {
     assert_eq!(q.dead_letter_depth().await.expect("dead_letter_depth"), 0);
-    q.publish(b"poison", &Headers::new())
-        .await
-        .expect("publish");
-    let mut c = consumer(q).await;
-    let d = receive(&mut c).await;
-    assert_eq!(d.payload, b"poison");
+    let (mut c, d) = round_trip(q, b"poison", &Headers::new()).await;
     d.acker.dead_letter().await.expect("dead_letter");
 
     assert_settles(1, "dead_letter_depth", || async {

@@ -251,6 +251,13 @@ async fn ranged_reads(s: &TestStore) {
     );
 }
 
+/// The paths as strings, sorted.
+fn sorted<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
+    let mut v: Vec<String> = paths.into_iter().map(ToString::to_string).collect();
+    v.sort();
+    v
+}
+
 async fn list_by_prefix_and_delimiter(s: &TestStore) {
     for key in ["top", "a/1", "a/2", "a/b/3", "ab/4", "c/5"] {
         put(s, key, b"x").await;
@@ -273,20 +280,9 @@ async fn list_by_prefix_and_delimiter(s: &TestStore) {
         .list_with_delimiter(Some(&Path::from("a")))
         .await
         .expect("list_with_delimiter");
-    let mut objects: Vec<String> = listing
-        .objects
-        .iter()
-        .map(|m| m.location.to_string())
-        .collect();
-    objects.sort();
-    let mut dirs: Vec<String> = listing
-        .common_prefixes
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    dirs.sort();
+    let objects = sorted(listing.objects.iter().map(|m| &m.location));
     assert_eq!(objects, vec!["a/1", "a/2"]);
-    assert_eq!(dirs, vec!["a/b"]);
+    assert_eq!(sorted(&listing.common_prefixes), vec!["a/b"]);
     assert!(listing.objects.iter().all(|m| m.size == 1));
 
     let root = s
@@ -294,13 +290,7 @@ async fn list_by_prefix_and_delimiter(s: &TestStore) {
         .list_with_delimiter(None)
         .await
         .expect("list_with_delimiter");
-    let mut dirs: Vec<String> = root
-        .common_prefixes
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    dirs.sort();
-    assert_eq!(dirs, vec!["a", "ab", "c"]);
+    assert_eq!(sorted(&root.common_prefixes), vec!["a", "ab", "c"]);
     assert_eq!(
         root.objects
             .iter()

@@ -254,14 +254,7 @@ async fn durable_jobs_reach_a_result_or_fail_or_retry_by_their_answer() {
     assert_eq!(flaky.result, Some(json!({"sum": 9})));
     assert_eq!(flaky.error, None, "a success clears the transient error");
 
-    let mut dead = 0;
-    for _ in 0..100 {
-        dead = h.queue.dead_letter_depth().await.expect("depth");
-        if dead == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let dead = crate::dead_letters(h.queue.as_ref(), 2).await;
     assert_eq!(dead, 2, "the two failed jobs' messages are dead-lettered");
     h.stop().await;
 }

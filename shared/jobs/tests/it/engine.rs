@@ -250,17 +250,7 @@ async fn a_second_job_kind_runs_its_steps_through_the_engine() {
     h.publish(b"not json").await;
     h.wait_for("j1 to finish", |s| s.finished.contains("j1"))
         .await;
-    let dead = {
-        let mut dead = 0;
-        for _ in 0..100 {
-            dead = h.queue.dead_letter_depth().await.expect("depth");
-            if dead == 4 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        dead
-    };
+    let dead = crate::dead_letters(h.queue.as_ref(), 4).await;
     let state = h.stop().await;
     let s = state.lock().expect("state");
     assert_eq!(dead, 4, "four deliveries dead-lettered");
