@@ -236,6 +236,25 @@ fn geodata_knows_no_database_queue_or_cache() {
 }
 
 #[test]
+fn computation_is_pure() {
+    // climate-compute takes values and returns values: no backend, no runtime, no network.
+    assert_no_dependency(
+        "shared/compute",
+        &[
+            "climate-infra",
+            "climate-geodata",
+            "climate-catalog",
+            "climate-jobs",
+            "tokio",
+            "sqlx",
+            "reqwest",
+            "object_store",
+            "axum",
+        ],
+    );
+}
+
+#[test]
 fn the_read_model_does_not_depend_on_the_writer() {
     // The catalog reads what the pipeline writes through one type (VersionMetadata); the
     // pipeline depends on the catalog for it, never the other way round.
