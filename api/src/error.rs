@@ -46,6 +46,16 @@ pub enum ErrorCode {
     UnknownTemplate,
     /// No such version of the dataset.
     UnknownVersion,
+    /// No process with this id.
+    UnknownProcess,
+    /// No job with this id (or not the caller's).
+    UnknownJob,
+    /// The job has not finished, so it has no results yet.
+    ResultNotReady,
+    /// The job failed; the message says why.
+    JobFailed,
+    /// The caller has as many unfinished jobs as allowed; wait for one to finish.
+    TooManyJobs,
     /// The route needs credentials and none were sent.
     AuthenticationRequired,
     /// The credentials sent are not valid.
@@ -89,15 +99,18 @@ impl ErrorCode {
             | Self::UnknownExtent
             | Self::UnknownIngestion
             | Self::UnknownTemplate
-            | Self::UnknownVersion => StatusCode::NOT_FOUND,
+            | Self::UnknownVersion
+            | Self::UnknownProcess
+            | Self::UnknownJob
+            | Self::ResultNotReady => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AlreadyFinished | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
             Self::BodyTooLarge | Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited | Self::TooManyJobs => StatusCode::TOO_MANY_REQUESTS,
+            Self::InternalError | Self::JobFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Busy | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -116,6 +129,11 @@ impl ErrorCode {
         Self::UnknownIngestion,
         Self::UnknownTemplate,
         Self::UnknownVersion,
+        Self::UnknownProcess,
+        Self::UnknownJob,
+        Self::ResultNotReady,
+        Self::JobFailed,
+        Self::TooManyJobs,
         Self::AuthenticationRequired,
         Self::InvalidCredentials,
         Self::InsufficientScope,

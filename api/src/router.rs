@@ -8,7 +8,8 @@ use climate_domain::auth::Access;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::routes::{
-    credentials, datasets, download, ingestions, meta, ogcapi, stac, sync, templates, zarr,
+    credentials, datasets, download, ingestions, meta, ogcapi, processes, stac, sync, templates,
+    zarr,
 };
 use crate::state::AppState;
 use crate::{auth, error, idempotency};
@@ -107,6 +108,13 @@ api_routes! {
         get "/ogcapi/collections/{id}/area" => ogcapi::edr::area, Read;
         get "/ogcapi/collections/{id}/map/tiles" => ogcapi::tiles::tilesets, Read;
         get "/ogcapi/collections/{id}/map/tiles/WebMercatorQuad/{z}/{y}/{x}" => ogcapi::tiles::tile, Read;
+        get "/ogcapi/processes" => processes::list_processes, Read;
+        get "/ogcapi/processes/{id}" => processes::get_process, Read;
+        post "/ogcapi/processes/{id}/execution" => processes::execute, Read;
+        get "/ogcapi/jobs" => processes::list_jobs, Read;
+        get "/ogcapi/jobs/{id}" => processes::get_job, Read;
+        get "/ogcapi/jobs/{id}/results" => processes::get_results, Read;
+        delete "/ogcapi/jobs/{id}" => processes::dismiss, Read;
         post "/sync/{id}" => sync::run_sync, Ingest;
         get "/datasets/{id}/schedule" => sync::get_schedule, Read;
         patch "/datasets/{id}/schedule" => sync::patch_schedule, Admin;

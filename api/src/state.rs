@@ -12,7 +12,11 @@ pub struct App {
     /// Backends, configuration and templates.
     pub platform: Platform,
     /// The read model: published datasets and versions opened as cubes (readers cached).
-    pub catalog: climate_catalog::Catalog,
+    pub catalog: Arc<climate_catalog::Catalog>,
+    /// The processes of OGC API – Processes.
+    pub processes: climate_processes::Processes,
+    /// What the processes read when their requests are checked.
+    pub process_env: climate_processes::Env,
     /// Downloads being written at once (each holds a slab in memory and a temporary file).
     pub downloads: tokio::sync::Semaphore,
     /// Providers and HTTP settings, for syncs whose availability probes the provider.
@@ -34,12 +38,15 @@ impl App {
     /// # Errors
     /// When the providers' HTTP clients cannot be built.
     pub fn new(platform: Platform) -> anyhow::Result<Self> {
+        let catalog = Arc::new(climate_catalog::Catalog::new(&platform));
         Ok(Self {
             providers: climate_ingest::Context::new(platform.clone())?,
             auth: crate::auth::Auth::new(platform.config.auth.clone())?,
             metrics: climate_infra::telemetry::metrics(None)?,
             shutdown: tokio_util::sync::CancellationToken::new(),
-            catalog: climate_catalog::Catalog::new(&platform),
+            catalog: catalog.clone(),
+            processes: climate_processes::Processes::default(),
+            process_env: climate_processes::Env { catalog },
             platform,
             downloads: tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS),
         })

@@ -41,9 +41,11 @@ async fn main_async() -> anyhow::Result<()> {
         platform.clone(),
         shutdown.clone(),
     ));
+    let processes = climate_processes::job_kind(&platform);
     let worker = tokio::spawn(climate_ingest::worker::run(
         climate_ingest::Context::new(platform)?
             .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default()),
+        vec![processes],
         shutdown.clone(),
     ));
     climate_infra::shutdown::signal().await;

@@ -6,6 +6,7 @@ pub mod download;
 pub mod ingestions;
 pub mod meta;
 pub mod ogcapi;
+pub mod processes;
 pub mod stac;
 pub mod sync;
 pub mod templates;

@@ -6,5 +6,6 @@
 
 mod authz;
 mod envelope;
+mod processes;
 mod snapshots;
 mod support;

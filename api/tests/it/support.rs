@@ -26,6 +26,8 @@ pub struct Answer {
 pub struct InProcess {
     pub platform: Platform,
     router: axum::Router,
+    /// Stops the worker, relay and scheduler of [`InProcess::with_worker`].
+    shutdown: tokio_util::sync::CancellationToken,
     _dir: tempfile::TempDir,
 }
 
@@ -51,8 +53,47 @@ impl InProcess {
         Self {
             router: router(AppState(Arc::new(app))),
             platform,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             _dir: dir,
         }
+    }
+
+    /// [`InProcess::start`] with what the standalone process runs beside the API: the outbox
+    /// relay and lease reaper, and a worker running ingestions and process executions.
+    pub async fn with_worker(overrides: &[(&str, &str)]) -> Self {
+        let app = Self::start(overrides).await;
+        let platform = app.platform.clone();
+        tokio::spawn(climate_infra::housekeeping::run(
+            platform.clone(),
+            app.shutdown.clone(),
+        ));
+        let ctx = climate_ingest::Context::new(platform.clone()).expect("the worker context");
+        let processes = climate_processes::job_kind(&platform);
+        tokio::spawn(climate_ingest::worker::run(
+            ctx,
+            vec![processes],
+            app.shutdown.clone(),
+        ));
+        app
+    }
+
+    /// Sends `method path` with a JSON body and extra headers.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Answer {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(
+            method,
+            path,
+            &all,
+            Some(serde_json::to_vec(body).expect("json")),
+        )
+        .await
     }
 
     /// Sends one request.
@@ -113,6 +154,7 @@ impl InProcess {
 
 impl Drop for InProcess {
     fn drop(&mut self) {
+        self.shutdown.cancel();
         if std::thread::panicking() {
             return;
         }

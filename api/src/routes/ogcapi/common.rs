@@ -23,6 +23,11 @@ pub const CONFORMANCE: &[&str] = &[
     "http://www.opengis.net/spec/ogcapi-edr-1/1.0/conf/csv",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/png",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/ogc-process-description",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -39,6 +44,8 @@ pub async fn landing(State(state): State<AppState>, base: BaseUrl) -> Response {
             {"rel": "service-desc", "href": base.join("/openapi.json"), "type": "application/vnd.oai.openapi+json;version=3.1"},
             {"rel": "conformance", "href": base.join("/ogcapi/conformance"), "type": JSON},
             {"rel": "data", "href": base.join("/ogcapi/collections"), "type": JSON},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "href": base.join("/ogcapi/processes"), "type": JSON},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "href": base.join("/ogcapi/jobs"), "type": JSON},
         ],
     }))
 }

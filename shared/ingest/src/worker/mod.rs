@@ -105,20 +105,27 @@ impl Context {
     }
 }
 
-/// Consumes the queue until `shutdown` with ingestion as the job kind, running up to
-/// `worker.concurrency` steps at once (see [`Engine::run`]).
+/// Consumes the queue until `shutdown` with ingestion and `others` (process executions, …) as
+/// the job kinds, running up to `worker.concurrency` steps at once (see [`Engine::run`]).
 ///
 /// # Errors
 /// Never returns an error today; the signature leaves room for fatal conditions.
-pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Context,
+    others: Vec<Arc<dyn JobKind>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let w = &ctx.platform.config.worker;
     let settings = EngineSettings {
         concurrency: w.concurrency,
         max_delivery_hold: Duration::from_secs(w.max_delivery_hold_seconds),
         shutdown_grace: Duration::from_secs(w.shutdown_grace_seconds),
     };
-    let engine = Engine::new(ctx.platform.queue.clone(), ctx.worker.clone(), settings)
+    let mut engine = Engine::new(ctx.platform.queue.clone(), ctx.worker.clone(), settings)
         .with_kind(Arc::new(Ingestion(ctx)));
+    for kind in others {
+        engine = engine.with_kind(kind);
+    }
     engine.run(shutdown).await;
     Ok(())
 }
