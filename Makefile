@@ -8,7 +8,7 @@ SHELL := /bin/bash
 ARGS ?=
 NEXTEST_ARGS ?=
 
-.PHONY: help run test check fmt bench bench-read bench-load fuzz clean-data setup services
+.PHONY: help run test check fmt bench bench-read bench-load bench-zonal fuzz clean-data setup services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench-load: ## Trivial runs through RabbitMQ (runs/s, p50/p99) and reads under w
 	bash scripts/test-services.sh
 	bash scripts/build-release.sh
 	source scripts/test-env.sh && .venv/bin/python bench/load.py
+
+bench-zonal: ## Zonal statistics: climate-compute against exactextract (bench/zonal.sh)
+	bash bench/zonal.sh
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS each (nightly toolchain, cargo-fuzz)
