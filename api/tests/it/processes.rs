@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::Method;
+use object_store::ObjectStoreExt as _;
 use serde_json::{Value, json};
 
 use crate::support::InProcess;
@@ -196,6 +197,31 @@ async fn executions_run_as_jobs_synchronously_and_asynchronously() {
     );
     let (status, gone) = app.get_json(&path).await;
     assert_eq!((status, gone["code"].as_str()), (404, Some("unknown_job")));
+
+    // Past its expiry the first job goes, with its result object.
+    let first = jobs["jobs"][1]["jobID"]
+        .as_str()
+        .expect("the synchronous job")
+        .to_owned();
+    let first_id = climate_domain::ids::JobId::new(&first).expect("a job id");
+    let object = object_store::path::Path::from(climate_processes::result_key(first_id).as_str());
+    let store = app.platform.store.object_store();
+    assert!(store.head(&object).await.is_ok(), "the result is stored");
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    let removed = climate_infra::housekeeping::purge_expired_jobs(&app.platform, later)
+        .await
+        .expect("purge");
+    assert_eq!(
+        removed, 1,
+        "the remaining finished job expires after the retention"
+    );
+    assert!(matches!(
+        store.head(&object).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    let (status, _) = app.get_json(&format!("/ogcapi/jobs/{first}")).await;
+    assert_eq!(status, 404, "an expired job is gone");
+
     let (status, _) = app.get_json("/ogcapi/jobs/not-a-job").await;
     assert_eq!(status, 404);
 }

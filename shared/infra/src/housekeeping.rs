@@ -71,6 +71,43 @@ pub async fn relay_once(p: &Platform) -> Result<usize, BoxError> {
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
+/// Removes up to 100 finished jobs whose `expires_at` passed, with their objects (results)
+/// first: a crash in between leaves the row, which the next pass removes. Returns how many.
+///
+/// # Errors
+/// When the database cannot be read; an object that cannot be removed leaves its job for the
+/// next pass.
+pub async fn purge_expired_jobs(p: &Platform, now: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStoreExt as _;
+    let mut removed = 0;
+    for job_id in p.db.expired_jobs(now, 100).await? {
+        let prefix =
+            object_store::path::Path::from(crate::store::Store::job_prefix(job_id).as_str());
+        let store = p.store.object_store();
+        let objects: Vec<_> = match store.list(Some(&prefix)).try_collect().await {
+            Ok(objects) => objects,
+            Err(e) => {
+                tracing::warn!(job.id = %job_id, error = %e, "listing an expired job's objects failed; kept for the next pass");
+                continue;
+            }
+        };
+        let mut kept = false;
+        for o in objects {
+            if let Err(e) = store.delete(&o.location).await
+                && !matches!(e, object_store::Error::NotFound { .. })
+            {
+                tracing::warn!(job.id = %job_id, error = %e, "deleting an expired job's object failed; kept for the next pass");
+                kept = true;
+            }
+        }
+        if !kept && p.db.delete_job(job_id).await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Runs the relay and reaper until `shutdown`.
 pub async fn run(p: Platform, shutdown: CancellationToken) {
     let mut last_reap = tokio::time::Instant::now();
@@ -106,6 +143,11 @@ pub async fn run(p: Platform, shutdown: CancellationToken) {
             let forget = Utc::now() - IDEMPOTENCY_RETENTION;
             if let Err(e) = p.db.purge_idempotency(forget).await {
                 tracing::warn!(error = %e, "purging idempotency keys failed");
+            }
+            match purge_expired_jobs(&p, Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "removed expired jobs and their results"),
+                Err(e) => tracing::warn!(error = %e, "removing expired jobs failed"),
             }
         }
         tokio::select! {

@@ -108,6 +108,12 @@ impl Store {
         }
     }
 
+    /// Prefix of the objects a durable job wrote (its result): `jobs/{job_id}/`. They go
+    /// with the job when it expires.
+    pub fn job_prefix(job_id: climate_domain::ids::JobId) -> String {
+        format!("jobs/{job_id}/")
+    }
+
     /// Prefix of one version's Zarr store.
     pub fn version_prefix(dataset_id: &DatasetId, artifact_id: &str) -> String {
         format!("datasets/{dataset_id}/{artifact_id}")

@@ -44,7 +44,7 @@ pub const KIND: &str = "process";
 
 /// Where a job's output lives in the object store.
 pub fn result_key(job_id: JobId) -> String {
-    format!("jobs/{job_id}/result")
+    format!("{}result", Store::job_prefix(job_id))
 }
 
 /// A job's result document: where its output is and what it is.

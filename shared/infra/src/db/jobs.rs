@@ -149,6 +149,8 @@ pub trait JobStore: Send + Sync {
     async fn cancel_job(&self, job_id: JobId, now: DateTime<Utc>) -> DbResult<Option<JobRecord>>;
     /// Removes a finished job's record; `false` when there is none or it is not finished.
     async fn delete_job(&self, job_id: JobId) -> DbResult<bool>;
+    /// Finished jobs whose `expires_at` is before `now`, oldest expiry first, at most `limit`.
+    async fn expired_jobs(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<JobId>>;
 }
 
 macro_rules! job_columns {
@@ -398,6 +400,18 @@ macro_rules! impl_jobs {
                 .execute(&self.pool)
                 .await?;
                 self.get_job(job_id).await
+            }
+
+            async fn expired_jobs(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<JobId>> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT job_id FROM jobs WHERE expires_at IS NOT NULL AND expires_at < $1 \
+                     AND status IN ('succeeded', 'failed', 'cancelled') ORDER BY expires_at LIMIT $2",
+                )
+                .bind(ms(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                ids.iter().map(|id| checked(JobId::new(id))).collect()
             }
 
             async fn delete_job(&self, job_id: JobId) -> DbResult<bool> {

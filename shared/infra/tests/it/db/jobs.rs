@@ -17,6 +17,7 @@ db_conformance!(
     a_cancelled_job_loses_its_lease_and_stays_cancelled,
     expired_job_leases_are_recovered_and_unfinished_jobs_reannounced,
     jobs_list_newest_first_by_principal_and_kind,
+    expired_jobs_are_the_finished_ones_past_their_expiry,
 );
 
 fn job_id_at(t: DateTime<Utc>) -> JobId {
@@ -384,4 +385,37 @@ async fn jobs_list_newest_first_by_principal_and_kind(db: &TestDb) {
     assert_eq!(ids(list(next_page).await), vec![a1.job_id]);
     assert_eq!(db.count_active_jobs("alice").await.expect("count"), 3);
     assert_eq!(db.count_active_jobs("carol").await.expect("count"), 0);
+}
+
+async fn expired_jobs_are_the_finished_ones_past_their_expiry(db: &TestDb) {
+    let finish = |expires: i64| JobOutcome::Succeeded {
+        result: json!({"sum": 6}),
+        expires_at: Some(at(expires)),
+    };
+    let (early, late, running) = (
+        submit(db, "sum", "a", at(0)).await.job_id,
+        submit(db, "sum", "a", at(1)).await.job_id,
+        submit(db, "sum", "a", at(2)).await.job_id,
+    );
+    for (id, expires) in [(late, 900), (early, 500)] {
+        claim(db, id, "w1", at(10)).await.expect("claimable");
+        db.finish_job(id, "w1", &finish(expires), None, at(11))
+            .await
+            .expect("finish_job");
+    }
+    claim(db, running, "w1", at(10)).await.expect("claimable");
+    assert_eq!(db.expired_jobs(at(400), 10).await.expect("expired"), vec![]);
+    assert_eq!(
+        db.expired_jobs(at(600), 10).await.expect("expired"),
+        vec![early]
+    );
+    assert_eq!(
+        db.expired_jobs(at(10_000), 10).await.expect("expired"),
+        vec![early, late],
+        "oldest expiry first; a running job never expires"
+    );
+    assert_eq!(
+        db.expired_jobs(at(10_000), 1).await.expect("expired"),
+        vec![early]
+    );
 }
