@@ -515,6 +515,8 @@ impl Process for ZonalStatistics {
         let width = cols.len();
         let per_field = rows.len() * width;
         let mut no_value = vec![None::<NoValue>; r.features.len()];
+        // The periods last read (indices into `all`) and their fields.
+        let mut read: (Range<usize>, Vec<f32>) = (0..0, Vec::new());
         for (k, (block, label)) in blocks.iter().enumerate() {
             if ctx.stopped().is_cancelled() {
                 return Err(WorkError::Transient("stopped".into()));
@@ -524,19 +526,43 @@ impl Process for ZonalStatistics {
                 blocks.len() as u64,
                 format!("{label} ({} of {})", k + 1, blocks.len()),
             );
-            let field = read_block(
-                &opened,
-                periods.start,
-                block,
-                &rows,
-                &cols,
-                per_field,
-                r.temporal.map(|t| t.1),
-            )
-            .await
-            .map_err(work_error)?;
+            let combined;
+            let field: &[f32] = match r.temporal {
+                // One period a block: read as many periods at once as fit, keep them for the
+                // next blocks (a time chunk is decompressed once, not once per period).
+                None => {
+                    let i = block.start;
+                    if !read.0.contains(&i) {
+                        let end = (i + (BLOCK_CELLS / per_field.max(1)).max(1)).min(all.len());
+                        let t = periods.start + i..periods.start + end;
+                        let w = Window {
+                            t,
+                            rows: rows.clone(),
+                            cols: cols.clone(),
+                            step: 1,
+                        };
+                        read = (i..end, opened.read(&w).await.map_err(work_error)?);
+                    }
+                    let at = (i - read.0.start) * per_field;
+                    &read.1[at..at + per_field]
+                }
+                Some((_, method)) => {
+                    combined = read_block(
+                        &opened,
+                        periods.start,
+                        block,
+                        &rows,
+                        &cols,
+                        per_field,
+                        method,
+                    )
+                    .await
+                    .map_err(work_error)?;
+                    &combined
+                }
+            };
             for (i, f) in r.features.iter().enumerate() {
-                let s = Summary::of(&field, width, (rows.start, cols.start), &coverages[i]);
+                let s = Summary::of(field, width, (rows.start, cols.start), &coverages[i]);
                 if s.is_empty() {
                     no_value[i] = Some(if coverages[i].is_empty() {
                         NoValue::OutsideGrid
@@ -567,8 +593,8 @@ impl Process for ZonalStatistics {
     }
 }
 
-/// The field of one block (one period, or a group combined by `method`) over the window, read
-/// at most [`BLOCK_CELLS`] values at a time.
+/// The field of one group of periods combined by `method` over the window, read at most
+/// [`BLOCK_CELLS`] values at a time.
 async fn read_block(
     opened: &Opened,
     offset: usize,
@@ -576,19 +602,9 @@ async fn read_block(
     rows: &Range<usize>,
     cols: &Range<usize>,
     per_field: usize,
-    method: Option<TemporalMethod>,
+    method: TemporalMethod,
 ) -> Result<Vec<f32>, CatalogError> {
     let t = offset + block.start..offset + block.end;
-    let Some(method) = method else {
-        return opened
-            .read(&Window {
-                t,
-                rows: rows.clone(),
-                cols: cols.clone(),
-                step: 1,
-            })
-            .await;
-    };
     // Combine in sub-blocks: partial results of sum/min/max combine again; the mean is the
     // sum over the number of fields with data, so sum values and counts separately.
     let chunk = (BLOCK_CELLS / per_field.max(1)).max(1);
