@@ -404,18 +404,10 @@ pub async fn dismiss(
     let job = own_job(&state, principal.as_ref().map(|p| &p.0), &id).await?;
     let db = &state.platform.db;
     let mut shown = if job.status.is_terminal() {
-        db.delete_job(job.job_id).await?;
-        let key = climate_processes::result_key(job.job_id);
-        if let Err(e) = state
-            .platform
-            .store
-            .object_store()
-            .delete(&object_store::path::Path::from(key.as_str()))
+        // The job's result goes with it, as when it expires.
+        climate_infra::housekeeping::remove_job(&state.platform, job.job_id)
             .await
-            && !matches!(e, object_store::Error::NotFound { .. })
-        {
-            tracing::warn!(job.id = %job.job_id, error = %e, "the dismissed job's result stays until its expiry");
-        }
+            .map_err(|e| ApiError::unavailable("object store", e))?;
         job
     } else {
         db.cancel_job(job.job_id, Utc::now()).await?.unwrap_or(job)

@@ -71,38 +71,42 @@ pub async fn relay_once(p: &Platform) -> Result<usize, BoxError> {
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
-/// Removes up to 100 finished jobs whose `expires_at` passed, with their objects (results)
-/// first: a crash in between leaves the row, which the next pass removes. Returns how many.
+/// Removes a finished job: its objects under [`crate::store::Store::job_prefix`] (its
+/// result) first, then its row, so that a failure in between leaves the row and a later removal
+/// finds the job again. `false` when there is no finished job of that id.
 ///
 /// # Errors
-/// When the database cannot be read; an object that cannot be removed leaves its job for the
-/// next pass.
-pub async fn purge_expired_jobs(p: &Platform, now: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
+/// When the objects cannot be listed or removed (the job is kept) or the database fails.
+pub async fn remove_job(p: &Platform, job_id: climate_domain::ids::JobId) -> anyhow::Result<bool> {
     use futures::TryStreamExt as _;
     use object_store::ObjectStoreExt as _;
+    let prefix = object_store::path::Path::from(crate::store::Store::job_prefix(job_id).as_str());
+    let store = p.store.object_store();
+    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    for o in objects {
+        match store.delete(&o.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(p.db.delete_job(job_id).await?)
+}
+
+/// Removes up to 100 finished jobs whose `expires_at` passed, with their objects
+/// ([`remove_job`]). Returns how many; a job that cannot be removed now is left for the next
+/// pass.
+///
+/// # Errors
+/// When the expired jobs cannot be listed.
+pub async fn purge_expired_jobs(p: &Platform, now: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
     let mut removed = 0;
     for job_id in p.db.expired_jobs(now, 100).await? {
-        let prefix =
-            object_store::path::Path::from(crate::store::Store::job_prefix(job_id).as_str());
-        let store = p.store.object_store();
-        let objects: Vec<_> = match store.list(Some(&prefix)).try_collect().await {
-            Ok(objects) => objects,
+        match remove_job(p, job_id).await {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
             Err(e) => {
-                tracing::warn!(job.id = %job_id, error = %e, "listing an expired job's objects failed; kept for the next pass");
-                continue;
+                tracing::warn!(job.id = %job_id, error = %e, "removing an expired job failed; kept for the next pass");
             }
-        };
-        let mut kept = false;
-        for o in objects {
-            if let Err(e) = store.delete(&o.location).await
-                && !matches!(e, object_store::Error::NotFound { .. })
-            {
-                tracing::warn!(job.id = %job_id, error = %e, "deleting an expired job's object failed; kept for the next pass");
-                kept = true;
-            }
-        }
-        if !kept && p.db.delete_job(job_id).await? {
-            removed += 1;
         }
     }
     Ok(removed)
