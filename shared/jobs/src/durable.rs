@@ -43,6 +43,18 @@ pub enum WorkError {
         /// What went wrong, for the job's owner.
         message: String,
     },
+    /// Not finished: the job waits for something outside it (a run it started). Its next
+    /// attempt comes after `after` and reads `state` as the job's `result`; waiting holds no
+    /// worker and is not a failed attempt.
+    #[error("waiting: {message}")]
+    Waiting {
+        /// What the next attempt needs.
+        state: serde_json::Value,
+        /// How long until the next look.
+        after: Duration,
+        /// What it waits for (the job's progress message).
+        message: String,
+    },
 }
 
 /// What a job kind computes: from the job's inputs to its result document.
@@ -228,6 +240,14 @@ impl<W: Work> Durable<W> {
                 let error = RunError { code, message };
                 (JobOutcome::Failed { error, expires_at }, Settle::DeadLetter)
             }
+            Err(WorkError::Waiting { state, after, .. }) => {
+                let outbox = NewOutbox {
+                    topic: TASK_TOPIC.to_owned(),
+                    payload: JobMessage::new(&job.kind, job.job_id).to_json(),
+                    available_at: now + chrono::Duration::from_std(after).unwrap_or_default(),
+                };
+                (JobOutcome::Wait { state, outbox }, Settle::Ack)
+            }
         }
     }
 }
@@ -305,6 +325,11 @@ impl<W: Work> JobKind for Durable<W> {
         let Some(answer) = answer else {
             return Ok(Settle::Ack);
         };
+        worker.failpoints.hit(crate::FailPoint::BeforeJobFinish);
+        if let Err(WorkError::Waiting { message, .. }) = &answer {
+            let done = ctx.take_progress().map_or((0, 0), |p| (p.done, p.total));
+            ctx.report(done.0, done.1, message.clone());
+        }
         let now = Utc::now();
         let (outcome, settle) = self.outcome(&ctx.job, answer, now);
         let progress = ctx.take_progress();

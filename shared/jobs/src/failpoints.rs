@@ -19,14 +19,18 @@ pub enum FailPoint {
     AfterSegmentWrite,
     /// Ingestion: the store is consolidated, the version not yet published.
     BeforePublish,
+    /// A durable job: the attempt answered (a process stored its output), its outcome not
+    /// yet recorded.
+    BeforeJobFinish,
 }
 
 impl FailPoint {
     /// Every failure point.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::AfterPlan,
         Self::AfterSegmentWrite,
         Self::BeforePublish,
+        Self::BeforeJobFinish,
     ];
 
     /// The name used in `CLIMATE_API_FAILPOINTS`.
@@ -36,6 +40,7 @@ impl FailPoint {
             Self::AfterPlan => "after_plan",
             Self::AfterSegmentWrite => "after_segment_write",
             Self::BeforePublish => "before_publish",
+            Self::BeforeJobFinish => "before_job_finish",
         }
     }
 

@@ -26,7 +26,8 @@ pub struct JobRecord {
     pub lease_owner: Option<String>,
     /// When the lease ends unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
-    /// The result document of a succeeded job.
+    /// The result document of a succeeded job; while a job waits (`retrying` after
+    /// [`JobOutcome::Wait`]), the state its next attempt needs.
     pub result: Option<serde_json::Value>,
     /// Last error, if any.
     pub error: Option<RunError>,
@@ -92,6 +93,16 @@ pub enum JobOutcome {
     Retry {
         /// Why.
         error: RunError,
+        /// The delayed announcement of the next attempt.
+        outbox: NewOutbox,
+    },
+    /// Not finished: the job waits for something outside it (a run it started). `retrying`
+    /// without an error, its `state` kept in the result column for the next attempt (which
+    /// reads it as [`JobRecord::result`]), announced again by `outbox`; the attempt is not
+    /// counted against the job's retries.
+    Wait {
+        /// What the next attempt needs (the run's id).
+        state: serde_json::Value,
         /// The delayed announcement of the next attempt.
         outbox: NewOutbox,
     },
@@ -354,7 +365,9 @@ macro_rules! impl_jobs {
                     }
                     JobOutcome::Failed { error, expires_at } => ("failed", None, Some(error), *expires_at),
                     JobOutcome::Retry { error, .. } => ("retrying", None, Some(error), None),
+                    JobOutcome::Wait { state, .. } => ("retrying", Some(state), None, None),
                 };
+                let uncounted = i32::from(matches!(outcome, JobOutcome::Wait { .. }));
                 let finished = (status != "retrying").then_some(ms(now));
                 let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                 let mut tx = self.pool.begin().await?;
@@ -363,7 +376,7 @@ macro_rules! impl_jobs {
                      finished_at = $7, expires_at = $8, updated_at = $9, lease_owner = NULL, \
                      lease_expires_at = NULL, progress_done = COALESCE($10, progress_done), \
                      progress_total = COALESCE($11, progress_total), \
-                     progress_message = COALESCE($12, progress_message) \
+                     progress_message = COALESCE($12, progress_message), attempts = attempts - $13 \
                      WHERE job_id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
                 .bind(job_id.to_string())
@@ -378,11 +391,12 @@ macro_rules! impl_jobs {
                 .bind(progress.map(|p| count(p.done)))
                 .bind(progress.map(|p| count(p.total)))
                 .bind(progress.map(|p| p.message.as_str()))
+                .bind(uncounted)
                 .execute(&mut *tx)
                 .await?;
                 // Dropping the transaction rolls it back.
                 held(done.rows_affected(), &job_id)?;
-                if let JobOutcome::Retry { outbox, .. } = outcome {
+                if let JobOutcome::Retry { outbox, .. } | JobOutcome::Wait { outbox, .. } = outcome {
                     Self::insert_outbox(&mut *tx, outbox, now).await?;
                 }
                 tx.commit().await?;
