@@ -6,10 +6,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use climate_domain::run::{RunKind, RunRequest, RunStatus};
-use climate_domain::{DatasetId, Period, PeriodRange, RunId};
-use climate_infra::db::{Admission, NewOutbox, NewRun, RunFilter, RunRecord};
-use climate_infra::messages::{TASK_TOPIC, TaskMessage};
+use climate_domain::run::RunStatus;
+use climate_domain::{DatasetId, RunId};
+use climate_infra::db::{RunFilter, RunRecord};
+use climate_ingest::admit::{self, AdmitError, Admitted, IngestionRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -47,6 +47,20 @@ pub struct IngestionBody {
     pub publish: bool,
 }
 
+/// The answer to an ingestion that cannot be accepted.
+pub(crate) fn admit_error(e: AdmitError) -> ApiError {
+    match e {
+        AdmitError::UnknownTemplate(_) => {
+            ApiError::not_found(ErrorCode::UnknownTemplate, e.to_string())
+        }
+        AdmitError::UnknownExtent(_) => {
+            ApiError::not_found(ErrorCode::UnknownExtent, e.to_string())
+        }
+        AdmitError::Invalid { .. } | AdmitError::Range(_) => ApiError::bad_request(e.to_string()),
+        AdmitError::Db(e) => e.into(),
+    }
+}
+
 pub(crate) fn location(base: &BaseUrl, run_id: &RunId) -> HeaderValue {
     HeaderValue::from_str(&base.join(&format!("/ingestions/{run_id}")))
         .unwrap_or_else(|_| HeaderValue::from_static("/ingestions"))
@@ -65,110 +79,31 @@ pub async fn create_ingestion(
     body: Result<Json<IngestionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let p = &state.platform;
-    let loaded = p.catalog.get_str(&body.dataset_id).ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::UnknownTemplate,
-            format!(
-                "dataset_id: unknown dataset template '{}'; GET /dataset-templates lists the available ones",
-                body.dataset_id
-            ),
-        )
-    })?;
-    let template = &loaded.template;
-    let extent = match &body.extent_id {
-        Some(id) => p
-            .config
-            .extents
-            .iter()
-            .find(|e| e.extent_id.as_str() == id)
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    ErrorCode::UnknownExtent,
-                    format!(
-                        "extent_id: unknown extent '{id}'; GET /extent lists the configured ones"
-                    ),
-                )
-            })?,
-        None => p.config.default_extent(),
-    };
-    let kind = template.period_type;
-    let start = Period::parse(kind, &body.start)
-        .map_err(|e| ApiError::bad_request(format!("start: {e}")))?;
-    let end = body
-        .end
-        .as_deref()
-        .map(|e| Period::parse(kind, e))
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("end: {e}")))?;
-    if let Some(end) = end {
-        PeriodRange::new(start, end).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
     if !body.prefer_zarr {
         return Err(ApiError::bad_request(
             "prefer_zarr: NetCDF artifacts are not supported yet; omit the field or set it to true (any version can be downloaded as NetCDF)",
         ));
     }
-    let dataset_id = DatasetId::managed(&template.id, &extent.extent_id);
-
-    // Deduplication: the current version already covers the scope.
-    if !body.overwrite
-        && let Some(end) = end
-        && let Some(ds) = p.db.get_dataset(&dataset_id).await?
-        && let Some(summary) = dataset_summary(&state, &ds, &base).await?
+    let request = IngestionRequest {
+        template: body.dataset_id,
+        start: body.start,
+        end: body.end,
+        extent_id: body.extent_id,
+        overwrite: body.overwrite,
+        publish: body.publish,
+    };
+    let run = match admit::ingestion(&state.platform, &request, Utc::now())
+        .await
+        .map_err(admit_error)?
     {
-        let covered = Period::parse(kind, &summary.extent.temporal.start)
-            .ok()
-            .zip(Period::parse(kind, &summary.extent.temporal.end).ok())
-            .is_some_and(|(cs, ce)| cs <= start && end <= ce);
-        if covered {
+        Admitted::Covered { dataset, version } => {
+            let template = state.platform.catalog.get(&dataset.template_id);
+            let summary = DatasetSummary::new(&dataset, &version, template, &base);
             return Ok((StatusCode::OK, Json(summary)).into_response());
         }
-    }
-
-    let request = RunRequest {
-        start: start.canonical(),
-        end: end.map(|e| e.canonical()),
-        overwrite: body.overwrite,
-        prefer_zarr: body.prefer_zarr,
-        publish: body.publish,
-        append: false,
+        Admitted::Run { run, .. } => *run,
     };
-    let request_json = serde_json::to_value(&request).map_err(ApiError::internal)?;
-
-    // Coalescing: an identical request already queued or running is the answer, also when
-    // identical requests arrive at once (the database admits a dataset's runs one at a time).
-    let run_id = RunId::generate();
-    let now = Utc::now();
-    let admitted =
-        p.db.admit_run(
-            &NewRun {
-                run_id,
-                kind: RunKind::Ingestion,
-                dataset_id: dataset_id.clone(),
-                template_id: template.id.clone(),
-                extent_id: extent.extent_id.clone(),
-                request: request_json,
-                created_at: now,
-            },
-            &NewOutbox {
-                topic: TASK_TOPIC.into(),
-                payload: TaskMessage::new(run_id).to_json(),
-                available_at: now,
-            },
-            Admission::Coalesce,
-        )
-        .await?;
-    let (run, created) = admitted
-        .run_and_created()
-        .ok_or_else(|| ApiError::internal("an unscheduled admission reported a due time"))?;
     let run_id = run.run_id;
-    if created {
-        p.outbox_notify.notify_one();
-        tracing::info!(run.id = %run_id, dataset.id = %dataset_id, "ingestion accepted");
-    } else {
-        tracing::info!(run.id = %run_id, dataset.id = %dataset_id, "identical ingestion already active; coalesced");
-    }
     let mut headers = HeaderMap::new();
     headers.insert(header::LOCATION, location(&base, &run_id));
     Ok((

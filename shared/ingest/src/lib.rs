@@ -12,8 +12,11 @@
 //!   scheduler's tick;
 //! - [`scheduler`]: the clock (housekeeping and the sync tick);
 //!
+//! - [`admit`]: accepting an ingestion (`POST /ingestions` and the `ingestion` process).
+//!
 //! Runs come into being through one admission path, `RunStore::admit_run` (part of `Database`).
 
+pub mod admit;
 pub mod pipeline;
 pub mod scheduler;
 pub mod sync;
