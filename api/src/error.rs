@@ -50,6 +50,8 @@ pub enum ErrorCode {
     UnknownProcess,
     /// No job with this id (or not the caller's).
     UnknownJob,
+    /// No stored feature collection with this id (or no such version of it).
+    UnknownFeatureCollection,
     /// The job has not finished, so it has no results yet.
     ResultNotReady,
     /// The job failed; the message says why.
@@ -102,6 +104,7 @@ impl ErrorCode {
             | Self::UnknownVersion
             | Self::UnknownProcess
             | Self::UnknownJob
+            | Self::UnknownFeatureCollection
             | Self::ResultNotReady => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AlreadyFinished | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
@@ -131,6 +134,7 @@ impl ErrorCode {
         Self::UnknownVersion,
         Self::UnknownProcess,
         Self::UnknownJob,
+        Self::UnknownFeatureCollection,
         Self::ResultNotReady,
         Self::JobFailed,
         Self::TooManyJobs,

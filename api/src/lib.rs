@@ -92,7 +92,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default());
         let s = shutdown.clone();
         let c = ctx.clone();
-        let processes = climate_processes::job_kind(&platform);
+        let processes = climate_processes::job_kind(&ctx);
         tasks.spawn(async move { climate_ingest::worker::run(c, vec![processes], s).await });
         let (c, s) = (ctx.clone(), shutdown.clone());
         tasks.spawn(async move {

@@ -8,8 +8,8 @@ use climate_domain::auth::Access;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::routes::{
-    credentials, datasets, download, ingestions, meta, ogcapi, processes, stac, sync, templates,
-    zarr,
+    credentials, datasets, download, features, ingestions, meta, ogcapi, processes, stac, sync,
+    templates, zarr,
 };
 use crate::state::AppState;
 use crate::{auth, error, idempotency};
@@ -115,6 +115,9 @@ api_routes! {
         get "/ogcapi/jobs/{id}" => processes::get_job, Read;
         get "/ogcapi/jobs/{id}/results" => processes::get_results, Read;
         delete "/ogcapi/jobs/{id}" => processes::dismiss, Read;
+        get "/features" => features::list_features, Read;
+        post "/features" => features::upload_features, Ingest;
+        get "/features/{id}" => features::get_features, Read;
         post "/sync/{id}" => sync::run_sync, Ingest;
         get "/datasets/{id}/schedule" => sync::get_schedule, Read;
         patch "/datasets/{id}/schedule" => sync::patch_schedule, Admin;

@@ -39,14 +39,15 @@ impl App {
     /// When the providers' HTTP clients cannot be built.
     pub fn new(platform: Platform) -> anyhow::Result<Self> {
         let catalog = Arc::new(climate_catalog::Catalog::new(&platform));
+        let providers = climate_ingest::Context::new(platform.clone())?;
         Ok(Self {
-            providers: climate_ingest::Context::new(platform.clone())?,
+            process_env: climate_processes::Env::new(&providers, catalog.clone()),
+            providers,
             auth: crate::auth::Auth::new(platform.config.auth.clone())?,
             metrics: climate_infra::telemetry::metrics(None)?,
             shutdown: tokio_util::sync::CancellationToken::new(),
-            catalog: catalog.clone(),
+            catalog,
             processes: climate_processes::Processes::default(),
-            process_env: climate_processes::Env { catalog },
             platform,
             downloads: tokio::sync::Semaphore::new(CONCURRENT_DOWNLOADS),
         })

@@ -383,3 +383,107 @@ async fn one_trace_from_the_client_through_the_queue_to_the_workers() -> anyhow:
     }
     Ok(())
 }
+
+/// An asynchronous process job is persisted before its 201: it survives a worker SIGKILLed
+/// after computing its output but before recording it (another worker takes the job over
+/// once the lease expires) and an API killed and restarted meanwhile; its results equal the
+/// synchronous answer to the same request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_process_jobs_survive_a_killed_worker_and_an_api_restart() -> anyhow::Result<()> {
+    let mut app = TestApp::distributed(1).await?;
+    let run = app
+        .ingest(&json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-31"}))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", app.logs());
+    let districts: Value = serde_json::from_str(&std::fs::read_to_string(
+        climate_tests::fixtures_dir().join("sierra_leone_districts.geojson"),
+    )?)?;
+    let execute = "/ogcapi/processes/zonal-statistics/execution";
+    let request = json!({"inputs": {"dataset_id": "sample_era5land_t2m_daily_sle", "features": districts,
+        "datetime": "2025-07-01/2025-07-31", "statistics": ["mean", "stdev"], "period_type": "weekly", "temporal_method": "mean"}});
+    let (status, _, reference) = app.post_json(execute, &request).await?;
+    assert_eq!(status, 200, "{reference}");
+
+    // The next worker dies right after its first job's output is stored.
+    app.signal("climate-worker", 0, "KILL")?;
+    app.wait_process("climate-worker", 0, Duration::from_secs(10))
+        .await?;
+    app.spawn_with_env(
+        "climate-worker",
+        &[],
+        &[("CLIMATE_API_FAILPOINTS", "before_job_finish")],
+    )?;
+    let r = app
+        .client
+        .post(app.url(execute))
+        .header("prefer", "respond-async")
+        .json(&request)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 201);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("a Location");
+    let path = location.trim_start_matches(&app.base).to_owned();
+    app.wait_process("climate-worker", 1, Duration::from_secs(60))
+        .await?;
+    assert!(
+        app.logs().contains("failure point before_job_finish fired"),
+        "{}",
+        app.logs()
+    );
+    let (_, job) = app.get_json(&path).await?;
+    assert!(
+        matches!(job["status"].as_str(), Some("running" | "accepted")),
+        "unfinished while the dead worker's lease runs out: {job}"
+    );
+
+    // The API dies too, and comes back; then a healthy worker finishes the job.
+    app.signal("climate-api", 0, "KILL")?;
+    app.wait_process("climate-api", 0, Duration::from_secs(10))
+        .await?;
+    app.spawn("climate-api", &["serve"])?;
+    // Not wait_ready: it refuses the two workers that died on purpose.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while climate_tests::raw_get_status(&app.base, "/ready")
+        .await
+        .ok()
+        != Some(200)
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the API did not come back\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.spawn("climate-worker", &[])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let job = loop {
+        let (status, job) = app.get_json(&path).await?;
+        assert_eq!(status, 200, "{job}");
+        if matches!(
+            job["status"].as_str(),
+            Some("successful" | "failed" | "dismissed")
+        ) {
+            break job;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the job did not finish: {job}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["status"], "successful", "{job}\n{}", app.logs());
+    let (status, results) = app.get_json(&format!("{path}/results")).await?;
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(
+        results, reference,
+        "the same figures as the synchronous answer"
+    );
+    Ok(())
+}

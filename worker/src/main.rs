@@ -41,10 +41,11 @@ async fn main_async() -> anyhow::Result<()> {
         platform.clone(),
         shutdown.clone(),
     ));
-    let processes = climate_processes::job_kind(&platform);
+    let ctx = climate_ingest::Context::new(platform)?
+        .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default());
+    let processes = climate_processes::job_kind(&ctx);
     let worker = tokio::spawn(climate_ingest::worker::run(
-        climate_ingest::Context::new(platform)?
-            .with_failpoints(&std::env::var("CLIMATE_API_FAILPOINTS").unwrap_or_default()),
+        ctx,
         vec![processes],
         shutdown.clone(),
     ));

@@ -3,6 +3,7 @@
 pub mod credentials;
 pub mod datasets;
 pub mod download;
+pub mod features;
 pub mod ingestions;
 pub mod meta;
 pub mod ogcapi;

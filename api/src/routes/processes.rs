@@ -4,9 +4,10 @@
 //!
 //! Every execution is a durable job on the job engine, written before the answer: an
 //! asynchronous one answers 201 with the job's `Location`; a synchronous one waits for its job
-//! (up to [`SYNC_WAIT`], then answers as an asynchronous one would) and answers its result. A
-//! request larger than [`SYNC_MAX_CELLS`] is refused in synchronous mode (413 naming the
-//! asynchronous route), and a principal has at most [`MAX_ACTIVE_JOBS`] unfinished jobs (429).
+//! (up to `processes.sync_wait_seconds`, then answers as an asynchronous one would) and answers
+//! its result. A request larger than `processes.sync_max_cells` is refused in synchronous mode
+//! (413 naming the asynchronous route), and a principal has at most
+//! `processes.max_active_jobs` unfinished jobs (429).
 
 use std::time::Duration;
 
@@ -29,13 +30,6 @@ use serde_json::{Value, json};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::{AppState, BaseUrl};
-
-/// Grid cells (cells × periods) a synchronous execution may read.
-pub const SYNC_MAX_CELLS: u64 = 20_000_000;
-/// How long a synchronous execution waits for its job.
-pub const SYNC_WAIT: Duration = Duration::from_secs(120);
-/// Unfinished jobs a principal may have.
-pub const MAX_ACTIVE_JOBS: u64 = 4;
 
 const JSON: &str = "application/json";
 
@@ -216,21 +210,25 @@ pub async fn execute(
         .map_err(|e| match e {
             CheckError::Input(e) => ApiError::bad_request(e.to_string()),
             CheckError::UnknownDataset(m) => ApiError::not_found(ErrorCode::UnknownDataset, m),
+            CheckError::UnknownFeatures(m) => {
+                ApiError::not_found(ErrorCode::UnknownFeatureCollection, m)
+            }
             CheckError::Unavailable(m) => ApiError::unavailable("catalog", m),
         })?;
-    if !asynchronous && checked.cells > SYNC_MAX_CELLS {
+    let limits = &state.platform.config.processes;
+    if !asynchronous && checked.cells > limits.sync_max_cells {
         return Err(ApiError::new(
             ErrorCode::TooLarge,
             format!(
-                "this request reads {} grid values, more than the {SYNC_MAX_CELLS} answered at once: run it asynchronously (header `Prefer: respond-async`; the answer is 201 with the job's Location, whose results follow at /ogcapi/jobs/{{id}}/results)",
-                checked.cells
+                "this request reads {} grid values, more than the {} answered at once: run it asynchronously (header `Prefer: respond-async`; the answer is 201 with the job's Location, whose results follow at /ogcapi/jobs/{{id}}/results)",
+                checked.cells, limits.sync_max_cells
             ),
         ));
     }
     let who = owner(principal.as_ref());
     let db = &state.platform.db;
     let active = db.count_active_jobs(&who).await?;
-    if active >= MAX_ACTIVE_JOBS {
+    if active >= limits.max_active_jobs {
         return Err(ApiError::new(
             ErrorCode::TooManyJobs,
             format!(
@@ -242,7 +240,7 @@ pub async fn execute(
         db.as_ref(),
         KIND,
         &who,
-        ProcessWork::job_inputs(&id, &body.inputs),
+        ProcessWork::job_inputs(&id, &checked.inputs),
         Utc::now(),
     )
     .await?;
@@ -255,7 +253,7 @@ pub async fn execute(
             Duration::from_millis(100),
             state.shutdown.clone(),
         ));
-        let finished = tokio::time::timeout(SYNC_WAIT, async {
+        let finished = tokio::time::timeout(limits.sync_wait(), async {
             use futures::StreamExt as _;
             while let Some(u) = updates.next().await {
                 if let Observed::Finished(_) = u {

@@ -6,6 +6,7 @@
 
 mod authz;
 mod envelope;
+mod features;
 mod processes;
 mod snapshots;
 mod support;

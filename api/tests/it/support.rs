@@ -68,7 +68,7 @@ impl InProcess {
             app.shutdown.clone(),
         ));
         let ctx = climate_ingest::Context::new(platform.clone()).expect("the worker context");
-        let processes = climate_processes::job_kind(&platform);
+        let processes = climate_processes::job_kind(&ctx);
         tokio::spawn(climate_ingest::worker::run(
             ctx,
             vec![processes],
@@ -135,6 +135,24 @@ impl InProcess {
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let a = self.send(Method::GET, path, &[], None).await;
         (a.status, a.body)
+    }
+
+    /// Serves the router on a loopback port until the instance is dropped (for real HTTP
+    /// clients); returns its base URL.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let router = self.router.clone();
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .expect("the server runs");
+        });
+        format!("http://{addr}")
     }
 
     /// `POST path` with a JSON body: status and body.

@@ -22,7 +22,7 @@ pub mod window;
 
 pub use metadata::{CubeMeta, FORMAT_VERSION, MetadataError, VersionMetadata, iso_step, rfc3339};
 pub use read::{Catalog, Labels, Lru, Opened, READER_CACHE};
-pub use window::{Window, axis_range, bbox_window, intersect};
+pub use window::{Window, axis_range, bbox_window, intersect, nearest};
 
 /// Why the catalog could not answer.
 #[derive(Debug, thiserror::Error)]

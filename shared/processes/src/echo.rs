@@ -46,7 +46,10 @@ impl Process for Echo {
         if let Some(other) = object.keys().find(|k| *k != "message") {
             return Err(InputError::new(other, "echo takes only `message`").into());
         }
-        Ok(Checked { cells: 0 })
+        Ok(Checked {
+            cells: 0,
+            inputs: inputs.clone(),
+        })
     }
 
     async fn execute(

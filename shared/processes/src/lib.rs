@@ -11,12 +11,22 @@
 //! - [`zonal`]: `zonal-statistics` — district figures from a dataset: exact coverage-weighted
 //!   statistics per feature and period, optionally aggregated in time to a DHIS2 period type
 //!   first, as JSON rows, CSV or a DHIS2 `dataValueSet`.
+//! - [`point`]: `point-timeseries` — a dataset's values at points (facilities) per period,
+//!   optionally aggregated in time, in the same formats.
+//! - [`runs`]: `ingestion` and `sync` — the platform's runs as processes (they write: the
+//!   `ingest` scope), each job ending as its run ends, waiting without holding a worker.
 //! - [`echo`]: `echo` — returns its inputs (the OGC conformance tests need it).
+//!
+//! [`features`] reads, validates and stores the feature collections (districts) requests name.
 //!
 //! Knows no HTTP server (checked).
 
 pub mod echo;
+pub mod features;
 pub mod output;
+pub mod point;
+pub mod runs;
+pub mod series;
 pub mod work;
 pub mod zonal;
 
@@ -24,16 +34,33 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use climate_catalog::Catalog;
+use climate_infra::db::Database;
 use climate_jobs::{JobContext, WorkError};
 use serde_json::Value;
 
-pub use work::{KIND, ProcessWork, RETENTION, ResultRef, job_kind, result_key};
+pub use work::{KIND, ProcessWork, ResultRef, job_kind, result_key};
 
-/// What processes read: the catalog of published datasets.
+/// What processes read and write through: the catalog of published datasets, the database
+/// (stored feature collections, runs) and the ingestion context (admitting runs and syncs).
 #[derive(Debug, Clone)]
 pub struct Env {
     /// The read model.
     pub catalog: Arc<Catalog>,
+    /// The database.
+    pub db: Arc<dyn Database>,
+    /// Backends, configuration and providers, as ingestion uses them.
+    pub ingest: climate_ingest::Context,
+}
+
+impl Env {
+    /// The environment of processes run with `ingest`, reading through `catalog`.
+    pub fn new(ingest: &climate_ingest::Context, catalog: Arc<Catalog>) -> Self {
+        Self {
+            catalog,
+            db: ingest.platform.db.clone(),
+            ingest: ingest.clone(),
+        }
+    }
 }
 
 /// A request input that cannot be used; the message says how to fix it.
@@ -65,16 +92,22 @@ pub enum CheckError {
     /// The request names a dataset that is not published (404).
     #[error("{0}")]
     UnknownDataset(String),
+    /// The request names a feature collection (or version) that is not stored (404).
+    #[error("{0}")]
+    UnknownFeatures(String),
     /// The catalog cannot be read now (503).
     #[error("{0}")]
     Unavailable(String),
 }
 
-/// A checked request: how much work it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A checked request: how much work it is and what the job runs with.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
     /// Grid cells read (cells × periods), the measure of a request's size.
     pub cells: u64,
+    /// The inputs the job records and runs with: the request's, with what it left open pinned
+    /// (the version of a stored feature collection).
+    pub inputs: Value,
 }
 
 /// What a process produced: its media type and bytes.
@@ -125,7 +158,13 @@ pub struct Processes(Vec<Arc<dyn Process>>);
 
 impl Default for Processes {
     fn default() -> Self {
-        Self(vec![Arc::new(zonal::ZonalStatistics), Arc::new(echo::Echo)])
+        Self(vec![
+            Arc::new(zonal::ZonalStatistics),
+            Arc::new(point::PointTimeseries),
+            Arc::new(runs::Ingestion),
+            Arc::new(runs::Sync),
+            Arc::new(echo::Echo),
+        ])
     }
 }
 

@@ -1,10 +1,10 @@
-//! The zonal-statistics result in its three formats: JSON rows, CSV, and a DHIS2
+//! The result of the reading processes (zonal statistics, point series) in its three formats: JSON rows, CSV, and a DHIS2
 //! `dataValueSet` (values as decimal strings, never in scientific notation).
 
-use climate_compute::Statistic;
 use serde_json::{Map, Value, json};
 
 use crate::Output;
+use crate::series::Step;
 use crate::zonal::Feature;
 
 /// The output format asked for.
@@ -37,14 +37,14 @@ pub struct Row {
 }
 
 impl Row {
-    /// A row without values.
-    pub fn empty(f: &Feature, period: &str, dhis2_period: &str, statistics: usize) -> Self {
+    /// A row of `f` in `step` without values.
+    pub fn empty(f: &Feature, step: &Step, columns: usize) -> Self {
         Self {
             feature_id: f.id.clone(),
             org_unit: f.org_unit.clone(),
-            period: period.to_owned(),
-            dhis2_period: dhis2_period.to_owned(),
-            values: vec![None; statistics],
+            period: step.iso.clone(),
+            dhis2_period: step.dhis2.clone(),
+            values: vec![None; columns],
         }
     }
 }
@@ -56,8 +56,8 @@ pub struct Table {
     pub dataset_id: String,
     /// The period type of the rows.
     pub period_type: String,
-    /// The statistics, in the order of each row's values.
-    pub statistics: Vec<Statistic>,
+    /// The value columns (statistics, or `value`), in the order of each row's values.
+    pub columns: Vec<String>,
     /// The rows, feature by feature within each period.
     pub rows: Vec<Row>,
     /// Periods left out because some of their source periods are missing.
@@ -92,8 +92,8 @@ impl Table {
                         let mut o = Map::new();
                         o.insert("feature_id".into(), json!(r.feature_id));
                         o.insert("period".into(), json!(r.period));
-                        for (s, v) in self.statistics.iter().zip(&r.values) {
-                            o.insert(s.as_str().into(), v.map_or(Value::Null, |v| json!(v)));
+                        for (c, v) in self.columns.iter().zip(&r.values) {
+                            o.insert(c.clone(), v.map_or(Value::Null, |v| json!(v)));
                         }
                         Value::Object(o)
                     })
@@ -112,9 +112,9 @@ impl Table {
             }
             Format::Csv => {
                 let mut out = String::from("feature_id,period");
-                for s in &self.statistics {
+                for c in &self.columns {
                     out.push(',');
-                    out.push_str(s.as_str());
+                    out.push_str(c);
                 }
                 out.push('\n');
                 for r in &self.rows {
@@ -187,7 +187,7 @@ mod tests {
         Table {
             dataset_id: "d".into(),
             period_type: "monthly".into(),
-            statistics: vec![Statistic::Mean, Statistic::Max],
+            columns: vec!["mean".into(), "max".into()],
             rows: vec![
                 Row {
                     feature_id: "a,b".into(),
@@ -226,7 +226,7 @@ mod tests {
             "feature_id,period,mean,max\n\"a,b\",2025-07,1.5,2\nc,2025-07,,\n"
         );
         let one = Table {
-            statistics: vec![Statistic::Mean],
+            columns: vec!["mean".into()],
             ..t
         };
         let dv: Value = serde_json::from_slice(

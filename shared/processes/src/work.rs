@@ -14,23 +14,20 @@ use serde_json::Value;
 
 use crate::{Env, Processes};
 
-/// How long a finished process job and its result are kept.
-pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
-/// The process-execution job kind of a worker of `platform`: [`ProcessWork`] over the
-/// default processes, leased and retried as the configuration's workers are.
-pub fn job_kind(platform: &climate_infra::Platform) -> Arc<dyn climate_jobs::JobKind> {
+/// The process-execution job kind of a worker with `ingest`: [`ProcessWork`] over the
+/// default processes, leased and retried as the configuration's workers are, kept for
+/// `processes.result_retention_hours` once finished.
+pub fn job_kind(ingest: &climate_ingest::Context) -> Arc<dyn climate_jobs::JobKind> {
+    let platform = &ingest.platform;
     let w = &platform.config.worker;
     let lease = std::time::Duration::from_secs(w.lease_seconds.max(3));
-    let env = Env {
-        catalog: Arc::new(climate_catalog::Catalog::new(platform)),
-    };
+    let env = Env::new(ingest, Arc::new(climate_catalog::Catalog::new(platform)));
     let settings = climate_jobs::DurableSettings {
         lease,
         heartbeat: lease / 3,
         retry: climate_domain::retry::RetryPolicy::STEPS,
         max_attempts: w.max_attempts.max(1),
-        retention: RETENTION,
+        retention: platform.config.processes.retention(),
     };
     Arc::new(climate_jobs::Durable::new(
         platform.db.clone(),

@@ -9,27 +9,25 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
-use climate_catalog::{CatalogError, Opened, Window};
-use climate_compute::temporal::Grouping;
+use chrono::NaiveDateTime;
+use climate_catalog::Opened;
 use climate_compute::{
-    Coverage, MultiPolygon, NoValue, Statistic, Summary, TargetPeriodType, TemporalMethod, combine,
-    coverage, group,
+    Coverage, MultiPolygon, NoValue, Statistic, Summary, TargetPeriodType, TemporalMethod, coverage,
 };
-use climate_domain::Period;
 use climate_jobs::{JobContext, WorkError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::features::{self, Area, LoadError};
 use crate::output::{Format, Row, Table};
+use crate::series::{
+    Fields, Plan, catalog_error, format, interval, periods_in, temporal, work_error,
+};
 use crate::{CheckError, Checked, Env, InputError, Output, Process};
 
 /// The zonal-statistics process.
 #[derive(Debug)]
 pub struct ZonalStatistics;
-
-/// Most grid values held in memory at once while reading.
-const BLOCK_CELLS: usize = 16 << 20;
 
 /// The request as sent.
 #[derive(Debug, Deserialize)]
@@ -40,6 +38,8 @@ struct Raw {
     features: Option<Value>,
     #[serde(default)]
     feature_collection: Option<String>,
+    #[serde(default)]
+    feature_collection_version: Option<u32>,
     datetime: String,
     statistics: Vec<String>,
     #[serde(default)]
@@ -65,13 +65,29 @@ pub struct Feature {
     pub shape: MultiPolygon,
 }
 
+/// Where a request's areas come from.
+#[derive(Debug, Clone)]
+pub enum Areas {
+    /// Sent with it (`features`).
+    Inline(Vec<Area>),
+    /// A stored collection (`feature_collection`), at a version or the latest.
+    Stored {
+        /// Its id.
+        id: String,
+        /// The version asked (`feature_collection_version`).
+        version: Option<u32>,
+    },
+}
+
 /// A checked request.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The dataset.
     pub dataset_id: String,
-    /// The features.
-    pub features: Vec<Feature>,
+    /// The areas.
+    pub areas: Areas,
+    /// The feature property holding the DHIS2 organisation unit (else the feature id).
+    pub org_unit_property: Option<String>,
     /// Periods starting at or after this instant…
     pub from: NaiveDateTime,
     /// …and before this one.
@@ -88,76 +104,57 @@ fn bad(input: &str, message: impl Into<String>) -> InputError {
     InputError::new(input, message)
 }
 
-/// `2025-01-01` (the whole day) or an RFC 3339 instant, as the start of the interval or the
-/// end of it (exclusive).
-fn instant(text: &str, end: bool) -> Result<NaiveDateTime, InputError> {
-    let text = text.trim();
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let d = if end { d.succ_opt().unwrap_or(d) } else { d };
-        return Ok(d.and_time(NaiveTime::MIN));
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| {
-            let t = t.naive_utc();
-            if end { t + chrono::Duration::nanoseconds(1) } else { t }
-        })
-        .map_err(|_| {
-            bad(
-                "datetime",
-                format!("'{text}' is not a date (2025-01-31) or an RFC 3339 instant (2025-01-31T00:00:00Z)"),
-            )
-        })
-}
-
-fn features(
-    collection: &Value,
+/// The features of `areas`, with their organisation units.
+fn with_org_units(
+    areas: Vec<Area>,
     org_unit_property: Option<&str>,
 ) -> Result<Vec<Feature>, InputError> {
-    if collection.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
-        return Err(bad("features", "must be a GeoJSON FeatureCollection"));
-    }
-    let list = collection
-        .get("features")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("features", "a FeatureCollection has a `features` array"))?;
-    if list.is_empty() {
-        return Err(bad("features", "the collection has no features"));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let id = match f.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => format!("feature-{i}"),
-            };
-            let shape = MultiPolygon::from_geojson(f.get("geometry").unwrap_or(&Value::Null))
-                .and_then(|s| s.validate().map(|()| s))
-                .map_err(|e| bad("features", format!("feature '{id}': {e}")))?;
+    areas
+        .into_iter()
+        .map(|a| {
             let org_unit = match org_unit_property {
-                None => id.clone(),
-                Some(p) => f
-                    .get("properties")
-                    .and_then(|props| props.get(p))
-                    .and_then(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .or_else(|| v.as_number().map(ToString::to_string))
-                    })
-                    .ok_or_else(|| {
-                        bad(
-                            "org_unit_property",
-                            format!("feature '{id}' has no property '{p}'"),
-                        )
-                    })?,
+                None => a.id.clone(),
+                Some(p) => a.property(p).ok_or_else(|| {
+                    bad(
+                        "org_unit_property",
+                        format!("feature '{}' has no property '{p}'", a.id),
+                    )
+                })?,
             };
             Ok(Feature {
-                id,
+                id: a.id,
                 org_unit,
-                shape,
+                shape: a.shape,
             })
         })
         .collect()
+}
+
+/// The request's features: inline, or read from the stored collection (the version asked,
+/// else the latest), with the version read.
+///
+/// # Errors
+/// [`CheckError`]: an unknown collection or version (404), bad features (400), a database
+/// that cannot be read now (503).
+pub async fn resolve(env: &Env, r: &Request) -> Result<(Vec<Feature>, Option<u32>), CheckError> {
+    match &r.areas {
+        Areas::Inline(areas) => Ok((
+            with_org_units(areas.clone(), r.org_unit_property.as_deref())?,
+            None,
+        )),
+        Areas::Stored { id, version } => {
+            let (record, areas) = features::load(env.db.as_ref(), id, *version)
+                .await
+                .map_err(|e| match e {
+                    LoadError::Unknown(m) => CheckError::UnknownFeatures(m),
+                    other => CheckError::Unavailable(other.to_string()),
+                })?;
+            Ok((
+                with_org_units(areas, r.org_unit_property.as_deref())?,
+                Some(record.version),
+            ))
+        }
+    }
 }
 
 /// Reads and checks the inputs (no catalog lookup).
@@ -167,14 +164,12 @@ fn features(
 pub fn parse(inputs: &Value) -> Result<Request, InputError> {
     let raw: Raw =
         serde_json::from_value(inputs.clone()).map_err(|e| bad("inputs", e.to_string()))?;
-    let collection = match (&raw.features, &raw.feature_collection) {
-        (Some(f), None) => f,
-        (None, Some(_)) => {
-            return Err(bad(
-                "feature_collection",
-                "stored feature collections are not available on this instance yet: send the features inline as `features`",
-            ));
-        }
+    let areas = match (&raw.features, &raw.feature_collection) {
+        (Some(f), None) => Areas::Inline(features::areas(f, "features")?),
+        (None, Some(id)) => Areas::Stored {
+            id: id.clone(),
+            version: raw.feature_collection_version,
+        },
         (Some(_), Some(_)) => {
             return Err(bad(
                 "features",
@@ -188,17 +183,13 @@ pub fn parse(inputs: &Value) -> Result<Request, InputError> {
             ));
         }
     };
-    let features = features(collection, raw.org_unit_property.as_deref())?;
-    let (from, until) = raw.datetime.split_once('/').ok_or_else(|| {
-        bad(
-            "datetime",
-            "an interval start/end, e.g. 2025-01-01/2025-12-31",
-        )
-    })?;
-    let (from, until) = (instant(from, false)?, instant(until, true)?);
-    if until <= from {
-        return Err(bad("datetime", "the end is before the start"));
+    if raw.feature_collection_version.is_some() && raw.feature_collection.is_none() {
+        return Err(bad(
+            "feature_collection_version",
+            "only used with feature_collection",
+        ));
     }
+    let (from, until) = interval(&raw.datetime)?;
     if raw.statistics.is_empty() {
         return Err(bad(
             "statistics",
@@ -213,94 +204,24 @@ pub fn parse(inputs: &Value) -> Result<Request, InputError> {
                 .map_err(|e| bad("statistics", e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let temporal = match (&raw.period_type, &raw.temporal_method) {
-        (None, None) => None,
-        (Some(p), Some(m)) => Some((
-            p.parse()
-                .map_err(|e: climate_compute::temporal::UnknownPeriodType| {
-                    bad("period_type", e.to_string())
-                })?,
-            m.parse()
-                .map_err(|e: climate_compute::temporal::UnknownMethod| {
-                    bad("temporal_method", e.to_string())
-                })?,
-        )),
-        (Some(_), None) => {
-            return Err(bad(
-                "temporal_method",
-                "required with period_type: mean, sum, min or max",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(bad(
-                "period_type",
-                "required with temporal_method: daily, weekly, monthly, quarterly or yearly",
-            ));
-        }
-    };
-    let format = match raw.format.as_deref().unwrap_or("json") {
-        "json" => Format::Json,
-        "csv" => Format::Csv,
-        "dhis2" => {
-            let data_element = raw.data_element.clone().ok_or_else(|| {
-                bad(
-                    "data_element",
-                    "required with format dhis2: the DHIS2 data element's id",
-                )
-            })?;
-            if statistics.len() != 1 {
-                return Err(bad(
-                    "statistics",
-                    "format dhis2 takes exactly one statistic (a data value holds one number)",
-                ));
-            }
-            Format::Dhis2 { data_element }
-        }
-        other => {
-            return Err(bad(
-                "format",
-                format!("'{other}' is not json, csv or dhis2"),
-            ));
-        }
-    };
-    if raw.data_element.is_some() && !matches!(format, Format::Dhis2 { .. }) {
-        return Err(bad("data_element", "only used with format dhis2"));
+    let temporal = temporal(raw.period_type.as_deref(), raw.temporal_method.as_deref())?;
+    let format = format(raw.format.as_deref(), raw.data_element.as_deref())?;
+    if matches!(format, Format::Dhis2 { .. }) && statistics.len() != 1 {
+        return Err(bad(
+            "statistics",
+            "format dhis2 takes exactly one statistic (a data value holds one number)",
+        ));
     }
     Ok(Request {
         dataset_id: raw.dataset_id,
-        features,
+        areas,
+        org_unit_property: raw.org_unit_property,
         from,
         until,
         statistics,
         temporal,
         format,
     })
-}
-
-/// The indices of `opened`'s periods starting in the request's interval.
-fn periods_in(opened: &Opened, r: &Request) -> Range<usize> {
-    let start = opened.times.partition_point(|t| *t < r.from);
-    let end = opened.times.partition_point(|t| *t < r.until);
-    start..end.max(start)
-}
-
-fn catalog_error(e: CatalogError) -> CheckError {
-    match e {
-        CatalogError::UnknownDataset(id) => CheckError::UnknownDataset(format!(
-            "no published dataset '{id}'; GET /datasets lists them"
-        )),
-        other => CheckError::Unavailable(other.to_string()),
-    }
-}
-
-fn work_error(e: CatalogError) -> WorkError {
-    match e {
-        CatalogError::UnknownDataset(id) => WorkError::Failed {
-            code: "unknown_dataset".into(),
-            message: format!("no published dataset '{id}'"),
-        },
-        other => WorkError::Transient(other.to_string()),
-    }
 }
 
 /// The features' shapes in the grid's CRS.
@@ -370,7 +291,8 @@ impl Process for ZonalStatistics {
             "inputs": {
                 "dataset_id": {"title": "Dataset", "description": "A published dataset (GET /datasets).", "schema": {"type": "string"}},
                 "features": {"title": "Areas", "description": "A GeoJSON FeatureCollection (WGS84) of Polygon and MultiPolygon features; each feature's `id` names its row.", "minOccurs": 0, "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
-                "feature_collection": {"title": "Stored areas", "description": "The id of a stored feature collection (instead of `features`).", "minOccurs": 0, "schema": {"type": "string"}},
+                "feature_collection": {"title": "Stored areas", "description": "The id of a stored feature collection (POST /features; instead of `features`). The job records the version it read.", "minOccurs": 0, "schema": {"type": "string"}},
+                "feature_collection_version": {"title": "Stored areas' version", "description": "The version of `feature_collection` to read (default: the latest).", "minOccurs": 0, "schema": {"type": "integer", "minimum": 1}},
                 "datetime": {"title": "Interval", "description": "start/end, dates or RFC 3339 instants, both included: the periods starting in it.", "schema": {"type": "string", "example": "2025-01-01/2025-12-31"}},
                 "statistics": {"title": "Statistics", "schema": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": stat_names}}},
                 "period_type": {"title": "Aggregate to", "description": "A DHIS2 period type to aggregate to first (with temporal_method); incomplete periods are dropped and listed.", "minOccurs": 0, "schema": {"type": "string", "enum": period_types}},
@@ -394,12 +316,13 @@ impl Process for ZonalStatistics {
 
     async fn check(&self, env: &Env, inputs: &Value) -> Result<Checked, CheckError> {
         let r = parse(inputs)?;
+        let (features, version) = resolve(env, &r).await?;
         let opened = env
             .catalog
             .open(&r.dataset_id)
             .await
             .map_err(catalog_error)?;
-        let periods = periods_in(&opened, &r);
+        let periods = periods_in(&opened, r.from, r.until);
         if periods.is_empty() {
             let (first, last) = opened.cube.time;
             return Err(bad(
@@ -424,11 +347,16 @@ impl Process for ZonalStatistics {
             )
             .into());
         }
-        let shapes = project(&r.features, &opened).map_err(|m| bad("features", m))?;
+        let shapes = project(&features, &opened).map_err(|m| bad("features", m))?;
         let coverages: Vec<Coverage> = shapes.iter().map(|s| coverage(s, &opened.grid)).collect();
         let cells = union(&coverages).map_or(0, |(rows, cols)| rows.len() * cols.len());
+        let mut pinned = inputs.clone();
+        if let (Some(v), Some(o)) = (version, pinned.as_object_mut()) {
+            o.insert("feature_collection_version".into(), v.into());
+        }
         Ok(Checked {
             cells: (cells * periods.len()) as u64,
+            inputs: pinned,
         })
     }
 
@@ -443,59 +371,21 @@ impl Process for ZonalStatistics {
             message,
         };
         let r = parse(inputs).map_err(|e| failed("invalid_inputs", e.to_string()))?;
+        let (features, _) = resolve(env, &r).await.map_err(|e| match e {
+            CheckError::Unavailable(m) => WorkError::Transient(m),
+            other => failed("invalid_inputs", other.to_string()),
+        })?;
         let opened = env.catalog.open(&r.dataset_id).await.map_err(work_error)?;
-        let shapes = project(&r.features, &opened).map_err(|m| failed("invalid_inputs", m))?;
+        let shapes = project(&features, &opened).map_err(|m| failed("invalid_inputs", m))?;
         let coverages: Vec<Coverage> = shapes.iter().map(|s| coverage(s, &opened.grid)).collect();
-        let periods = periods_in(&opened, &r);
-        let kind = opened.cube.period_type;
-        let all: Vec<Period> = opened.times[periods.clone()]
-            .iter()
-            .map(|t| Period::containing(kind, *t))
-            .collect();
-        // The blocks of periods read together and what each yields: one period each, or one
-        // aggregated period per complete group.
-        let (blocks, period_type, dropped): (Vec<(Range<usize>, String)>, &str, Vec<String>) =
-            match r.temporal {
-                None => (
-                    (0..all.len())
-                        .map(|i| (i..i + 1, all[i].canonical()))
-                        .collect(),
-                    kind.as_str(),
-                    Vec::new(),
-                ),
-                Some((target, _)) => {
-                    let Grouping { complete, dropped } =
-                        group(&all, target).map_err(|e| failed("invalid_inputs", e.to_string()))?;
-                    let blocks = complete
-                        .into_iter()
-                        .map(|(p, members)| {
-                            let first = members.first().copied().unwrap_or(0);
-                            (first..first + members.len(), p.iso())
-                        })
-                        .collect();
-                    (
-                        blocks,
-                        target.as_str(),
-                        dropped.iter().map(|p| p.iso()).collect(),
-                    )
-                }
-            };
-        let dhis2_labels: Vec<String> = match r.temporal {
-            None => blocks
-                .iter()
-                .map(|(b, _)| all[b.start].dhis2_code())
-                .collect(),
-            Some((target, _)) => blocks
-                .iter()
-                .map(|(b, _)| target.containing(all[b.start].start()).dhis2())
-                .collect(),
-        };
+        let plan = Plan::new(&opened, r.from, r.until, r.temporal)
+            .map_err(|m| failed("invalid_inputs", m))?;
         let mut table = Table {
             dataset_id: r.dataset_id.clone(),
-            period_type: period_type.to_owned(),
-            statistics: r.statistics.clone(),
+            period_type: plan.period_type.clone(),
+            columns: r.statistics.iter().map(|s| s.as_str().to_owned()).collect(),
             rows: Vec::new(),
-            dropped_periods: dropped,
+            dropped_periods: plan.dropped.clone(),
             warnings: Vec::new(),
         };
         let Some((rows, cols)) = union(&coverages) else {
@@ -503,66 +393,30 @@ impl Process for ZonalStatistics {
                 "no feature covers a cell of the grid of '{}'",
                 r.dataset_id
             ));
-            for f in &r.features {
-                for (k, (_, label)) in blocks.iter().enumerate() {
-                    table
-                        .rows
-                        .push(Row::empty(f, label, &dhis2_labels[k], r.statistics.len()));
+            for f in &features {
+                for step in &plan.steps {
+                    table.rows.push(Row::empty(f, step, r.statistics.len()));
                 }
             }
             return table.render(&r.format).map_err(|m| failed("internal", m));
         };
         let width = cols.len();
-        let per_field = rows.len() * width;
-        let mut no_value = vec![None::<NoValue>; r.features.len()];
-        // The periods last read (indices into `all`) and their fields.
-        let mut read: (Range<usize>, Vec<f32>) = (0..0, Vec::new());
-        for (k, (block, label)) in blocks.iter().enumerate() {
+        let origin = (rows.start, cols.start);
+        let mut no_value = vec![None::<NoValue>; features.len()];
+        let mut fields = Fields::new(&opened, &plan, rows, cols);
+        let steps = plan.steps.len();
+        for (k, step) in plan.steps.iter().enumerate() {
             if ctx.stopped().is_cancelled() {
                 return Err(WorkError::Transient("stopped".into()));
             }
             ctx.report(
                 k as u64,
-                blocks.len() as u64,
-                format!("{label} ({} of {})", k + 1, blocks.len()),
+                steps as u64,
+                format!("{} ({} of {steps})", step.iso, k + 1),
             );
-            let combined;
-            let field: &[f32] = match r.temporal {
-                // One period a block: read as many periods at once as fit, keep them for the
-                // next blocks (a time chunk is decompressed once, not once per period).
-                None => {
-                    let i = block.start;
-                    if !read.0.contains(&i) {
-                        let end = (i + (BLOCK_CELLS / per_field.max(1)).max(1)).min(all.len());
-                        let t = periods.start + i..periods.start + end;
-                        let w = Window {
-                            t,
-                            rows: rows.clone(),
-                            cols: cols.clone(),
-                            step: 1,
-                        };
-                        read = (i..end, opened.read(&w).await.map_err(work_error)?);
-                    }
-                    let at = (i - read.0.start) * per_field;
-                    &read.1[at..at + per_field]
-                }
-                Some((_, method)) => {
-                    combined = read_block(
-                        &opened,
-                        periods.start,
-                        block,
-                        &rows,
-                        &cols,
-                        per_field,
-                        method,
-                    )
-                    .await
-                    .map_err(work_error)?;
-                    &combined
-                }
-            };
-            for (i, f) in r.features.iter().enumerate() {
-                let s = Summary::of(field, width, (rows.start, cols.start), &coverages[i]);
+            let field = fields.field(k).await.map_err(work_error)?;
+            for (i, f) in features.iter().enumerate() {
+                let s = Summary::of(field, width, origin, &coverages[i]);
                 if s.is_empty() {
                     no_value[i] = Some(if coverages[i].is_empty() {
                         NoValue::OutsideGrid
@@ -573,13 +427,13 @@ impl Process for ZonalStatistics {
                 table.rows.push(Row {
                     feature_id: f.id.clone(),
                     org_unit: f.org_unit.clone(),
-                    period: label.clone(),
-                    dhis2_period: dhis2_labels[k].clone(),
+                    period: step.iso.clone(),
+                    dhis2_period: step.dhis2.clone(),
                     values: r.statistics.iter().map(|st| s.value(*st)).collect(),
                 });
             }
         }
-        for (f, why) in r.features.iter().zip(no_value) {
+        for (f, why) in features.iter().zip(no_value) {
             if let Some(why) = why {
                 table.warnings.push(format!(
                     "feature '{}' has no value in some periods: {}",
@@ -588,66 +442,7 @@ impl Process for ZonalStatistics {
                 ));
             }
         }
-        ctx.report(blocks.len() as u64, blocks.len() as u64, "done");
+        ctx.report(steps as u64, steps as u64, "done");
         table.render(&r.format).map_err(|m| failed("internal", m))
     }
-}
-
-/// The field of one group of periods combined by `method` over the window, read at most
-/// [`BLOCK_CELLS`] values at a time.
-async fn read_block(
-    opened: &Opened,
-    offset: usize,
-    block: &Range<usize>,
-    rows: &Range<usize>,
-    cols: &Range<usize>,
-    per_field: usize,
-    method: TemporalMethod,
-) -> Result<Vec<f32>, CatalogError> {
-    let t = offset + block.start..offset + block.end;
-    // Combine in sub-blocks: partial results of sum/min/max combine again; the mean is the
-    // sum over the number of fields with data, so sum values and counts separately.
-    let chunk = (BLOCK_CELLS / per_field.max(1)).max(1);
-    let mut sums: Vec<f32> = Vec::new();
-    let mut counts: Vec<u32> = vec![0; per_field];
-    let mut start = t.start;
-    while start < t.end {
-        let end = (start + chunk).min(t.end);
-        let data = opened
-            .read(&Window {
-                t: start..end,
-                rows: rows.clone(),
-                cols: cols.clone(),
-                step: 1,
-            })
-            .await?;
-        let fields: Vec<&[f32]> = data.chunks(per_field).collect();
-        let inner = if method == TemporalMethod::Mean {
-            TemporalMethod::Sum
-        } else {
-            method
-        };
-        let part = combine(&fields, inner);
-        for f in &fields {
-            for (c, v) in counts.iter_mut().zip(f.iter()) {
-                if !v.is_nan() {
-                    *c += 1;
-                }
-            }
-        }
-        sums = if sums.is_empty() {
-            part
-        } else {
-            combine(&[&sums, &part], inner)
-        };
-        start = end;
-    }
-    if method == TemporalMethod::Mean {
-        for (v, n) in sums.iter_mut().zip(&counts) {
-            if *n > 0 {
-                *v /= *n as f32;
-            }
-        }
-    }
-    Ok(sums)
 }

@@ -3,8 +3,8 @@
 //!
 //! [`Database`] is the sum of one trait per aggregate — [`RunStore`] (runs and admission),
 //! [`SegmentStore`], [`OutboxStore`] (with lease recovery), [`CatalogStore`] (datasets and
-//! versions), [`KeyStore`], [`IdempotencyStore`], [`ScheduleStore`] and [`JobStore`] (durable
-//! jobs of the other kinds) — each in a module of its
+//! versions), [`KeyStore`], [`IdempotencyStore`], [`ScheduleStore`], [`JobStore`] (durable
+//! jobs of the other kinds) and [`FeatureStore`] (versioned feature collections) — each in a module of its
 //! own with its records. Methods called on `dyn Database` need no import; code generic over an
 //! engine brings the traits into scope with `use climate_infra::db::prelude::*`.
 //!
@@ -69,6 +69,7 @@ impl DbError {
 pub type DbResult<T> = Result<T, DbError>;
 
 pub use catalog::*;
+pub use features::*;
 pub use idempotency::*;
 pub use jobs::*;
 pub use keys::*;
@@ -80,8 +81,8 @@ pub use segments::*;
 /// The aggregate traits, for calling [`Database`] methods: `use climate_infra::db::prelude::*`.
 pub mod prelude {
     pub use super::{
-        CatalogStore, Database, IdempotencyStore, JobStore, KeyStore, OutboxStore, RunStore,
-        ScheduleStore, SegmentStore,
+        CatalogStore, Database, FeatureStore, IdempotencyStore, JobStore, KeyStore, OutboxStore,
+        RunStore, ScheduleStore, SegmentStore,
     };
 }
 
@@ -105,6 +106,7 @@ pub trait Database:
     + IdempotencyStore
     + ScheduleStore
     + JobStore
+    + FeatureStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -202,6 +204,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "jobs",
         include_str!("../../../../migrations/0008_jobs.sql"),
     ),
+    (
+        9,
+        "feature_collections",
+        include_str!("../../../../migrations/0009_feature_collections.sql"),
+    ),
 ];
 
 /// What the engines spell differently in a schema.
@@ -296,6 +303,7 @@ macro_rules! api_key_select {
 
 // The aggregates; declared after the SQL macros above, which they use.
 mod catalog;
+mod features;
 mod idempotency;
 mod jobs;
 mod keys;
@@ -366,6 +374,7 @@ mod tests {
             "f618ecde62c4bc08ac1d561909f8ed53d058798938c07e09415c59d06106d6b3650a03dd6485ef0d2b1dd8d92ab92a47",
             "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
             "fb100867e3d3335b53e15c78e62495aa8a8dc6f52a4498e15e19fe03800c95b54bb70eb7e1ebce9bd16a34e0f3bf03cc",
+            "3aa55f87eda8b64d47ac198f8c8a3192340334cd7330849ef41e4e336f6bc4e8a70a802f3d4748b73a534a56aff845c5",
         ];
         let sqlite = [
             "223d26b9b03b901aaed52b210e9b36c4329b546927359c733f8ff2f71ded260ce82411f60cffe39c2a441dc2a837e619",
@@ -376,6 +385,7 @@ mod tests {
             "238a2a22cf7ae84819db46e78ba91a6da975d93c9c7fb83c40889fda72c878e868e66d5fff85c3b3d7553951e4226973",
             "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
             "8f282cda5cad9676476ab25337f18b2e0b946b9e955fb3a8e67c632661b7fda521df55a678722e3a6fe87ee5907f9103",
+            "847021344a7a7044ae19f9050f49638109f64d76b9058e621ab5ad1bb4053a1b028fc2c6acc22fed975e433c8101ec40",
         ];
         assert_eq!(checksums(POSTGRES), postgres);
         assert_eq!(checksums(SQLITE), sqlite);
