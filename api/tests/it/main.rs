@@ -8,5 +8,6 @@ mod authz;
 mod envelope;
 mod features;
 mod processes;
+mod resample;
 mod snapshots;
 mod support;

@@ -38,6 +38,7 @@ async fn processes_are_listed_described_and_declared() {
             "point-timeseries",
             "ingestion",
             "sync",
+            "resample",
             "echo"
         ]
     );
@@ -488,6 +489,7 @@ async fn zonal_statistics_of_an_ingested_dataset_equal_exactextract_on_the_store
             "point-timeseries",
             "ingestion",
             "sync",
+            "resample",
             "echo"
         ])
     );
@@ -603,7 +605,12 @@ async fn point_timeseries_equal_xarray_at_the_nearest_cell(app: &InProcess, stor
 /// once; callers without the ingest scope are refused before a job exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingestion_and_sync_run_as_processes_that_wait_for_their_runs() {
-    let app = InProcess::with_worker(&[]).await;
+    // Limits from the configuration: one unfinished job per caller, 5000 values at once.
+    let app = InProcess::with_worker(&[
+        ("CLIMATE_API__PROCESSES__MAX_ACTIVE_JOBS", "1"),
+        ("CLIMATE_API__PROCESSES__SYNC_MAX_CELLS", "5000"),
+    ])
+    .await;
     let ingest = json!({"inputs": {"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-10"}});
     let accepted = app
         .send_json(
@@ -647,6 +654,35 @@ async fn ingestion_and_sync_run_as_processes_that_wait_for_their_runs() {
         .expect("db")
         .expect("the job");
     assert_eq!(record.attempts, 1, "waiting is not a failed attempt");
+
+    // Over the configured size a synchronous execution is refused, naming the asynchronous way.
+    let zonal = json!({"inputs": {"dataset_id": DATASET, "features": districts(), "datetime": "2025-07-01/2025-07-10", "statistics": ["mean"]}});
+    let execute = "/ogcapi/processes/zonal-statistics/execution";
+    let refused = app.send_json(Method::POST, execute, &[], &zonal).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (413, Some("too_large")),
+        "{}",
+        refused.body
+    );
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("more than the 5000") && message.contains("Prefer: respond-async"),
+        "{message}"
+    );
+    let later = app
+        .send_json(
+            Method::POST,
+            execute,
+            &[("prefer", "respond-async")],
+            &zonal,
+        )
+        .await;
+    assert_eq!(later.status, 201, "{}", later.body);
+    let path = format!("/ogcapi/jobs/{}", later.body["jobID"].as_str().expect("id"));
+    assert_eq!(finished(&app, &path).await["status"], "successful");
+    let (_, rows) = app.get_json(&format!("{path}/results")).await;
+    assert_eq!(rows["rows"].as_array().map(Vec::len), Some(13 * 10));
 
     // The same request again: the current version covers it, synchronously.
     let again = app

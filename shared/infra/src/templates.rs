@@ -31,10 +31,13 @@ pub struct CatalogError {
     pub message: String,
 }
 
-/// All templates of an instance, by id.
+/// All templates of an instance, by id: the declared ones, and the templates derived from
+/// each (`{id}_{period type}_{method}`, see `DatasetTemplate::derived`), which resolve by id
+/// but are not listed.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateCatalog {
     templates: BTreeMap<TemplateId, LoadedTemplate>,
+    derived: BTreeMap<TemplateId, LoadedTemplate>,
 }
 
 impl TemplateCatalog {
@@ -72,7 +75,43 @@ impl TemplateCatalog {
                 catalog.add_yaml(&origin, &text, custom_base, check)?;
             }
         }
+        catalog.derive();
         Ok(catalog)
+    }
+
+    /// Derives every resampling of every declared template that can be resampled; a declared
+    /// template of the same id wins.
+    fn derive(&mut self) {
+        let mut derived = BTreeMap::new();
+        for l in self.templates.values() {
+            for target in climate_domain::template::TARGETS {
+                for method in climate_domain::template::METHODS {
+                    if let Ok(t) = l.template.derived(target, method)
+                        && !self.templates.contains_key(&t.id)
+                    {
+                        derived.insert(
+                            t.id.clone(),
+                            LoadedTemplate {
+                                template: t,
+                                base_dir: l.base_dir.clone(),
+                                origin: format!("derived from {}", l.template.id),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.derived = derived;
+    }
+
+    /// The templates derived from `source`.
+    pub fn derived_from<'a>(
+        &'a self,
+        source: &'a TemplateId,
+    ) -> impl Iterator<Item = &'a LoadedTemplate> + 'a {
+        self.derived
+            .values()
+            .filter(move |l| l.template.derived_from().as_ref() == Some(source))
     }
 
     /// A catalogue of the templates in one YAML document (a list or a single template), with
@@ -84,6 +123,7 @@ impl TemplateCatalog {
     pub fn from_yaml(origin: &str, text: &str) -> Result<Self, CatalogError> {
         let mut catalog = Self::default();
         catalog.add_yaml(origin, text, Path::new("."), &|_| Ok(()))?;
+        catalog.derive();
         Ok(catalog)
     }
 
@@ -144,19 +184,17 @@ impl TemplateCatalog {
         Ok(())
     }
 
-    /// One template.
+    /// One template, declared or derived.
     pub fn get(&self, id: &TemplateId) -> Option<&LoadedTemplate> {
-        self.templates.get(id)
+        self.templates.get(id).or_else(|| self.derived.get(id))
     }
 
     /// Looks a template up by its textual id.
     pub fn get_str(&self, id: &str) -> Option<&LoadedTemplate> {
-        TemplateId::new(id)
-            .ok()
-            .and_then(|id| self.templates.get(&id))
+        TemplateId::new(id).ok().and_then(|id| self.get(&id))
     }
 
-    /// All templates, by id.
+    /// The declared templates, by id.
     pub fn iter(&self) -> impl Iterator<Item = &LoadedTemplate> {
         self.templates.values()
     }
@@ -186,6 +224,20 @@ mod tests {
             .expect("built-ins valid");
         assert!(c.get_str("sample_era5land_t2m_daily").is_some());
         assert!(c.len() >= 2);
+        let monthly = c
+            .get_str("sample_era5land_t2m_daily_monthly_mean")
+            .expect("a derived template resolves");
+        assert_eq!(monthly.origin, "derived from sample_era5land_t2m_daily");
+        assert!(
+            c.iter().all(|l| l.template.derived_from().is_none()),
+            "derived templates are not listed"
+        );
+        let source = TemplateId::new("sample_era5land_t2m_daily").expect("id");
+        assert_eq!(
+            c.derived_from(&source).count(),
+            3 * 4,
+            "weekly, monthly and yearly, by four methods"
+        );
     }
 
     #[test]

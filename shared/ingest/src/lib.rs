@@ -12,11 +12,14 @@
 //!   scheduler's tick;
 //! - [`scheduler`]: the clock (housekeeping and the sync tick);
 //!
+//! - [`derived`]: datasets derived from a stored one (resampled in time): their source, what
+//!   they may reach, and following the source as it grows;
 //! - [`admit`]: accepting an ingestion (`POST /ingestions` and the `ingestion` process).
 //!
 //! Runs come into being through one admission path, `RunStore::admit_run` (part of `Database`).
 
 pub mod admit;
+pub mod derived;
 pub mod pipeline;
 pub mod scheduler;
 pub mod sync;

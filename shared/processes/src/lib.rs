@@ -13,8 +13,9 @@
 //!   first, as JSON rows, CSV or a DHIS2 `dataValueSet`.
 //! - [`point`]: `point-timeseries` — a dataset's values at points (facilities) per period,
 //!   optionally aggregated in time, in the same formats.
-//! - [`runs`]: `ingestion` and `sync` — the platform's runs as processes (they write: the
-//!   `ingest` scope), each job ending as its run ends, waiting without holding a worker.
+//! - [`runs`]: `ingestion`, `sync` and `resample` (a derived dataset aggregated in time and
+//!   kept current) — the platform's runs as processes (they write: the `ingest` scope), each
+//!   job ending as its run ends, waiting without holding a worker.
 //! - [`echo`]: `echo` — returns its inputs (the OGC conformance tests need it).
 //!
 //! [`features`] reads, validates and stores the feature collections (districts) requests name.
@@ -163,6 +164,7 @@ impl Default for Processes {
             Arc::new(point::PointTimeseries),
             Arc::new(runs::Ingestion),
             Arc::new(runs::Sync),
+            Arc::new(runs::Resample),
             Arc::new(echo::Echo),
         ])
     }

@@ -1,4 +1,4 @@
-//! `ingestion` and `sync`: the platform's runs as processes. Each is admitted exactly as
+//! `ingestion`, `sync` and `resample`: the platform's runs as processes. Each is admitted exactly as
 //! `POST /ingestions` and `POST /sync/{id}` admit theirs (coalescing with an identical run);
 //! the job then waits for its run without holding a worker — each look that finds the run
 //! unfinished suspends the job ([`WorkError::Waiting`], the run's id kept as its state) and
@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use climate_domain::RunId;
 use climate_domain::run::RunStatus;
+use climate_domain::template::METHODS;
+use climate_domain::{DatasetId, ExtentId, Period, PeriodType, RunId, TemplateId};
 use climate_infra::db::RunRecord;
 use climate_ingest::admit::{self, AdmitError, Admitted, IngestionRequest};
 use climate_ingest::sync::{self, Started, SyncError};
@@ -313,6 +314,211 @@ impl Process for Sync {
                 "dataset_id": i.dataset_id,
             }))),
             Started::Run(d, run) => look(env, ctx, run.run_id, &json!({"sync": d})).await,
+        }
+    }
+}
+
+/// The `resample` process: a derived managed dataset (e.g. the monthly sums of a daily one),
+/// ingested from the stored source and published like any other; it follows its source as it
+/// syncs.
+#[derive(Debug)]
+pub struct Resample;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResampleInputs {
+    dataset_id: String,
+    period_type: String,
+    temporal_method: String,
+    #[serde(default = "yes")]
+    publish: bool,
+}
+
+/// A checked resampling: the source dataset, the derived template and the span it covers.
+struct Derivation {
+    source: DatasetId,
+    extent: ExtentId,
+    template: TemplateId,
+    span: (Period, Period),
+    publish: bool,
+}
+
+async fn derivation(env: &Env, inputs: &Value) -> Result<Derivation, CheckError> {
+    let i: ResampleInputs = serde_json::from_value(inputs.clone())
+        .map_err(|e| InputError::new("inputs", e.to_string()))?;
+    let bad = |input: &str, m: String| CheckError::from(InputError::new(input, m));
+    let target: PeriodType = match i.period_type.as_str() {
+        "daily" => PeriodType::Daily,
+        "weekly" => PeriodType::Weekly,
+        "monthly" => PeriodType::Monthly,
+        "yearly" => PeriodType::Yearly,
+        other => {
+            return Err(bad(
+                "period_type",
+                format!("'{other}' is not daily, weekly, monthly or yearly"),
+            ));
+        }
+    };
+    let method = METHODS
+        .into_iter()
+        .find(|m| m.as_str() == i.temporal_method)
+        .ok_or_else(|| {
+            bad(
+                "temporal_method",
+                format!("'{}' is not mean, sum, min or max", i.temporal_method),
+            )
+        })?;
+    let unknown = || {
+        CheckError::UnknownDataset(format!(
+            "no managed dataset '{}' with a version; GET /datasets lists them",
+            i.dataset_id
+        ))
+    };
+    let source = DatasetId::new(&i.dataset_id).map_err(|_| unknown())?;
+    let ds = env
+        .db
+        .get_dataset(&source)
+        .await
+        .map_err(|e| CheckError::Unavailable(e.to_string()))?
+        .filter(|d| d.current_version.is_some())
+        .ok_or_else(unknown)?;
+    let platform = &env.ingest.platform;
+    let loaded = platform.catalog.get(&ds.template_id).ok_or_else(|| {
+        CheckError::Unavailable(format!(
+            "the template of '{}' is no longer configured",
+            ds.dataset_id
+        ))
+    })?;
+    let derived = loaded
+        .template
+        .derived(target, method)
+        .map_err(|e| bad("period_type", e.message))?;
+    if platform.catalog.get(&derived.id).is_none() {
+        return Err(CheckError::Unavailable(format!(
+            "template '{}' is not derived on this instance",
+            derived.id
+        )));
+    }
+    let span = climate_ingest::derived::available(&env.ingest, &source, target)
+        .await
+        .map_err(|e| CheckError::Unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            bad(
+                "period_type",
+                format!(
+                    "'{}' covers no whole {} period yet",
+                    i.dataset_id,
+                    target.as_str()
+                ),
+            )
+        })?;
+    Ok(Derivation {
+        source,
+        extent: ds.extent_id,
+        template: derived.id,
+        span,
+        publish: i.publish,
+    })
+}
+
+#[async_trait]
+impl Process for Resample {
+    fn id(&self) -> &'static str {
+        "resample"
+    }
+
+    fn title(&self) -> &'static str {
+        "Resample in time"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Makes a derived managed dataset of a dataset's periods aggregated in time (e.g. the monthly sums of daily rainfall: dataset id {template}_{period_type}_{method}_{extent}), published like any other at /datasets, /zarr, /stac and /ogcapi and kept current as its source syncs. Only whole periods are kept, and a cell missing on any source period is missing in the result. Needs the ingest scope."
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    fn interface(&self) -> Value {
+        json!({
+            "inputs": {
+                "dataset_id": {"title": "Source", "description": "A managed dataset synced in time (GET /datasets).", "schema": {"type": "string"}},
+                "period_type": {"title": "Period type", "description": "Coarser than the source's, and holding whole source periods (weeks do not fit in months).", "schema": {"type": "string", "enum": ["daily", "weekly", "monthly", "yearly"]}},
+                "temporal_method": {"title": "Aggregation", "schema": {"type": "string", "enum": ["mean", "sum", "min", "max"]}},
+                "publish": {"title": "Publish", "minOccurs": 0, "schema": {"type": "boolean", "default": true}}
+            },
+            "outputs": {
+                "result": {"title": "Run", "description": "{ingestion_id, kind, status, dataset_id (the derived dataset), version, source, links}; `status: covered` when the derived dataset is current already.", "schema": {"type": "object", "contentMediaType": "application/json"}}
+            }
+        })
+    }
+
+    async fn check(&self, env: &Env, inputs: &Value) -> Result<Checked, CheckError> {
+        derivation(env, inputs).await?;
+        Ok(Checked {
+            cells: 0,
+            inputs: inputs.clone(),
+        })
+    }
+
+    async fn execute(
+        &self,
+        env: &Env,
+        ctx: &JobContext,
+        inputs: &Value,
+    ) -> Result<Output, WorkError> {
+        if let Some((run_id, extra)) = started_run(ctx) {
+            return look(env, ctx, run_id, &extra).await;
+        }
+        let d = derivation(env, inputs).await.map_err(|e| match e {
+            CheckError::Unavailable(m) => WorkError::Transient(m),
+            other => failed("invalid_inputs", other.to_string()),
+        })?;
+        let extra = json!({"source": d.source.as_str()});
+        let derived = DatasetId::managed(&d.template, &d.extent);
+        let exists = env
+            .db
+            .get_dataset(&derived)
+            .await
+            .map_err(|e| WorkError::Transient(e.to_string()))?
+            .is_some_and(|ds| ds.current_version.is_some());
+        let now = Utc::now();
+        if exists {
+            // Already derived: bring it up to its source.
+            let work_error = |e: SyncError| WorkError::Transient(e.to_string());
+            let (plan, ds) = sync::detail(&env.ingest, derived.as_str(), None, now)
+                .await
+                .map_err(work_error)?;
+            return match sync::start(&env.ingest, plan, &ds, d.publish, None, now)
+                .await
+                .map_err(work_error)?
+            {
+                Started::Run(_, run) => look(env, ctx, run.run_id, &extra).await,
+                Started::Nothing(_) | Started::AlreadyStarted(_) => Ok(json_output(&json!({
+                    "status": "covered",
+                    "dataset_id": derived.as_str(),
+                    "source": d.source.as_str(),
+                    "links": [{"rel": "dataset", "href": format!("/datasets/{derived}"), "type": "application/json"}],
+                }))),
+            };
+        }
+        let req = IngestionRequest {
+            template: d.template.to_string(),
+            start: d.span.0.canonical(),
+            end: Some(d.span.1.canonical()),
+            extent_id: Some(d.extent.to_string()),
+            overwrite: false,
+            publish: d.publish,
+        };
+        match admit::ingestion(&env.ingest.platform, &req, now).await {
+            Ok(Admitted::Covered { dataset, .. }) => Ok(json_output(&json!({
+                "status": "covered",
+                "dataset_id": dataset.dataset_id.as_str(),
+                "source": d.source.as_str(),
+            }))),
+            Ok(Admitted::Run { run, .. }) => look(env, ctx, run.run_id, &extra).await,
+            Err(AdmitError::Db(e)) => Err(WorkError::Transient(e.to_string())),
+            Err(e) => Err(failed("invalid_inputs", e.to_string())),
         }
     }
 }

@@ -9,10 +9,12 @@ use crate::chunking::ChunkOverride;
 use crate::ids::TemplateId;
 use crate::period::PeriodType;
 
+mod derived;
 mod params;
 #[cfg(test)]
 mod tests;
 
+pub use derived::{DATASET_PROVIDER, METHODS, TARGETS};
 pub use params::ParamError;
 
 /// Why a template is invalid. The message names the field.

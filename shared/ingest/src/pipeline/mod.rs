@@ -233,6 +233,36 @@ async fn locate(
     start: Period,
     end: Option<Period>,
 ) -> Result<SourceSet, TaskError> {
+    // With an aggregation the provider is asked for the finer periods covering the scope.
+    let template = l.template.source_template();
+    let (start, end) = match l.template.aggregate {
+        Some(a) => (
+            Period::containing(a.from, start.start()),
+            end.map(|e| Period::containing(a.from, e.end() - chrono::Duration::seconds(1))),
+        ),
+        None => (start, end),
+    };
+    // A derived template reads the platform's own stored dataset of its source.
+    if let Some(source) = l.template.derived_from() {
+        let dataset = crate::derived::source_dataset(&source, &l.extent.extent_id);
+        let sources = crate::derived::locate(ctx, &dataset, start, end)
+            .await
+            .map_err(|e| match e {
+                crate::derived::SourceError::Missing(_) => invalid(e.to_string()),
+                crate::derived::SourceError::Db(e) => e.into(),
+                crate::derived::SourceError::Catalog(c) => {
+                    TaskError::Raster(climate_geodata::raster::RasterError {
+                        path: dataset.to_string(),
+                        message: c.to_string(),
+                        transient: true,
+                    })
+                }
+            })?;
+        return Ok(match l.template.aggregate {
+            Some(a) => aggregate(sources, l.template.period_type, a),
+            None => sources,
+        });
+    }
     let provider = ctx
         .providers
         .get(&l.template.ingestion.provider)
@@ -243,15 +273,6 @@ async fn locate(
             ))
         })?;
     let state = std::sync::Mutex::new(run.provider_state.clone().unwrap_or_default());
-    // With an aggregation the provider is asked for the finer periods covering the scope.
-    let template = l.template.source_template();
-    let (start, end) = match l.template.aggregate {
-        Some(a) => (
-            Period::containing(a.from, start.start()),
-            end.map(|e| Period::containing(a.from, e.end() - chrono::Duration::seconds(1))),
-        ),
-        None => (start, end),
-    };
     let result = provider
         .locate(&LocateRequest {
             template: &template,

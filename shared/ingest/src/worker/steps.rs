@@ -438,6 +438,8 @@ pub(super) async fn finalize_step(ctx: &Context, run_id: &RunId) -> Result<Settl
             let took = (Utc::now() - run.created_at).to_std().unwrap_or_default();
             metrics::histogram!("climate_run_duration_seconds").record(took.as_secs_f64());
             release_lock(ctx, &run).await;
+            // Datasets derived from this one follow it at once (the scheduler would, later).
+            crate::derived::follow(ctx, &run.dataset_id, Utc::now()).await;
             Ok(Settle::Ack)
         }
         Err(TaskError::LeaseLost) => Ok(Settle::Ack),
