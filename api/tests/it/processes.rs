@@ -112,6 +112,11 @@ async fn bad_inputs_are_refused_naming_the_input() {
         ),
         (json!({"dataset_id": "nothing_here"}), 404, "nothing_here"),
         (
+            json!({"features": {"href": "http://169.254.169.254/latest/districts.geojson"}}),
+            400,
+            "not fetched from URLs",
+        ),
+        (
             json!({"features": null, "feature_collection": "not_stored"}),
             404,
             "not_stored",

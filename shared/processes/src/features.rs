@@ -33,13 +33,51 @@ impl Area {
     }
 }
 
-/// The areas of a FeatureCollection, checked; errors are about `input` and name the feature.
+/// A feature of a collection, before its geometry is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    /// Its position in the collection.
+    pub index: usize,
+    /// The GeoJSON feature.
+    pub feature: &'a Value,
+}
+
+impl Member<'_> {
+    /// Its id: the feature's `id`, else `feature-{position}`.
+    pub fn id(&self) -> String {
+        match self.feature.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => format!("feature-{}", self.index),
+        }
+    }
+
+    /// How errors name it: `feature 3 ('bo')`.
+    pub fn named(&self) -> String {
+        format!("feature {} ('{}')", self.index, self.id())
+    }
+
+    /// Property `name` as text (strings as they are, numbers printed).
+    pub fn property(&self, name: &str) -> Option<String> {
+        let v = self.feature.get("properties")?.get(name)?;
+        v.as_str()
+            .map(str::to_owned)
+            .or_else(|| v.as_number().map(ToString::to_string))
+    }
+}
+
+/// The features of a FeatureCollection sent as `input`: never fetched from a URL, at least
+/// one, ids unique.
 ///
 /// # Errors
-/// [`InputError`]: not a FeatureCollection, no features, a geometry that is not a valid
-/// Polygon or MultiPolygon (a ring that crosses itself included), two features with one id.
-pub fn areas(collection: &Value, input: &str) -> Result<Vec<Area>, InputError> {
+/// [`InputError`] about `input`, naming the feature.
+pub fn members<'a>(collection: &'a Value, input: &str) -> Result<Vec<Member<'a>>, InputError> {
     let bad = |m: String| InputError::new(input, m);
+    if collection.get("href").is_some() {
+        return Err(bad(
+            "geometries are not fetched from URLs: send the FeatureCollection itself, or store it once with POST /features and name it as `feature_collection`".into(),
+        ));
+    }
     if collection.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
         return Err(bad("must be a GeoJSON FeatureCollection".into()));
     }
@@ -53,18 +91,32 @@ pub fn areas(collection: &Value, input: &str) -> Result<Vec<Area>, InputError> {
     let mut seen = std::collections::HashSet::new();
     list.iter()
         .enumerate()
-        .map(|(i, f)| {
-            let id = match f.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => format!("feature-{i}"),
-            };
-            let named = format!("feature {i} ('{id}')");
+        .map(|(index, feature)| {
+            let m = Member { index, feature };
+            let id = m.id();
             if !seen.insert(id.clone()) {
                 return Err(bad(format!(
-                    "{named}: another feature has the id '{id}'; ids name the result rows, so each must be unique"
+                    "{}: another feature has the id '{id}'; ids name the result rows, so each must be unique",
+                    m.named()
                 )));
             }
+            Ok(m)
+        })
+        .collect()
+}
+
+/// The areas of a FeatureCollection, checked; errors are about `input` and name the feature.
+///
+/// # Errors
+/// [`InputError`]: as [`members`], and a geometry that is not a valid Polygon or
+/// MultiPolygon (a ring that crosses itself included).
+pub fn areas(collection: &Value, input: &str) -> Result<Vec<Area>, InputError> {
+    let bad = |m: String| InputError::new(input, m);
+    members(collection, input)?
+        .into_iter()
+        .map(|m| {
+            let named = m.named();
+            let f = m.feature;
             let shape = MultiPolygon::from_geojson(f.get("geometry").unwrap_or(&Value::Null))
                 .and_then(|s| s.validate().map(|()| s))
                 .map_err(|e| bad(format!("{named}: {e}")))?;
@@ -74,7 +126,7 @@ pub fn areas(collection: &Value, input: &str) -> Result<Vec<Area>, InputError> {
                 Some(_) => return Err(bad(format!("{named}: `properties` must be an object"))),
             };
             Ok(Area {
-                id,
+                id: m.id(),
                 properties,
                 shape,
             })

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::output::{Format, Row, Table};
 use crate::series::{
-    Fields, Plan, catalog_error, format, interval, periods_in, temporal, work_error,
+    Cells, Fields, Plan, format, interval, open_for, reading_inputs, span, temporal, work_error,
 };
 use crate::{CheckError, Checked, Env, InputError, Output, Process};
 
@@ -107,31 +107,11 @@ fn sites(raw: &Raw) -> Result<Vec<Site>, InputError> {
             ));
         }
     };
-    if collection.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
-        return Err(bad("points", "must be a GeoJSON FeatureCollection"));
-    }
-    let list = collection
-        .get("features")
-        .and_then(Value::as_array)
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| bad("points", "the collection has no features"))?;
-    let mut seen = std::collections::HashSet::new();
-    list.iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let id = match f.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => format!("feature-{i}"),
-            };
-            let named = format!("feature {i} ('{id}')");
-            if !seen.insert(id.clone()) {
-                return Err(bad(
-                    "points",
-                    format!("{named}: another feature has the id '{id}'"),
-                ));
-            }
-            let g = f.get("geometry").unwrap_or(&Value::Null);
+    crate::features::members(collection, "points")?
+        .into_iter()
+        .map(|m| {
+            let (id, named) = (m.id(), m.named());
+            let g = m.feature.get("geometry").unwrap_or(&Value::Null);
             if g.get("type").and_then(Value::as_str) != Some("Point") {
                 return Err(bad(
                     "points",
@@ -141,20 +121,12 @@ fn sites(raw: &Raw) -> Result<Vec<Site>, InputError> {
             let (lon, lat) = position(g.get("coordinates").unwrap_or(&Value::Null), &named)?;
             let org_unit = match raw.org_unit_property.as_deref() {
                 None => id.clone(),
-                Some(p) => f
-                    .get("properties")
-                    .and_then(|props| props.get(p))
-                    .and_then(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .or_else(|| v.as_number().map(ToString::to_string))
-                    })
-                    .ok_or_else(|| {
-                        bad(
-                            "org_unit_property",
-                            format!("{named} has no property '{p}'"),
-                        )
-                    })?,
+                Some(p) => m.property(p).ok_or_else(|| {
+                    bad(
+                        "org_unit_property",
+                        format!("{named} has no property '{p}'"),
+                    )
+                })?,
             };
             Ok(Site {
                 id,
@@ -199,19 +171,8 @@ fn cells(sites: &[Site], opened: &Opened) -> Result<Vec<Option<(usize, usize)>>,
 }
 
 /// The smallest window holding every cell, or `None` when no site is on the grid.
-fn window(
-    cells: &[Option<(usize, usize)>],
-) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
-    cells
-        .iter()
-        .flatten()
-        .map(|&(r, c)| (r..r + 1, c..c + 1))
-        .reduce(|(r, c), (r2, c2)| {
-            (
-                r.start.min(r2.start)..r.end.max(r2.end),
-                c.start.min(c2.start)..c.end.max(c2.end),
-            )
-        })
+fn window(cells: &[Option<(usize, usize)>]) -> Option<Cells> {
+    span(cells.iter().flatten().map(|&(r, c)| (r..r + 1, c..c + 1)))
 }
 
 #[async_trait]
@@ -229,18 +190,11 @@ impl Process for PointTimeseries {
     }
 
     fn interface(&self) -> Value {
-        let period_types: Vec<&str> = TargetPeriodType::ALL.iter().map(|p| p.as_str()).collect();
-        json!({
+        let mut doc = json!({
             "inputs": {
                 "dataset_id": {"title": "Dataset", "description": "A published dataset (GET /datasets).", "schema": {"type": "string"}},
                 "points": {"title": "Points", "description": "A GeoJSON FeatureCollection (WGS84) of Point features; each feature's `id` names its rows.", "minOccurs": 0, "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
                 "location": {"title": "Location", "description": "One point, [lon, lat] (instead of `points`); its rows are named `location`.", "minOccurs": 0, "schema": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}},
-                "datetime": {"title": "Interval", "description": "start/end, dates or RFC 3339 instants, both included: the periods starting in it.", "schema": {"type": "string", "example": "2025-01-01/2025-12-31"}},
-                "period_type": {"title": "Aggregate to", "description": "A DHIS2 period type to aggregate to first (with temporal_method); incomplete periods are dropped and listed.", "minOccurs": 0, "schema": {"type": "string", "enum": period_types}},
-                "temporal_method": {"title": "Aggregation", "minOccurs": 0, "schema": {"type": "string", "enum": ["mean", "sum", "min", "max"]}},
-                "format": {"title": "Format", "minOccurs": 0, "schema": {"type": "string", "enum": ["json", "csv", "dhis2"], "default": "json"}},
-                "data_element": {"title": "DHIS2 data element", "description": "Required with format dhis2.", "minOccurs": 0, "schema": {"type": "string"}},
-                "org_unit_property": {"title": "Organisation unit property", "description": "The feature property holding the DHIS2 organisation unit (default: the feature's id).", "minOccurs": 0, "schema": {"type": "string"}}
             },
             "outputs": {
                 "result": {
@@ -252,41 +206,17 @@ impl Process for PointTimeseries {
                     ]}
                 }
             }
-        })
+        });
+        // The inputs every reading process shares.
+        if let Some(inputs) = doc["inputs"].as_object_mut() {
+            inputs.extend(reading_inputs());
+        }
+        doc
     }
 
     async fn check(&self, env: &Env, inputs: &Value) -> Result<Checked, CheckError> {
         let r = parse(inputs)?;
-        let opened = env
-            .catalog
-            .open(&r.dataset_id)
-            .await
-            .map_err(catalog_error)?;
-        let periods = periods_in(&opened, r.from, r.until);
-        if periods.is_empty() {
-            let (first, last) = opened.cube.time;
-            return Err(bad(
-                "datetime",
-                format!(
-                    "no period of '{}' starts in it: the dataset covers {first} to {last}",
-                    r.dataset_id
-                ),
-            )
-            .into());
-        }
-        if let Some((target, _)) = r.temporal
-            && !target.nests(opened.cube.period_type)
-        {
-            return Err(bad(
-                "period_type",
-                format!(
-                    "{} periods of '{}' do not nest in {target} periods",
-                    opened.cube.period_type.as_str(),
-                    r.dataset_id
-                ),
-            )
-            .into());
-        }
+        let (opened, periods) = open_for(env, &r.dataset_id, r.from, r.until, r.temporal).await?;
         let cells = cells(&r.sites, &opened).map_err(|m| bad("points", m))?;
         if cells.iter().all(Option::is_none) {
             let [w, s, e, n] = opened.cube.wgs84_bbox();

@@ -164,7 +164,7 @@ impl Process for Ingestion {
     }
 
     fn summary(&self) -> &'static str {
-        "Ingests a dataset template's periods into a managed dataset, as POST /ingestions does (an identical run already queued or running is joined); the job ends when the run ends, with the run's summary. Needs the ingest scope."
+        "Ingests a dataset template's periods into a managed dataset, as POST /ingestions does (an identical run already queued or running is joined); the job ends when the run ends, with the run's summary. Dismissing the job stops the waiting, not the run, which other requests may share (DELETE /ingestions/{id} cancels it). Needs the ingest scope."
     }
 
     fn writes(&self) -> bool {
@@ -249,7 +249,7 @@ impl Process for Sync {
     }
 
     fn summary(&self) -> &'static str {
-        "Brings a managed dataset up to date with its provider, as POST /sync/{id} does (respecting the provider's publishing delay); the job ends when the run ends, with the sync plan and the run's summary, or at once when there is nothing to do. Needs the ingest scope."
+        "Brings a managed dataset up to date with its provider, as POST /sync/{id} does (respecting the provider's publishing delay); the job ends when the run ends, with the sync plan and the run's summary, or at once when there is nothing to do. Dismissing the job stops the waiting, not the run (DELETE /ingestions/{id} cancels it). Needs the ingest scope."
     }
 
     fn writes(&self) -> bool {

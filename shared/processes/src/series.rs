@@ -339,3 +339,74 @@ pub fn work_error(e: CatalogError) -> climate_jobs::WorkError {
         other => climate_jobs::WorkError::Transient(other.to_string()),
     }
 }
+
+/// Opens `dataset_id` for a request over `[from, until)` (aggregated to `temporal` if
+/// given): the cube and the indices of its periods in the interval.
+///
+/// # Errors
+/// [`crate::CheckError`]: an unknown dataset (404), no period in the interval or periods that
+/// do not nest in the target type (400 naming the input), a catalog that cannot be read (503).
+pub async fn open_for(
+    env: &crate::Env,
+    dataset_id: &str,
+    from: NaiveDateTime,
+    until: NaiveDateTime,
+    temporal: Option<(TargetPeriodType, TemporalMethod)>,
+) -> Result<(Opened, Range<usize>), crate::CheckError> {
+    let opened = env.catalog.open(dataset_id).await.map_err(catalog_error)?;
+    let periods = periods_in(&opened, from, until);
+    if periods.is_empty() {
+        let (first, last) = opened.cube.time;
+        return Err(bad(
+            "datetime",
+            format!(
+                "no period of '{dataset_id}' starts in it: the dataset covers {first} to {last}"
+            ),
+        )
+        .into());
+    }
+    if let Some((target, _)) = temporal
+        && !target.nests(opened.cube.period_type)
+    {
+        return Err(bad(
+            "period_type",
+            format!(
+                "{} periods of '{dataset_id}' do not nest in {target} periods",
+                opened.cube.period_type.as_str()
+            ),
+        )
+        .into());
+    }
+    Ok((opened, periods))
+}
+
+/// The descriptions of the inputs every reading process takes: `datetime`, `period_type`,
+/// `temporal_method`, `format`, `data_element` and `org_unit_property`.
+pub fn reading_inputs() -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let period_types: Vec<&str> = TargetPeriodType::ALL.iter().map(|p| p.as_str()).collect();
+    [
+        ("datetime", json!({"title": "Interval", "description": "start/end, dates or RFC 3339 instants, both included: the periods starting in it.", "schema": {"type": "string", "example": "2025-01-01/2025-12-31"}})),
+        ("period_type", json!({"title": "Aggregate to", "description": "A DHIS2 period type to aggregate to first (with temporal_method); incomplete periods are dropped and listed.", "minOccurs": 0, "schema": {"type": "string", "enum": period_types}})),
+        ("temporal_method", json!({"title": "Aggregation", "minOccurs": 0, "schema": {"type": "string", "enum": ["mean", "sum", "min", "max"]}})),
+        ("format", json!({"title": "Format", "minOccurs": 0, "schema": {"type": "string", "enum": ["json", "csv", "dhis2"], "default": "json"}})),
+        ("data_element", json!({"title": "DHIS2 data element", "description": "Required with format dhis2.", "minOccurs": 0, "schema": {"type": "string"}})),
+        ("org_unit_property", json!({"title": "Organisation unit property", "description": "The feature property holding the DHIS2 organisation unit (default: the feature's id).", "minOccurs": 0, "schema": {"type": "string"}})),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// A window of the grid: rows and columns.
+pub type Cells = (Range<usize>, Range<usize>);
+
+/// The smallest window holding every one of `windows`, or `None` when there are none.
+pub fn span(windows: impl Iterator<Item = Cells>) -> Option<Cells> {
+    windows.reduce(|(r, c), (r2, c2)| {
+        (
+            r.start.min(r2.start)..r.end.max(r2.end),
+            c.start.min(c2.start)..c.end.max(c2.end),
+        )
+    })
+}

@@ -6,8 +6,6 @@
 //! fields are first aggregated in time, cell by cell, to that DHIS2 period type; incomplete
 //! periods are dropped and listed.
 
-use std::ops::Range;
-
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use climate_catalog::Opened;
@@ -21,7 +19,7 @@ use serde_json::{Value, json};
 use crate::features::{self, Area, LoadError};
 use crate::output::{Format, Row, Table};
 use crate::series::{
-    Fields, Plan, catalog_error, format, interval, periods_in, temporal, work_error,
+    Cells, Fields, Plan, format, interval, open_for, reading_inputs, span, temporal, work_error,
 };
 use crate::{CheckError, Checked, Env, InputError, Output, Process};
 
@@ -257,17 +255,13 @@ fn project(features: &[Feature], opened: &Opened) -> Result<Vec<MultiPolygon>, S
 
 /// The smallest window holding every coverage (rows, columns), or `None` when none covers a
 /// cell.
-fn union(coverages: &[Coverage]) -> Option<(Range<usize>, Range<usize>)> {
-    coverages
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(|c| (c.rows.clone(), c.cols.clone()))
-        .reduce(|(r, c), (r2, c2)| {
-            (
-                r.start.min(r2.start)..r.end.max(r2.end),
-                c.start.min(c2.start)..c.end.max(c2.end),
-            )
-        })
+fn union(coverages: &[Coverage]) -> Option<Cells> {
+    span(
+        coverages
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| (c.rows.clone(), c.cols.clone())),
+    )
 }
 
 #[async_trait]
@@ -286,20 +280,13 @@ impl Process for ZonalStatistics {
 
     fn interface(&self) -> Value {
         let stat_names: Vec<&str> = Statistic::ALL.iter().map(|s| s.as_str()).collect();
-        let period_types: Vec<&str> = TargetPeriodType::ALL.iter().map(|p| p.as_str()).collect();
-        json!({
+        let mut doc = json!({
             "inputs": {
                 "dataset_id": {"title": "Dataset", "description": "A published dataset (GET /datasets).", "schema": {"type": "string"}},
                 "features": {"title": "Areas", "description": "A GeoJSON FeatureCollection (WGS84) of Polygon and MultiPolygon features; each feature's `id` names its row.", "minOccurs": 0, "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
                 "feature_collection": {"title": "Stored areas", "description": "The id of a stored feature collection (POST /features; instead of `features`). The job records the version it read.", "minOccurs": 0, "schema": {"type": "string"}},
                 "feature_collection_version": {"title": "Stored areas' version", "description": "The version of `feature_collection` to read (default: the latest).", "minOccurs": 0, "schema": {"type": "integer", "minimum": 1}},
-                "datetime": {"title": "Interval", "description": "start/end, dates or RFC 3339 instants, both included: the periods starting in it.", "schema": {"type": "string", "example": "2025-01-01/2025-12-31"}},
                 "statistics": {"title": "Statistics", "schema": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": stat_names}}},
-                "period_type": {"title": "Aggregate to", "description": "A DHIS2 period type to aggregate to first (with temporal_method); incomplete periods are dropped and listed.", "minOccurs": 0, "schema": {"type": "string", "enum": period_types}},
-                "temporal_method": {"title": "Aggregation", "minOccurs": 0, "schema": {"type": "string", "enum": ["mean", "sum", "min", "max"]}},
-                "format": {"title": "Format", "minOccurs": 0, "schema": {"type": "string", "enum": ["json", "csv", "dhis2"], "default": "json"}},
-                "data_element": {"title": "DHIS2 data element", "description": "Required with format dhis2.", "minOccurs": 0, "schema": {"type": "string"}},
-                "org_unit_property": {"title": "Organisation unit property", "description": "The feature property holding the DHIS2 organisation unit (default: the feature's id).", "minOccurs": 0, "schema": {"type": "string"}}
             },
             "outputs": {
                 "result": {
@@ -311,42 +298,18 @@ impl Process for ZonalStatistics {
                     ]}
                 }
             }
-        })
+        });
+        // The inputs every reading process shares.
+        if let Some(inputs) = doc["inputs"].as_object_mut() {
+            inputs.extend(reading_inputs());
+        }
+        doc
     }
 
     async fn check(&self, env: &Env, inputs: &Value) -> Result<Checked, CheckError> {
         let r = parse(inputs)?;
         let (features, version) = resolve(env, &r).await?;
-        let opened = env
-            .catalog
-            .open(&r.dataset_id)
-            .await
-            .map_err(catalog_error)?;
-        let periods = periods_in(&opened, r.from, r.until);
-        if periods.is_empty() {
-            let (first, last) = opened.cube.time;
-            return Err(bad(
-                "datetime",
-                format!(
-                    "no period of '{}' starts in it: the dataset covers {first} to {last}",
-                    r.dataset_id
-                ),
-            )
-            .into());
-        }
-        if let Some((target, _)) = r.temporal
-            && !target.nests(opened.cube.period_type)
-        {
-            return Err(bad(
-                "period_type",
-                format!(
-                    "{} periods of '{}' do not nest in {target} periods",
-                    opened.cube.period_type.as_str(),
-                    r.dataset_id
-                ),
-            )
-            .into());
-        }
+        let (opened, periods) = open_for(env, &r.dataset_id, r.from, r.until, r.temporal).await?;
         let shapes = project(&features, &opened).map_err(|m| bad("features", m))?;
         let coverages: Vec<Coverage> = shapes.iter().map(|s| coverage(s, &opened.grid)).collect();
         let cells = union(&coverages).map_or(0, |(rows, cols)| rows.len() * cols.len());
