@@ -331,32 +331,54 @@ async fn results_of(state: &AppState, job: &JobRecord) -> Result<Response, ApiEr
     }
 }
 
-/// `GET /ogcapi/jobs`: the caller's process jobs, newest first.
-#[utoipa::path(get, path = "/ogcapi/jobs", tag = "ogcapi",
-    responses((status = 200, description = "The caller's jobs (OGC statusInfo documents)")))]
+/// Query of `GET /ogcapi/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// Continue after this job id (from the `next` link).
+    pub cursor: Option<String>,
+}
+
+/// `GET /ogcapi/jobs`: the caller's process jobs, newest first, a page at a time.
+#[utoipa::path(get, path = "/ogcapi/jobs", tag = "ogcapi", params(JobsQuery),
+    responses((status = 200, description = "The caller's jobs (OGC statusInfo documents), with a `next` link when more exist"),
+              (status = 400, body = ErrorBody)))]
 pub async fn list_jobs(
     State(state): State<AppState>,
     base: BaseUrl,
     principal: Option<axum::Extension<Principal>>,
+    query: Result<axum::extract::Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(JobId::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("cursor: {e}")))?;
     let filter = climate_infra::db::JobFilter {
         principal: Some(owner(principal.as_ref().map(|p| &p.0))),
         kind: Some(KIND.to_owned()),
-        before: None,
-        limit: 100,
+        before,
+        limit: limit + 1,
     };
-    let jobs: Vec<Value> = state
-        .platform
-        .db
-        .list_jobs(&filter)
-        .await?
-        .iter()
-        .map(|j| status_info(j, &base))
-        .collect();
-    Ok(Json(json!({
-        "jobs": jobs,
-        "links": [{"rel": "self", "href": base.join("/ogcapi/jobs"), "type": JSON}],
-    })))
+    let found = state.platform.db.list_jobs(&filter).await?;
+    let more = found.len() > limit as usize;
+    let page = &found[..found.len().min(limit as usize)];
+    let jobs: Vec<Value> = page.iter().map(|j| status_info(j, &base)).collect();
+    let mut links = vec![
+        json!({"rel": "self", "href": base.join(&format!("/ogcapi/jobs?limit={limit}")), "type": JSON}),
+    ];
+    if more && let Some(last) = page.last() {
+        links.push(json!({"rel": "next", "href": base.join(&format!("/ogcapi/jobs?limit={limit}&cursor={}", last.job_id)), "type": JSON}));
+    }
+    Ok(Json(json!({"jobs": jobs, "links": links})))
 }
 
 /// `GET /ogcapi/jobs/{id}`

@@ -214,6 +214,28 @@ async fn executions_run_as_jobs_synchronously_and_asynchronously() {
         Some(2),
         "both executions are the caller's jobs"
     );
+    // A page at a time, newest first.
+    let (_, first) = app.get_json("/ogcapi/jobs?limit=1").await;
+    assert_eq!(first["jobs"][0]["jobID"], jobs["jobs"][0]["jobID"]);
+    let next = first["links"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["rel"] == "next"))
+        .and_then(|l| l["href"].as_str())
+        .and_then(|h| h.split_once("/ogcapi").map(|(_, p)| format!("/ogcapi{p}")))
+        .expect("a next link");
+    let (_, second) = app.get_json(&next).await;
+    assert_eq!(second["jobs"][0]["jobID"], jobs["jobs"][1]["jobID"]);
+    assert!(
+        second["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|l| l["rel"] != "next")),
+        "{second}"
+    );
+    let (status, bad) = app.get_json("/ogcapi/jobs?limit=0").await;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
 
     let dismissed = app.send(Method::DELETE, &path, &[], None).await;
     assert_eq!(
@@ -797,6 +819,10 @@ async fn writing_processes_need_the_ingest_scope() {
             json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01"}),
         ),
         ("sync", json!({"dataset_id": DATASET})),
+        (
+            "resample",
+            json!({"dataset_id": DATASET, "period_type": "weekly", "temporal_method": "mean"}),
+        ),
     ] {
         for auth in [vec![], vec![("authorization", bearer.as_str())]] {
             let a = app
