@@ -12,6 +12,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 WORK="$DATA/zonal"
+mkdir -p "$RESULTS"
 REPS="${BENCH_REPS:-3}"
 log() { printf '[bench-zonal] %s\n' "$*" >&2; }
 
