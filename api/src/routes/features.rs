@@ -152,8 +152,14 @@ pub async fn upload_features(
         .or_else(|| member("title"))
         .or_else(|| member("name"));
     let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0.subject.clone());
-    let new = features::prepare(id, title, &collection, &who, Utc::now())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Checking every ring of a large upload is CPU work: off the request threads.
+    let (id, title) = (id.to_owned(), title.map(str::to_owned));
+    let new = tokio::task::spawn_blocking(move || {
+        features::prepare(&id, title.as_deref(), &collection, &who, Utc::now())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (record, created) = state.platform.db.put_feature_collection(&new).await?;
     tracing::info!(
         collection = %record.collection_id,

@@ -77,13 +77,7 @@ fn time(t: Option<DateTime<Utc>>) -> Value {
 /// The OGC `statusInfo` of a job.
 fn status_info(job: &JobRecord, base: &BaseUrl) -> Value {
     let id = job.job_id;
-    let status = match job.status {
-        RunStatus::Queued => "accepted",
-        RunStatus::Running | RunStatus::Retrying => "running",
-        RunStatus::Succeeded => "successful",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "dismissed",
-    };
+    let status = ogc_status(job.status);
     let mut links = vec![
         json!({"rel": "self", "href": base.join(&format!("/ogcapi/jobs/{id}")), "type": JSON}),
     ];
@@ -339,6 +333,26 @@ pub struct JobsQuery {
     pub limit: Option<u32>,
     /// Continue after this job id (from the `next` link).
     pub cursor: Option<String>,
+    /// Only jobs of this process (a page may then hold fewer than `limit`).
+    #[serde(rename = "processID")]
+    pub process_id: Option<String>,
+    /// Only jobs in this status: `accepted`, `running`, `successful`, `failed`, `dismissed`
+    /// (a page may then hold fewer than `limit`).
+    pub status: Option<String>,
+    /// Only jobs of this type: `process` (the only one here).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// The OGC status of a job's status.
+fn ogc_status(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Queued => "accepted",
+        RunStatus::Running | RunStatus::Retrying => "running",
+        RunStatus::Succeeded => "successful",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "dismissed",
+    }
 }
 
 /// `GET /ogcapi/jobs`: the caller's process jobs, newest first, a page at a time.
@@ -362,6 +376,30 @@ pub async fn list_jobs(
         .map(JobId::new)
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("cursor: {e}")))?;
+    const STATUSES: [&str; 5] = ["accepted", "running", "successful", "failed", "dismissed"];
+    if let Some(s) = q.status.as_deref()
+        && !STATUSES.contains(&s)
+    {
+        return Err(ApiError::bad_request(format!(
+            "status: '{s}' is not one of {}",
+            STATUSES.join(", ")
+        )));
+    }
+    if let Some(t) = q.kind.as_deref()
+        && t != "process"
+    {
+        return Err(ApiError::bad_request(format!(
+            "type: '{t}' is not a job type here; use process"
+        )));
+    }
+    let wanted = |j: &JobRecord| {
+        q.process_id
+            .as_deref()
+            .is_none_or(|p| j.inputs["process"].as_str() == Some(p))
+            && q.status
+                .as_deref()
+                .is_none_or(|s| ogc_status(j.status) == s)
+    };
     let filter = climate_infra::db::JobFilter {
         principal: Some(owner(principal.as_ref().map(|p| &p.0))),
         kind: Some(KIND.to_owned()),
@@ -371,12 +409,26 @@ pub async fn list_jobs(
     let found = state.platform.db.list_jobs(&filter).await?;
     let more = found.len() > limit as usize;
     let page = &found[..found.len().min(limit as usize)];
-    let jobs: Vec<Value> = page.iter().map(|j| status_info(j, &base)).collect();
+    let jobs: Vec<Value> = page
+        .iter()
+        .filter(|j| wanted(j))
+        .map(|j| status_info(j, &base))
+        .collect();
+    let mut params = format!("limit={limit}");
+    for (name, value) in [
+        ("processID", &q.process_id),
+        ("status", &q.status),
+        ("type", &q.kind),
+    ] {
+        if let Some(v) = value {
+            params.push_str(&format!("&{name}={v}"));
+        }
+    }
     let mut links = vec![
-        json!({"rel": "self", "href": base.join(&format!("/ogcapi/jobs?limit={limit}")), "type": JSON}),
+        json!({"rel": "self", "href": base.join(&format!("/ogcapi/jobs?{params}")), "type": JSON}),
     ];
     if more && let Some(last) = page.last() {
-        links.push(json!({"rel": "next", "href": base.join(&format!("/ogcapi/jobs?limit={limit}&cursor={}", last.job_id)), "type": JSON}));
+        links.push(json!({"rel": "next", "href": base.join(&format!("/ogcapi/jobs?{params}&cursor={}", last.job_id)), "type": JSON}));
     }
     Ok(Json(json!({"jobs": jobs, "links": links})))
 }
@@ -430,7 +482,14 @@ pub async fn dismiss(
             .map_err(|e| ApiError::unavailable("object store", e))?;
         job
     } else {
-        db.cancel_job(job.job_id, Utc::now()).await?.unwrap_or(job)
+        {
+            let now = Utc::now();
+            let keep = chrono::Duration::from_std(state.platform.config.processes.retention())
+                .unwrap_or(chrono::Duration::days(7));
+            db.cancel_job(job.job_id, now, now + keep)
+                .await?
+                .unwrap_or(job)
+        }
     };
     shown.status = RunStatus::Cancelled;
     Ok(Json(status_info(&shown, &base)))

@@ -236,6 +236,19 @@ async fn executions_run_as_jobs_synchronously_and_asynchronously() {
         (status, bad["code"].as_str()),
         (400, Some("invalid_parameter"))
     );
+    // OGC's filters.
+    let (_, echoes) = app
+        .get_json("/ogcapi/jobs?processID=echo&status=successful&type=process")
+        .await;
+    assert_eq!(echoes["jobs"].as_array().map(Vec::len), Some(2), "{echoes}");
+    let (_, none) = app
+        .get_json("/ogcapi/jobs?processID=zonal-statistics")
+        .await;
+    assert_eq!(none["jobs"].as_array().map(Vec::len), Some(0), "{none}");
+    for bad in ["status=done", "type=openeo"] {
+        let (status, _) = app.get_json(&format!("/ogcapi/jobs?{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+    }
 
     let dismissed = app.send(Method::DELETE, &path, &[], None).await;
     assert_eq!(

@@ -64,22 +64,39 @@ impl Ring {
         Self::new(self.0.iter().copied().map(f).collect())
     }
 
-    /// The first pair of non-adjacent edges that cross or touch, as edge indices.
+    /// A pair of non-adjacent edges that cross or touch, as edge indices (the one with the
+    /// smallest first edge). Edges are swept in order of their western end, and only edges
+    /// whose boxes overlap are compared, so a ring of many vertices costs about n log n.
     pub fn self_intersection(&self) -> Option<(usize, usize)> {
         let p = &self.0;
         let n = p.len() - 1;
-        for i in 0..n {
-            for j in i + 1..n {
+        let west = |i: usize| p[i][0].min(p[i + 1][0]);
+        let east = |i: usize| p[i][0].max(p[i + 1][0]);
+        let south = |i: usize| p[i][1].min(p[i + 1][1]);
+        let north = |i: usize| p[i][1].max(p[i + 1][1]);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| west(a).total_cmp(&west(b)));
+        let mut active: Vec<usize> = Vec::new();
+        let mut found: Option<(usize, usize)> = None;
+        for &e in &order {
+            active.retain(|&a| east(a) >= west(e));
+            for &a in &active {
+                let (i, j) = (a.min(e), a.max(e));
                 // Adjacent edges share a point by construction (the last edge meets the first).
                 if j == i + 1 || (i == 0 && j == n - 1) {
                     continue;
                 }
-                if segments_meet(p[i], p[i + 1], p[j], p[j + 1]) {
-                    return Some((i, j));
+                if south(a) > north(e) || south(e) > north(a) {
+                    continue;
+                }
+                if segments_meet(p[i], p[i + 1], p[j], p[j + 1]) && found.is_none_or(|f| (i, j) < f)
+                {
+                    found = Some((i, j));
                 }
             }
+            active.push(e);
         }
-        None
+        found
     }
 }
 
@@ -323,6 +340,46 @@ mod tests {
         assert_eq!(m.0.len(), 2);
         assert!((m.area() - 1.0).abs() < 1e-12);
         assert_eq!(m.validate(), Ok(()));
+    }
+
+    /// Every pair of non-adjacent edges, as the sweep must agree with.
+    fn brute_force(r: &Ring) -> Option<(usize, usize)> {
+        let p = r.points();
+        let n = p.len() - 1;
+        (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .filter(|&(i, j)| !(j == i + 1 || (i == 0 && j == n - 1)))
+            .find(|&(i, j)| segments_meet(p[i], p[i + 1], p[j], p[j + 1]))
+    }
+
+    #[test]
+    fn the_sweep_finds_what_comparing_every_pair_finds() {
+        // Random rings of 5 to 16 vertices on a small integer lattice (many touch and cross).
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |m: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % m
+        };
+        let mut crossing = 0;
+        for _ in 0..2000 {
+            let k = 4 + next(12) as usize;
+            let mut pts: Vec<Point> = (0..k).map(|_| [next(8) as f64, next(8) as f64]).collect();
+            pts.push(pts[0]);
+            let Ok(ring) = Ring::new(pts) else { continue };
+            let expected = brute_force(&ring);
+            crossing += usize::from(expected.is_some());
+            assert_eq!(ring.self_intersection(), expected, "{:?}", ring.points());
+        }
+        assert!(crossing > 100, "the rings exercise crossings: {crossing}");
+        // A fine boundary of 200,000 vertices is checked in well under a second.
+        let n = 200_000;
+        let circle: Vec<Point> = (0..=n)
+            .map(|i| {
+                let a = std::f64::consts::TAU * (i % n) as f64 / n as f64;
+                [a.cos(), a.sin()]
+            })
+            .collect();
+        assert_eq!(Ring::new(circle).expect("a ring").self_intersection(), None);
     }
 
     #[test]

@@ -179,7 +179,8 @@ pub async fn follow(ctx: &Context, source: &DatasetId, now: DateTime<Utc>) -> Ve
 }
 
 /// A stored version's fields, as a raster source: each read takes the whole time chunk that
-/// holds the period (for the rows and columns asked) and keeps it for the next periods.
+/// holds the period (for the rows and columns asked) and keeps the last [`KEPT_BLOCKS`] for the
+/// next periods (the pipeline decodes a few periods at once, which may straddle two chunks).
 #[derive(Debug)]
 pub struct StoredSource {
     opened: Arc<Opened>,
@@ -187,9 +188,12 @@ pub struct StoredSource {
     handle: tokio::runtime::Handle,
     /// Periods per time chunk of the store.
     chunk: usize,
-    /// The block last read: its periods, rows, columns and values.
-    block: Mutex<Option<Block>>,
+    /// The blocks last read, newest last.
+    blocks: Mutex<Vec<Block>>,
 }
+
+/// Time-chunk blocks a [`StoredSource`] keeps.
+pub const KEPT_BLOCKS: usize = 2;
 
 #[derive(Debug)]
 struct Block {
@@ -209,7 +213,7 @@ impl StoredSource {
             opened,
             label,
             handle: tokio::runtime::Handle::current(),
-            block: Mutex::new(None),
+            blocks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -234,10 +238,10 @@ impl RasterSource for StoredSource {
         cols: Range<usize>,
     ) -> Result<Vec<f32>, RasterError> {
         let cached = {
-            let block = self.block.lock().unwrap_or_else(PoisonError::into_inner);
-            block
-                .as_ref()
-                .filter(|b| b.t.contains(&t) && b.rows == rows && b.cols == cols)
+            let blocks = self.blocks.lock().unwrap_or_else(PoisonError::into_inner);
+            blocks
+                .iter()
+                .find(|b| b.t.contains(&t) && b.rows == rows && b.cols == cols)
                 .map(|b| (b.t.start, b.values.clone()))
         };
         let (start, values) = match cached {
@@ -258,7 +262,11 @@ impl RasterSource for StoredSource {
                         transient: true,
                     },
                 )?);
-                *self.block.lock().unwrap_or_else(PoisonError::into_inner) = Some(Block {
+                let mut blocks = self.blocks.lock().unwrap_or_else(PoisonError::into_inner);
+                if blocks.len() == KEPT_BLOCKS {
+                    blocks.remove(0);
+                }
+                blocks.push(Block {
                     t: window.t.clone(),
                     rows: rows.clone(),
                     cols: cols.clone(),

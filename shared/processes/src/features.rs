@@ -111,6 +111,12 @@ pub fn members<'a>(collection: &'a Value, input: &str) -> Result<Vec<Member<'a>>
 /// [`InputError`]: as [`members`], and a geometry that is not a valid Polygon or
 /// MultiPolygon (a ring that crosses itself included).
 pub fn areas(collection: &Value, input: &str) -> Result<Vec<Area>, InputError> {
+    read_areas(collection, input, true)
+}
+
+/// [`areas`], with the geometries checked (`validate`) or, for a stored collection that was
+/// checked when it was uploaded, only read.
+fn read_areas(collection: &Value, input: &str, validate: bool) -> Result<Vec<Area>, InputError> {
     let bad = |m: String| InputError::new(input, m);
     members(collection, input)?
         .into_iter()
@@ -118,7 +124,13 @@ pub fn areas(collection: &Value, input: &str) -> Result<Vec<Area>, InputError> {
             let named = m.named();
             let f = m.feature;
             let shape = MultiPolygon::from_geojson(f.get("geometry").unwrap_or(&Value::Null))
-                .and_then(|s| s.validate().map(|()| s))
+                .and_then(|s| {
+                    if validate {
+                        s.validate().map(|()| s)
+                    } else {
+                        Ok(s)
+                    }
+                })
                 .map_err(|e| bad(format!("{named}: {e}")))?;
             let properties = match f.get("properties") {
                 Some(Value::Object(p)) => p.clone(),
@@ -234,8 +246,9 @@ pub async fn load(
         })?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| LoadError::Corrupt(format!("{id}: {e}")))?;
-    let areas =
-        areas(&value, "feature_collection").map_err(|e| LoadError::Corrupt(e.to_string()))?;
+    // Checked when it was stored: only read.
+    let areas = read_areas(&value, "feature_collection", false)
+        .map_err(|e| LoadError::Corrupt(e.to_string()))?;
     Ok((record, areas))
 }
 

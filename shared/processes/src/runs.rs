@@ -20,8 +20,18 @@ use serde_json::{Value, json};
 
 use crate::{CheckError, Checked, Env, InputError, Output, Process};
 
-/// How long a job waits between looks at its run.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How long a job waits before its first look again at its run; each look waits half as
+/// long again as the one before, up to [`LOOK_AT_MOST`].
+const LOOK_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two looks.
+const LOOK_AT_MOST: Duration = Duration::from_secs(30);
+
+/// The wait after the `n`th look.
+fn look_after(n: u32) -> Duration {
+    LOOK_FIRST
+        .mul_f64(1.5f64.powi(i32::try_from(n).unwrap_or(i32::MAX)))
+        .min(LOOK_AT_MOST)
+}
 
 fn failed(code: &str, message: impl Into<String>) -> WorkError {
     WorkError::Failed {
@@ -37,14 +47,41 @@ fn json_output(doc: &Value) -> Output {
     }
 }
 
-/// The run this job started on an earlier attempt, if any, and what its result adds to the
-/// run's summary.
-fn started_run(ctx: &JobContext) -> Option<(RunId, Value)> {
+/// What a waiting job keeps between its looks at its run.
+#[derive(Debug, Clone)]
+struct RunWait {
+    run_id: RunId,
+    /// What the result adds to the run's summary.
+    extra: Value,
+    /// Looks so far.
+    looks: u32,
+}
+
+impl RunWait {
+    /// A run this attempt started (or joined).
+    fn first(run_id: RunId, extra: Value) -> Self {
+        Self {
+            run_id,
+            extra,
+            looks: 0,
+        }
+    }
+}
+
+/// The run this job started on an earlier attempt, if any.
+fn started_run(ctx: &JobContext) -> Option<RunWait> {
     let state = ctx.job().result.as_ref()?;
-    let id = state["run_id"]
+    let run_id = state["run_id"]
         .as_str()
         .and_then(|id| RunId::new(id).ok())?;
-    Some((id, state["extra"].clone()))
+    Some(RunWait {
+        run_id,
+        extra: state["extra"].clone(),
+        looks: state["looks"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+    })
 }
 
 fn run_summary(run: &RunRecord) -> Value {
@@ -58,14 +95,15 @@ fn run_summary(run: &RunRecord) -> Value {
     })
 }
 
-/// One look at `run_id`: the result when it ended well, a failure when it did not, else a
+/// One look at the run: the result when it ended well, a failure when it did not, else a
 /// suspension until the next look.
-async fn look(
-    env: &Env,
-    ctx: &JobContext,
-    run_id: RunId,
-    extra: &Value,
-) -> Result<Output, WorkError> {
+async fn look(env: &Env, ctx: &JobContext, wait: RunWait) -> Result<Output, WorkError> {
+    let RunWait {
+        run_id,
+        extra,
+        looks,
+    } = wait;
+    let extra = &extra;
     let run = env
         .db
         .get_run(&run_id)
@@ -94,8 +132,8 @@ async fn look(
                 run.progress.message.clone(),
             );
             Err(WorkError::Waiting {
-                state: json!({"run_id": run_id.to_string(), "extra": extra}),
-                after: LOOK_EVERY,
+                state: json!({"run_id": run_id.to_string(), "extra": extra, "looks": looks + 1}),
+                after: look_after(looks),
                 message: format!(
                     "run {run_id} is {}: {}",
                     run.status.as_str(),
@@ -202,8 +240,8 @@ impl Process for Ingestion {
         ctx: &JobContext,
         inputs: &Value,
     ) -> Result<Output, WorkError> {
-        if let Some((run_id, extra)) = started_run(ctx) {
-            return look(env, ctx, run_id, &extra).await;
+        if let Some(started) = started_run(ctx) {
+            return look(env, ctx, started).await;
         }
         let req = ingestion_request(inputs).map_err(|e| failed("invalid_inputs", e.to_string()))?;
         match admit::ingestion(&env.ingest.platform, &req, Utc::now()).await {
@@ -213,7 +251,9 @@ impl Process for Ingestion {
                 "version": version.version,
                 "links": [{"rel": "dataset", "href": format!("/datasets/{}", dataset.dataset_id), "type": "application/json"}],
             }))),
-            Ok(Admitted::Run { run, .. }) => look(env, ctx, run.run_id, &Value::Null).await,
+            Ok(Admitted::Run { run, .. }) => {
+                look(env, ctx, RunWait::first(run.run_id, Value::Null)).await
+            }
             Err(AdmitError::Db(e)) => Err(WorkError::Transient(e.to_string())),
             Err(e) => Err(failed("invalid_inputs", e.to_string())),
         }
@@ -290,8 +330,8 @@ impl Process for Sync {
         ctx: &JobContext,
         inputs: &Value,
     ) -> Result<Output, WorkError> {
-        if let Some((run_id, extra)) = started_run(ctx) {
-            return look(env, ctx, run_id, &extra).await;
+        if let Some(started) = started_run(ctx) {
+            return look(env, ctx, started).await;
         }
         let i = sync_inputs(inputs).map_err(|e| failed("invalid_inputs", e.to_string()))?;
         let now = Utc::now();
@@ -313,7 +353,9 @@ impl Process for Sync {
                 "status": "nothing_to_do",
                 "dataset_id": i.dataset_id,
             }))),
-            Started::Run(d, run) => look(env, ctx, run.run_id, &json!({"sync": d})).await,
+            Started::Run(d, run) => {
+                look(env, ctx, RunWait::first(run.run_id, json!({"sync": d}))).await
+            }
         }
     }
 }
@@ -330,8 +372,8 @@ struct ResampleInputs {
     dataset_id: String,
     period_type: String,
     temporal_method: String,
-    #[serde(default = "yes")]
-    publish: bool,
+    #[serde(default)]
+    publish: Option<bool>,
 }
 
 /// A checked resampling: the source dataset, the derived template and the span it covers.
@@ -394,10 +436,13 @@ async fn derivation(env: &Env, inputs: &Value) -> Result<Derivation, CheckError>
         .derived(target, method)
         .map_err(|e| bad("period_type", e.message))?;
     if platform.catalog.get(&derived.id).is_none() {
-        return Err(CheckError::Unavailable(format!(
-            "template '{}' is not derived on this instance",
-            derived.id
-        )));
+        return Err(bad(
+            "period_type",
+            format!(
+                "template '{}' is declared on this instance as another template, so it is not derived",
+                derived.id
+            ),
+        ));
     }
     let span = climate_ingest::derived::available(&env.ingest, &source, target)
         .await
@@ -417,7 +462,8 @@ async fn derivation(env: &Env, inputs: &Value) -> Result<Derivation, CheckError>
         extent: ds.extent_id,
         template: derived.id,
         span,
-        publish: i.publish,
+        // An unpublished source makes an unpublished derived dataset unless asked otherwise.
+        publish: i.publish.unwrap_or(ds.published),
     })
 }
 
@@ -445,7 +491,7 @@ impl Process for Resample {
                 "dataset_id": {"title": "Source", "description": "A managed dataset synced in time (GET /datasets).", "schema": {"type": "string"}},
                 "period_type": {"title": "Period type", "description": "Coarser than the source's, and holding whole source periods (weeks do not fit in months).", "schema": {"type": "string", "enum": ["daily", "weekly", "monthly", "yearly"]}},
                 "temporal_method": {"title": "Aggregation", "schema": {"type": "string", "enum": ["mean", "sum", "min", "max"]}},
-                "publish": {"title": "Publish", "minOccurs": 0, "schema": {"type": "boolean", "default": true}}
+                "publish": {"title": "Publish", "description": "Whether the derived dataset is public (default: as its source is).", "minOccurs": 0, "schema": {"type": "boolean"}}
             },
             "outputs": {
                 "result": {"title": "Run", "description": "{ingestion_id, kind, status, dataset_id (the derived dataset), version, source, links}; `status: covered` when the derived dataset is current already.", "schema": {"type": "object", "contentMediaType": "application/json"}}
@@ -467,8 +513,8 @@ impl Process for Resample {
         ctx: &JobContext,
         inputs: &Value,
     ) -> Result<Output, WorkError> {
-        if let Some((run_id, extra)) = started_run(ctx) {
-            return look(env, ctx, run_id, &extra).await;
+        if let Some(started) = started_run(ctx) {
+            return look(env, ctx, started).await;
         }
         let d = derivation(env, inputs).await.map_err(|e| match e {
             CheckError::Unavailable(m) => WorkError::Transient(m),
@@ -493,7 +539,9 @@ impl Process for Resample {
                 .await
                 .map_err(work_error)?
             {
-                Started::Run(_, run) => look(env, ctx, run.run_id, &extra).await,
+                Started::Run(_, run) => {
+                    look(env, ctx, RunWait::first(run.run_id, extra.clone())).await
+                }
                 Started::Nothing(_) | Started::AlreadyStarted(_) => Ok(json_output(&json!({
                     "status": "covered",
                     "dataset_id": derived.as_str(),
@@ -516,7 +564,9 @@ impl Process for Resample {
                 "dataset_id": dataset.dataset_id.as_str(),
                 "source": d.source.as_str(),
             }))),
-            Ok(Admitted::Run { run, .. }) => look(env, ctx, run.run_id, &extra).await,
+            Ok(Admitted::Run { run, .. }) => {
+                look(env, ctx, RunWait::first(run.run_id, extra.clone())).await
+            }
             Err(AdmitError::Db(e)) => Err(WorkError::Transient(e.to_string())),
             Err(e) => Err(failed("invalid_inputs", e.to_string())),
         }

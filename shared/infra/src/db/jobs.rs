@@ -89,7 +89,7 @@ pub enum JobOutcome {
         expires_at: Option<DateTime<Utc>>,
     },
     /// Failed transiently: `retrying`, announced again by `outbox` (delayed), in the same
-    /// transaction.
+    /// transaction; the state of a waiting job ([`JobOutcome::Wait`]) is kept.
     Retry {
         /// Why.
         error: RunError,
@@ -155,9 +155,15 @@ pub trait JobStore: Send + Sync {
         progress: Option<&Progress>,
         now: DateTime<Utc>,
     ) -> DbResult<()>;
-    /// Cancels an unfinished job (its worker loses the lease at its next heartbeat); returns
-    /// the job as it is now, `None` when there is none.
-    async fn cancel_job(&self, job_id: JobId, now: DateTime<Utc>) -> DbResult<Option<JobRecord>>;
+    /// Cancels an unfinished job (its worker loses the lease at its next heartbeat), to be
+    /// removed after `expires_at` like a finished one; returns the job as it is now, `None`
+    /// when there is none.
+    async fn cancel_job(
+        &self,
+        job_id: JobId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<Option<JobRecord>>;
     /// Removes a finished job's record; `false` when there is none or it is not finished.
     async fn delete_job(&self, job_id: JobId) -> DbResult<bool>;
     /// Finished jobs whose `expires_at` is before `now`, oldest expiry first, at most `limit`.
@@ -368,11 +374,13 @@ macro_rules! impl_jobs {
                     JobOutcome::Wait { state, .. } => ("retrying", Some(state), None, None),
                 };
                 let uncounted = i32::from(matches!(outcome, JobOutcome::Wait { .. }));
+                // A transient failure of a waiting job keeps what it waits for.
+                let keep_state = matches!(outcome, JobOutcome::Retry { .. });
                 let finished = (status != "retrying").then_some(ms(now));
                 let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
-                    "UPDATE jobs SET status = $3, result = $4, error_code = $5, error_message = $6, \
+                    "UPDATE jobs SET status = $3, result = CASE WHEN $14 THEN result ELSE $4 END, error_code = $5, error_message = $6, \
                      finished_at = $7, expires_at = $8, updated_at = $9, lease_owner = NULL, \
                      lease_expires_at = NULL, progress_done = COALESCE($10, progress_done), \
                      progress_total = COALESCE($11, progress_total), \
@@ -392,6 +400,7 @@ macro_rules! impl_jobs {
                 .bind(progress.map(|p| count(p.total)))
                 .bind(progress.map(|p| p.message.as_str()))
                 .bind(uncounted)
+                .bind(keep_state)
                 .execute(&mut *tx)
                 .await?;
                 // Dropping the transaction rolls it back.
@@ -403,14 +412,22 @@ macro_rules! impl_jobs {
                 Ok(())
             }
 
-            async fn cancel_job(&self, job_id: JobId, now: DateTime<Utc>) -> DbResult<Option<JobRecord>> {
+            async fn cancel_job(
+                &self,
+                job_id: JobId,
+                now: DateTime<Utc>,
+                expires_at: DateTime<Utc>,
+            ) -> DbResult<Option<JobRecord>> {
+                // A waiting job's state goes with it.
                 sqlx::query(
                     "UPDATE jobs SET status = 'cancelled', finished_at = $2, updated_at = $2, \
-                     lease_owner = NULL, lease_expires_at = NULL, progress_message = 'cancelled' \
+                     lease_owner = NULL, lease_expires_at = NULL, progress_message = 'cancelled', \
+                     result = NULL, expires_at = $3 \
                      WHERE job_id = $1 AND status IN ('queued', 'running', 'retrying')",
                 )
                 .bind(job_id.to_string())
                 .bind(ms(now))
+                .bind(ms(expires_at))
                 .execute(&self.pool)
                 .await?;
                 self.get_job(job_id).await

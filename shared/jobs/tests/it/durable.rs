@@ -268,7 +268,7 @@ async fn a_cancelled_job_stops_its_work_and_stays_cancelled() {
     })
     .await;
     let cancelled =
-        h.db.cancel_job(id, Utc::now())
+        h.db.cancel_job(id, Utc::now(), Utc::now() + chrono::Duration::days(7))
             .await
             .expect("cancel_job")
             .expect("exists");

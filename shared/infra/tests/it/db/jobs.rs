@@ -14,6 +14,7 @@ use super::{TestDb, assert_lease_lost, at, drain_outbox, error, run_id_at};
 db_conformance!(
     jobs_are_announced_claimed_under_a_lease_and_finished_with_a_result,
     a_transient_failure_announces_the_next_attempt_later,
+    a_waiting_job_keeps_its_state_without_spending_attempts,
     a_cancelled_job_loses_its_lease_and_stays_cancelled,
     expired_job_leases_are_recovered_and_unfinished_jobs_reannounced,
     jobs_list_newest_first_by_principal_and_kind,
@@ -215,6 +216,66 @@ async fn a_transient_failure_announces_the_next_attempt_later(db: &TestDb) {
     assert_eq!(end.result, None);
 }
 
+async fn a_waiting_job_keeps_its_state_without_spending_attempts(db: &TestDb) {
+    let job = submit(db, "ingestion", "key-1", at(0)).await;
+    let id = job.job_id;
+    claim(db, id, "w1", at(1)).await.expect("claimable");
+    let state = json!({"run_id": "01a2425e-d954-72b6-be94-a32ea1185cd6"});
+    let wait = JobOutcome::Wait {
+        state: state.clone(),
+        outbox: announcement("ingestion", id, at(3)),
+    };
+    db.finish_job(id, "w1", &wait, None, at(2))
+        .await
+        .expect("finish_job");
+    let waiting = get(db, id).await;
+    assert_eq!(
+        (
+            waiting.status,
+            waiting.attempts,
+            waiting.result.as_ref(),
+            waiting.error.as_ref()
+        ),
+        (RunStatus::Retrying, 0, Some(&state), None),
+        "the wait is not an attempt and keeps its state"
+    );
+    assert_eq!(
+        db.count_active_jobs("key-1").await.expect("count"),
+        1,
+        "still unfinished"
+    );
+    assert_eq!(
+        db.pending_outbox(at(3), 10).await.expect("pending").len(),
+        1
+    );
+    drain_outbox(db).await;
+    // A transient failure on the next look keeps the state for the one after.
+    let next = claim(db, id, "w2", at(3)).await.expect("claimable again");
+    assert_eq!((next.attempts, next.result.as_ref()), (1, Some(&state)));
+    let retry = JobOutcome::Retry {
+        error: error("database_unavailable"),
+        outbox: announcement("ingestion", id, at(60)),
+    };
+    db.finish_job(id, "w2", &retry, None, at(4))
+        .await
+        .expect("finish_job");
+    assert_eq!(get(db, id).await.result.as_ref(), Some(&state));
+    drain_outbox(db).await;
+    let last = claim(db, id, "w3", at(60)).await.expect("claimable");
+    assert_eq!(last.attempts, 2, "the failed look counts");
+    let done = JobOutcome::Succeeded {
+        result: json!({"key": "jobs/x/result"}),
+        expires_at: Some(at(7200)),
+    };
+    db.finish_job(id, "w3", &done, None, at(61))
+        .await
+        .expect("finish_job");
+    assert_eq!(
+        get(db, id).await.result,
+        Some(json!({"key": "jobs/x/result"}))
+    );
+}
+
 async fn a_cancelled_job_loses_its_lease_and_stays_cancelled(db: &TestDb) {
     let queued = submit(db, "sum", "key-1", at(0)).await;
     let running = submit(db, "sum", "key-1", at(1)).await;
@@ -223,7 +284,7 @@ async fn a_cancelled_job_loses_its_lease_and_stays_cancelled(db: &TestDb) {
         .expect("claimable");
 
     let cancelled = db
-        .cancel_job(queued.job_id, at(3))
+        .cancel_job(queued.job_id, at(3), at(86_400))
         .await
         .expect("cancel_job")
         .expect("the job exists");
@@ -236,7 +297,7 @@ async fn a_cancelled_job_loses_its_lease_and_stays_cancelled(db: &TestDb) {
     );
 
     let stopped = db
-        .cancel_job(running.job_id, at(5))
+        .cancel_job(running.job_id, at(5), at(86_400))
         .await
         .expect("cancel_job")
         .expect("the job exists");
@@ -258,9 +319,25 @@ async fn a_cancelled_job_loses_its_lease_and_stays_cancelled(db: &TestDb) {
     );
     let end = get(db, running.job_id).await;
     assert_eq!((end.status, end.result), (RunStatus::Cancelled, None));
+    assert_eq!(
+        end.expires_at,
+        Some(at(86_400)),
+        "removed after its expiry like a finished job"
+    );
+    let mut expired: Vec<String> = db
+        .expired_jobs(at(86_401), 10)
+        .await
+        .expect("expired")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    expired.sort();
+    let mut both = vec![queued.job_id.to_string(), running.job_id.to_string()];
+    both.sort();
+    assert_eq!(expired, both);
 
     let finished = db
-        .cancel_job(running.job_id, at(8))
+        .cancel_job(running.job_id, at(8), at(86_400))
         .await
         .expect("cancel_job")
         .expect("the job exists");
@@ -271,7 +348,9 @@ async fn a_cancelled_job_loses_its_lease_and_stays_cancelled(db: &TestDb) {
     );
     let missing = job_id_at(at(999));
     assert_eq!(
-        db.cancel_job(missing, at(9)).await.expect("cancel_job"),
+        db.cancel_job(missing, at(9), at(86_400))
+            .await
+            .expect("cancel_job"),
         None
     );
     assert_eq!(db.count_active_jobs("key-1").await.expect("count"), 0);
