@@ -8,8 +8,8 @@ use climate_domain::auth::Access;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::routes::{
-    credentials, datasets, download, features, ingestions, meta, ogcapi, processes, stac, sync,
-    templates, zarr,
+    catalog, credentials, datasets, download, features, ingestions, meta, ogcapi, processes, stac,
+    sync, templates, zarr,
 };
 use crate::state::AppState;
 use crate::{auth, error, idempotency};
@@ -97,6 +97,10 @@ api_routes! {
         get "/datasets" => datasets::list_datasets, Read;
         get "/datasets/{id}" => datasets::get_dataset, Read;
         get "/datasets/{id}/download" => download::download, Read;
+        patch "/datasets/{id}" => catalog::patch_dataset, Admin;
+        get "/datasets/{id}/history" => catalog::history, Read;
+        get "/datasets/{id}/versions/{n}" => catalog::get_version, Read;
+        post "/datasets/{id}/rollback" => catalog::rollback, Admin;
         get "/ogcapi" => ogcapi::common::landing, Read;
         get "/ogcapi/conformance" => ogcapi::common::conformance, Read;
         get "/ogcapi/collections" => ogcapi::common::collections, Read;

@@ -425,20 +425,42 @@ pub fn dataset_id(id: &str) -> Result<DatasetId, crate::error::ApiError> {
     DatasetId::new(id).map_err(|_| unknown_dataset(id))
 }
 
-/// A dataset and its current version.
+/// Who may see unpublished datasets: callers with the `admin` scope.
+pub fn sees_unpublished(principal: Option<&crate::auth::Principal>) -> bool {
+    principal.is_some_and(|p| p.can(climate_domain::auth::Scope::Admin))
+}
+
+/// A dataset the caller may see: a published one, or any with `admin` (`see_unpublished`);
+/// an unpublished one is not found for anyone else.
+///
+/// # Errors
+/// [`unknown_dataset`]; database errors.
+pub async fn visible_dataset(
+    state: &AppState,
+    id: &str,
+    see_unpublished: bool,
+) -> Result<DatasetRecord, crate::error::ApiError> {
+    state
+        .platform
+        .db
+        .get_dataset(&dataset_id(id)?)
+        .await?
+        .filter(|ds| ds.published || see_unpublished)
+        .ok_or_else(|| unknown_dataset(id))
+}
+
+/// A dataset the caller may see (see [`visible_dataset`]) and its current version.
 ///
 /// # Errors
 /// [`unknown_dataset`] when either is missing; database errors.
 pub async fn current_version(
     state: &AppState,
     id: &str,
+    see_unpublished: bool,
 ) -> Result<(DatasetRecord, VersionRecord), crate::error::ApiError> {
     let db = &state.platform.db;
-    let dataset = dataset_id(id)?;
-    let ds = db
-        .get_dataset(&dataset)
-        .await?
-        .ok_or_else(|| unknown_dataset(id))?;
+    let ds = visible_dataset(state, id, see_unpublished).await?;
+    let dataset = ds.dataset_id.clone();
     let n = ds.current_version.ok_or_else(|| unknown_dataset(id))?;
     let v = db
         .get_version(&dataset, n)

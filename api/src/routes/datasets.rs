@@ -5,9 +5,12 @@ use axum::extract::{Path, State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, BaseUrl};
-use crate::views::{DatasetSummary, VersionView, current_version, dataset_summary};
+use crate::views::{
+    DatasetSummary, VersionView, current_version, dataset_summary, sees_unpublished,
+};
 
 /// The published datasets.
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,9 +59,11 @@ pub struct DatasetDetail {
 pub async fn get_dataset(
     State(state): State<AppState>,
     base: BaseUrl,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<DatasetDetail>, ApiError> {
-    let (ds, current) = current_version(&state, &id).await?;
+    let see = sees_unpublished(principal.as_ref().map(|p| &p.0));
+    let (ds, current) = current_version(&state, &id, see).await?;
     let template = state.platform.catalog.get(&ds.template_id);
     let summary = DatasetSummary::new(&ds, &current, template, &base);
     let versions = state

@@ -1,5 +1,6 @@
 //! Handlers, grouped by resource.
 
+pub mod catalog;
 pub mod credentials;
 pub mod datasets;
 pub mod download;

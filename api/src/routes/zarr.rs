@@ -17,9 +17,10 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::{AppState, BaseUrl};
-use crate::views::current_version;
+use crate::views::{current_version, sees_unpublished, visible_dataset};
 
 /// An entry of a store listing.
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,8 +49,14 @@ pub struct ZarrListing {
     pub entries: Vec<ZarrEntry>,
 }
 
-async fn current(state: &AppState, id: &str) -> Result<VersionRecord, ApiError> {
-    current_version(state, id).await.map(|(_, v)| v)
+async fn current(
+    state: &AppState,
+    id: &str,
+    principal: Option<&Principal>,
+) -> Result<VersionRecord, ApiError> {
+    current_version(state, id, sees_unpublished(principal))
+        .await
+        .map(|(_, v)| v)
 }
 
 /// `GET /zarr/{id}`: the entries at the root of the current version's store.
@@ -59,9 +66,10 @@ async fn current(state: &AppState, id: &str) -> Result<VersionRecord, ApiError> 
 pub async fn list_zarr(
     State(state): State<AppState>,
     base: BaseUrl,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<ZarrListing>, ApiError> {
-    let v = current(&state, &id).await?;
+    let v = current(&state, &id, principal.as_ref().map(|p| &p.0)).await?;
     listing(&state, &base, &v, &format!("/zarr/{id}")).await
 }
 
@@ -386,23 +394,26 @@ pub async fn serve_object(
               (status = 404, body = ErrorBody), (status = 416, description = "range not satisfiable")))]
 pub async fn get_zarr_object(
     State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((id, key)) = path?;
-    let v = current(&state, &id).await?;
+    let v = current(&state, &id, principal.as_ref().map(|p| &p.0)).await?;
     serve_object(&state, &v, &key, &method, &headers, "no-cache").await
 }
 
-/// A pinned version of a dataset.
-async fn pinned(state: &AppState, id: &str, n: i64) -> Result<VersionRecord, ApiError> {
+/// A pinned version of a dataset the caller may see.
+pub(crate) async fn pinned(
+    state: &AppState,
+    id: &str,
+    n: i64,
+    principal: Option<&Principal>,
+) -> Result<VersionRecord, ApiError> {
     let db = &state.platform.db;
-    let dataset_id = crate::views::dataset_id(id)?;
-    if db.get_dataset(&dataset_id).await?.is_none() {
-        return Err(crate::views::unknown_dataset(id));
-    }
-    db.get_version(&dataset_id, n).await?.ok_or_else(|| {
+    let ds = visible_dataset(state, id, sees_unpublished(principal)).await?;
+    db.get_version(&ds.dataset_id, n).await?.ok_or_else(|| {
         ApiError::not_found(
             ErrorCode::UnknownVersion,
             format!("dataset '{id}' has no version {n}; GET /datasets/{id} lists its versions"),
@@ -418,10 +429,11 @@ async fn pinned(state: &AppState, id: &str, n: i64) -> Result<VersionRecord, Api
 pub async fn list_version_zarr(
     State(state): State<AppState>,
     base: BaseUrl,
+    principal: Option<axum::Extension<Principal>>,
     path: Result<Path<(String, i64)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ZarrListing>, ApiError> {
     let Path((id, n)) = path?;
-    let v = pinned(&state, &id, n).await?;
+    let v = pinned(&state, &id, n, principal.as_ref().map(|p| &p.0)).await?;
     listing(
         &state,
         &base,
@@ -443,12 +455,13 @@ pub async fn list_version_zarr(
               (status = 404, body = ErrorBody)))]
 pub async fn get_version_zarr_object(
     State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<(String, i64, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((id, n, key)) = path?;
-    let v = pinned(&state, &id, n).await?;
+    let v = pinned(&state, &id, n, principal.as_ref().map(|p| &p.0)).await?;
     serve_object(
         &state,
         &v,

@@ -5,6 +5,7 @@
 //! external clients) stays in `tests/e2e`.
 
 mod authz;
+mod catalog;
 mod envelope;
 mod features;
 mod processes;

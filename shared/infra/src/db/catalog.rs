@@ -90,7 +90,7 @@ macro_rules! dataset_select {
 
 /// A row of `managed_datasets`; [`DatasetRecord`] is its checked form.
 #[derive(sqlx::FromRow)]
-struct DatasetRow {
+pub(super) struct DatasetRow {
     dataset_id: String,
     template_id: String,
     extent_id: String,
@@ -190,6 +190,12 @@ macro_rules! impl_catalog {
             ) -> DbResult<VersionRecord> {
                 let now_ms = ms(now);
                 let mut tx = self.pool.begin().await?;
+                let was_published: Option<bool> = sqlx::query_scalar(
+                    "SELECT published FROM managed_datasets WHERE dataset_id = $1",
+                )
+                .bind(v.dataset_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
                 sqlx::query(
                     "INSERT INTO managed_datasets (dataset_id, template_id, extent_id, published, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (dataset_id) DO NOTHING",
@@ -252,6 +258,19 @@ macro_rules! impl_catalog {
                 .await?;
                 // Dropping the transaction rolls it back.
                 held(done.rows_affected(), run_id)?;
+                let event = |action| NewEvent {
+                    dataset_id: &v.dataset_id,
+                    version: Some(next),
+                    action,
+                    actor: SYSTEM_ACTOR,
+                    cause: Some(run_id.to_string()),
+                    detail: serde_json::json!({"coverage": [v.coverage_start, v.coverage_end]}),
+                    at: now,
+                };
+                Self::record_event(&mut tx, &event(CatalogAction::NewVersion)).await?;
+                if v.publish && was_published != Some(true) {
+                    Self::record_event(&mut tx, &event(CatalogAction::Publish)).await?;
+                }
                 tx.commit().await?;
                 self.get_version(&v.dataset_id, next)
                     .await?

@@ -4,7 +4,8 @@
 //! [`Database`] is the sum of one trait per aggregate — [`RunStore`] (runs and admission),
 //! [`SegmentStore`], [`OutboxStore`] (with lease recovery), [`CatalogStore`] (datasets and
 //! versions), [`KeyStore`], [`IdempotencyStore`], [`ScheduleStore`], [`JobStore`] (durable
-//! jobs of the other kinds) and [`FeatureStore`] (versioned feature collections) — each in a module of its
+//! jobs of the other kinds), [`FeatureStore`] (versioned feature collections) and
+//! [`HistoryStore`] (the catalog's history, rollback and publication) — each in a module of its
 //! own with its records. Methods called on `dyn Database` need no import; code generic over an
 //! engine brings the traits into scope with `use climate_infra::db::prelude::*`.
 //!
@@ -70,6 +71,7 @@ pub type DbResult<T> = Result<T, DbError>;
 
 pub use catalog::*;
 pub use features::*;
+pub use history::*;
 pub use idempotency::*;
 pub use jobs::*;
 pub use keys::*;
@@ -81,8 +83,8 @@ pub use segments::*;
 /// The aggregate traits, for calling [`Database`] methods: `use climate_infra::db::prelude::*`.
 pub mod prelude {
     pub use super::{
-        CatalogStore, Database, FeatureStore, IdempotencyStore, JobStore, KeyStore, OutboxStore,
-        RunStore, ScheduleStore, SegmentStore,
+        CatalogStore, Database, FeatureStore, HistoryStore, IdempotencyStore, JobStore, KeyStore,
+        OutboxStore, RunStore, ScheduleStore, SegmentStore,
     };
 }
 
@@ -107,6 +109,7 @@ pub trait Database:
     + ScheduleStore
     + JobStore
     + FeatureStore
+    + HistoryStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -209,6 +212,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "feature_collections",
         include_str!("../../../../migrations/0009_feature_collections.sql"),
     ),
+    (
+        10,
+        "catalog_events",
+        include_str!("../../../../migrations/0010_catalog_events.sql"),
+    ),
 ];
 
 /// What the engines spell differently in a schema.
@@ -304,6 +312,7 @@ macro_rules! api_key_select {
 // The aggregates; declared after the SQL macros above, which they use.
 mod catalog;
 mod features;
+mod history;
 mod idempotency;
 mod jobs;
 mod keys;
@@ -375,6 +384,7 @@ mod tests {
             "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
             "fb100867e3d3335b53e15c78e62495aa8a8dc6f52a4498e15e19fe03800c95b54bb70eb7e1ebce9bd16a34e0f3bf03cc",
             "3aa55f87eda8b64d47ac198f8c8a3192340334cd7330849ef41e4e336f6bc4e8a70a802f3d4748b73a534a56aff845c5",
+            "dfff87868a598a9c67c673561c622818e023227e2ea869749a7435762126e9d5c607f03d1855f9d0815c616c9b128338",
         ];
         let sqlite = [
             "223d26b9b03b901aaed52b210e9b36c4329b546927359c733f8ff2f71ded260ce82411f60cffe39c2a441dc2a837e619",
@@ -386,6 +396,7 @@ mod tests {
             "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
             "8f282cda5cad9676476ab25337f18b2e0b946b9e955fb3a8e67c632661b7fda521df55a678722e3a6fe87ee5907f9103",
             "847021344a7a7044ae19f9050f49638109f64d76b9058e621ab5ad1bb4053a1b028fc2c6acc22fed975e433c8101ec40",
+            "47ba5ba21f8de351f7cf7e343ee1c198161394427c20528601812c9447993a49f40172b887f8207cae1fcf715bfcf5c2",
         ];
         assert_eq!(checksums(POSTGRES), postgres);
         assert_eq!(checksums(SQLITE), sqlite);

@@ -202,6 +202,7 @@ db_conformance!(
 );
 
 mod features;
+mod history;
 mod jobs;
 
 #[tokio::test]

@@ -1,0 +1,309 @@
+//! The versioned catalog: every change is in the dataset's history; an earlier version can be
+//! made current again (and a later sync appends to it); an unpublished dataset is gone from
+//! every public surface except for callers with the admin scope.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use chrono::Utc;
+use climate_domain::auth::Scope;
+use serde_json::{Value, json};
+
+use crate::support::InProcess;
+
+const DATASET: &str = "sample_era5land_t2m_daily_sle";
+
+struct Keys {
+    admin: String,
+    /// The subject the admin key acts as.
+    admin_subject: String,
+    reader: String,
+}
+
+async fn keys(app: &InProcess) -> Keys {
+    let key = |name: &'static str, scope: Scope| async move {
+        let (record, k) = climate_infra::auth::create_key(
+            app.platform.db.as_ref(),
+            name,
+            &[scope],
+            None,
+            Utc::now(),
+        )
+        .await
+        .expect("a key");
+        (format!("Bearer {k}"), format!("key:{}", record.key_id))
+    };
+    let (admin, admin_subject) = key("ops", Scope::Admin).await;
+    Keys {
+        admin,
+        admin_subject,
+        reader: key("dashboard", Scope::Read).await.0,
+    }
+}
+
+async fn get(app: &InProcess, path: &str, auth: &str) -> (u16, Value) {
+    let a = app
+        .send(Method::GET, path, &[("authorization", auth)], None)
+        .await;
+    (a.status, a.body)
+}
+
+/// Posts `body` to `path` as `auth` and waits for the run it started to succeed.
+async fn run(app: &InProcess, path: &str, body: Value, auth: &str) -> Value {
+    let a = app
+        .send_json(Method::POST, path, &[("authorization", auth)], &body)
+        .await;
+    assert_eq!(a.status, 202, "{path}: {}", a.body);
+    let id = a.body["ingestion_id"]
+        .as_str()
+        .or_else(|| a.body["run"]["ingestion_id"].as_str())
+        .expect("a run")
+        .to_owned();
+    for _ in 0..600 {
+        let (_, r) = get(app, &format!("/ingestions/{id}"), auth).await;
+        if matches!(
+            r["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            assert_eq!(r["status"], "succeeded", "{r}");
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("run {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_rollback_and_publication() {
+    let app = InProcess::with_worker(&[
+        ("CLIMATE_API__AUTH__ENABLED", "true"),
+        ("CLIMATE_API__AUTH__REQUESTS_PER_MINUTE", "0"),
+    ])
+    .await;
+    let k = keys(&app).await;
+    run(&app, "/ingestions", json!({"dataset_id": "sample_era5land_t2m_daily", "start": "2025-07-01", "end": "2025-07-10"}), &k.admin).await;
+    let v2 = run(
+        &app,
+        &format!("/sync/{DATASET}"),
+        json!({"end": "2025-07-20"}),
+        &k.admin,
+    )
+    .await;
+
+    let (status, h) = get(&app, &format!("/datasets/{DATASET}/history"), &k.reader).await;
+    assert_eq!(status, 200, "{h}");
+    let actions: Vec<(&str, i64)> = h["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default(),
+                e["version"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("new_version", 2), ("publish", 1), ("new_version", 1)],
+        "newest first"
+    );
+    assert_eq!(
+        h["events"][0]["cause"], v2["ingestion_id"],
+        "the run that made it"
+    );
+    assert_eq!(h["events"][0]["actor"], "system");
+
+    // Version 2 appended to version 1: it reads version 1's chunks.
+    let (status, version) = get(&app, &format!("/datasets/{DATASET}/versions/2"), &k.reader).await;
+    assert_eq!(status, 200, "{version}");
+    assert_eq!(
+        (version["current"].as_bool(), version["bases"].clone()),
+        (Some(true), json!([1]))
+    );
+    assert_eq!(
+        version["coverage"],
+        json!({"start": "2025-07-01", "end": "2025-07-20"})
+    );
+    assert!(
+        version["size_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{version}"
+    );
+    assert_eq!(version["scope"]["append"], true);
+
+    // Roll back to version 1: every surface follows at once.
+    let pinned = app
+        .send(
+            Method::GET,
+            &format!("/datasets/{DATASET}/versions/1/zarr/zarr.json"),
+            &[("authorization", k.reader.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(pinned.status, 200);
+    for auth in [k.reader.as_str(), ""] {
+        let a = app
+            .send_json(
+                Method::POST,
+                &format!("/datasets/{DATASET}/rollback"),
+                &[("authorization", auth)],
+                &json!({"version": 1}),
+            )
+            .await;
+        assert!(
+            matches!(a.status, 401 | 403),
+            "rollback needs admin: {}",
+            a.body
+        );
+    }
+    let back = app
+        .send_json(
+            Method::POST,
+            &format!("/datasets/{DATASET}/rollback"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(
+        (back.status, back.body["version"].as_i64()),
+        (200, Some(1)),
+        "{}",
+        back.body
+    );
+    let (_, ds) = get(&app, &format!("/datasets/{DATASET}"), &k.reader).await;
+    assert_eq!(
+        (
+            ds["version"].as_i64(),
+            ds["extent"]["temporal"]["end"].as_str()
+        ),
+        (Some(1), Some("2025-07-10"))
+    );
+    let current = app
+        .send(
+            Method::GET,
+            &format!("/zarr/{DATASET}/zarr.json"),
+            &[("authorization", k.reader.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(current.body, pinned.body, "/zarr serves version 1");
+    let (_, stac) = get(&app, &format!("/stac/collections/{DATASET}"), &k.reader).await;
+    assert!(
+        stac["extent"]["temporal"]["interval"][0][1]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2025-07-10")),
+        "{stac}"
+    );
+    let missing = app
+        .send_json(
+            Method::POST,
+            &format!("/datasets/{DATASET}/rollback"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"version": 9}),
+        )
+        .await;
+    assert_eq!(
+        (missing.status, missing.body["code"].as_str()),
+        (404, Some("unknown_version"))
+    );
+    let (_, h) = get(
+        &app,
+        &format!("/datasets/{DATASET}/history?limit=1"),
+        &k.reader,
+    )
+    .await;
+    assert_eq!(
+        (
+            h["events"][0]["action"].as_str(),
+            h["events"][0]["detail"]["from"].as_i64(),
+            h["events"][0]["actor"].as_str()
+        ),
+        (Some("rollback"), Some(2), Some(k.admin_subject.as_str()))
+    );
+    assert!(
+        h["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["rel"] == "next")),
+        "{h}"
+    );
+
+    // A later sync appends to the version that is current (1), not to the newest (2).
+    run(
+        &app,
+        &format!("/sync/{DATASET}"),
+        json!({"end": "2025-07-15"}),
+        &k.admin,
+    )
+    .await;
+    let (_, v3) = get(&app, &format!("/datasets/{DATASET}/versions/3"), &k.reader).await;
+    assert_eq!(
+        (v3["current"].as_bool(), v3["bases"].clone()),
+        (Some(true), json!([1])),
+        "{v3}"
+    );
+
+    // Unpublished: gone from every public surface but for admins.
+    let patch = app
+        .send_json(
+            Method::PATCH,
+            &format!("/datasets/{DATASET}"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"published": false}),
+        )
+        .await;
+    assert_eq!(patch.status, 200, "{}", patch.body);
+    let (_, list) = get(&app, "/datasets", &k.reader).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+    for path in [
+        format!("/datasets/{DATASET}"),
+        format!("/zarr/{DATASET}"),
+        format!("/zarr/{DATASET}/zarr.json"),
+        format!("/datasets/{DATASET}/versions/1/zarr/zarr.json"),
+        format!("/datasets/{DATASET}/history"),
+        format!("/stac/collections/{DATASET}"),
+        format!("/ogcapi/collections/{DATASET}"),
+    ] {
+        let (status, _) = get(&app, &path, &k.reader).await;
+        assert_eq!(status, 404, "{path} is hidden from readers");
+    }
+    for path in [
+        format!("/datasets/{DATASET}"),
+        format!("/zarr/{DATASET}/zarr.json"),
+    ] {
+        let (status, _) = get(&app, &path, &k.admin).await;
+        assert_eq!(status, 200, "{path} stays visible to admins");
+    }
+    let republish = app
+        .send_json(
+            Method::PATCH,
+            &format!("/datasets/{DATASET}"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"published": true}),
+        )
+        .await;
+    assert_eq!(republish.status, 200);
+    let (status, _) = get(&app, &format!("/stac/collections/{DATASET}"), &k.reader).await;
+    assert_eq!(status, 200, "published again");
+    let (_, h) = get(
+        &app,
+        &format!("/datasets/{DATASET}/history?limit=2"),
+        &k.reader,
+    )
+    .await;
+    let last: Vec<&str> = h["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(last, vec!["publish", "unpublish"]);
+    let bad = app
+        .send_json(
+            Method::PATCH,
+            &format!("/datasets/{DATASET}"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"published": "no"}),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}

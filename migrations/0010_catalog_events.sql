@@ -1,0 +1,15 @@
+-- The catalog's history: every change of what the public catalog shows — a new version,
+-- publish, unpublish, rollback, prune, restore — is an immutable event written in the same
+-- transaction as the change, with who made it and the run or job that caused it.
+-- Expand-only.
+CREATE TABLE catalog_events (
+    event_id   {serial_key},
+    dataset_id TEXT NOT NULL,
+    version    BIGINT,
+    action     TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    cause      TEXT,
+    detail     {json},
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX catalog_events_dataset ON catalog_events (dataset_id, event_id);
