@@ -1,6 +1,7 @@
 -- The catalog's history: every change of what the public catalog shows — a new version,
 -- publish, unpublish, rollback, prune, restore — is an immutable event written in the same
--- transaction as the change, with who made it and the run or job that caused it.
+-- transaction as the change, with who made it and the run or job that caused it; a run
+-- records who asked for it.
 -- Expand-only.
 CREATE TABLE catalog_events (
     event_id   {serial_key},
@@ -13,3 +14,5 @@ CREATE TABLE catalog_events (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX catalog_events_dataset ON catalog_events (dataset_id, event_id);
+-- Who asked for a run, so that the version it publishes names its actor.
+ALTER TABLE ingestion_runs ADD COLUMN principal TEXT;

@@ -76,6 +76,7 @@ pub(crate) fn location(base: &BaseUrl, run_id: &RunId) -> HeaderValue {
 pub async fn create_ingestion(
     State(state): State<AppState>,
     base: BaseUrl,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     body: Result<Json<IngestionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
@@ -91,6 +92,7 @@ pub async fn create_ingestion(
         extent_id: body.extent_id,
         overwrite: body.overwrite,
         publish: body.publish,
+        principal: principal.map(|p| p.0.subject),
     };
     let run = match admit::ingestion(&state.platform, &request, Utc::now())
         .await

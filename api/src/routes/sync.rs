@@ -89,6 +89,7 @@ struct StartedView {
 pub async fn run_sync(
     State(state): State<AppState>,
     base: BaseUrl,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     Path(id): Path<String>,
     body: Result<Json<SyncBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -97,9 +98,17 @@ pub async fn run_sync(
     let (d, ds) = sync::detail(&state.providers, &id, body.end.as_deref(), now)
         .await
         .map_err(api_error)?;
-    match sync::start(&state.providers, d, &ds, body.publish, None, now)
-        .await
-        .map_err(api_error)?
+    match sync::start(
+        &state.providers,
+        d,
+        &ds,
+        body.publish,
+        None,
+        principal.as_ref().map(|p| p.0.subject.as_str()),
+        now,
+    )
+    .await
+    .map_err(api_error)?
     {
         Started::Nothing(d) | Started::AlreadyStarted(d) => {
             Ok((StatusCode::OK, Json(d)).into_response())

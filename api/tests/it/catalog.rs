@@ -112,7 +112,11 @@ async fn history_rollback_and_publication() {
         h["events"][0]["cause"], v2["ingestion_id"],
         "the run that made it"
     );
-    assert_eq!(h["events"][0]["actor"], "system");
+    assert_eq!(
+        h["events"][0]["actor"],
+        k.admin_subject.as_str(),
+        "who asked for the sync"
+    );
 
     // Version 2 appended to version 1: it reads version 1's chunks.
     let (status, version) = get(&app, &format!("/datasets/{DATASET}/versions/2"), &k.reader).await;

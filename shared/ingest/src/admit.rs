@@ -27,6 +27,8 @@ pub struct IngestionRequest {
     pub overwrite: bool,
     /// Make the dataset visible on the public catalog.
     pub publish: bool,
+    /// Who asks (the credentials' subject); `None` for the platform's own runs.
+    pub principal: Option<String>,
 }
 
 /// Why an ingestion cannot be accepted.
@@ -186,6 +188,7 @@ pub async fn ingestion(
                 template_id: template.id.clone(),
                 extent_id: extent.extent_id.clone(),
                 request: request_json,
+                principal: req.principal.clone(),
                 created_at: now,
             },
             &NewOutbox {

@@ -157,7 +157,7 @@ pub async fn follow(ctx: &Context, source: &DatasetId, now: DateTime<Utc>) -> Ve
         let result: Result<Option<RunId>, SyncError> = async {
             let (d, derived) = sync::detail(ctx, id.as_str(), None, now).await?;
             Ok(
-                match sync::start(ctx, d, &derived, derived.published, None, now).await? {
+                match sync::start(ctx, d, &derived, derived.published, None, None, now).await? {
                     Started::Run(_, run) => Some(run.run_id),
                     Started::Nothing(_) | Started::AlreadyStarted(_) => None,
                 },

@@ -125,9 +125,10 @@ pub async fn detail(
     Ok((d, ds))
 }
 
-/// Starts the sync `d` of dataset `ds` as a run. With `due_key` (the scheduler), the run is
-/// created only if that due time has none yet; without (an explicit request), an identical
-/// sync already queued or running is returned instead of a second one.
+/// Starts the sync `d` of dataset `ds` as a run asked for by `principal` (`None`: the
+/// platform itself). With `due_key` (the scheduler), the run is created only if that due time
+/// has none yet; without (an explicit request), an identical sync already queued or running is
+/// returned instead of a second one.
 ///
 /// # Errors
 /// [`SyncError::Db`].
@@ -137,6 +138,7 @@ pub async fn start(
     ds: &DatasetRecord,
     publish: bool,
     due_key: Option<&str>,
+    principal: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Started, SyncError> {
     let (start, append) = match d.action {
@@ -167,6 +169,7 @@ pub async fn start(
         template_id: ds.template_id.clone(),
         extent_id: ds.extent_id.clone(),
         request: request_json,
+        principal: principal.map(str::to_owned),
         created_at: now,
     };
     let outbox = NewOutbox {
@@ -314,7 +317,7 @@ async fn tick_one(
         }
         key = format!("{base_key}#{}", attempt + 1);
     }
-    match start(ctx, d, &ds, true, Some(&key), now).await? {
+    match start(ctx, d, &ds, true, Some(&key), None, now).await? {
         Started::Run(_, run) => Ok(Some(run.run_id)),
         Started::AlreadyStarted(_) => {
             tracing::debug!(dataset.id = %ds.dataset_id, due = %key, "due time already started by another replica");

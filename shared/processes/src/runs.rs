@@ -177,6 +177,7 @@ fn ingestion_request(inputs: &Value) -> Result<IngestionRequest, InputError> {
         extent_id: i.extent_id,
         overwrite: i.overwrite,
         publish: i.publish,
+        principal: None,
     })
 }
 
@@ -243,7 +244,9 @@ impl Process for Ingestion {
         if let Some(started) = started_run(ctx) {
             return look(env, ctx, started).await;
         }
-        let req = ingestion_request(inputs).map_err(|e| failed("invalid_inputs", e.to_string()))?;
+        let mut req =
+            ingestion_request(inputs).map_err(|e| failed("invalid_inputs", e.to_string()))?;
+        req.principal = Some(ctx.job().principal.clone());
         match admit::ingestion(&env.ingest.platform, &req, Utc::now()).await {
             Ok(Admitted::Covered { dataset, version }) => Ok(json_output(&json!({
                 "status": "covered",
@@ -344,9 +347,17 @@ impl Process for Sync {
         let (d, ds) = sync::detail(&env.ingest, &i.dataset_id, i.end.as_deref(), now)
             .await
             .map_err(work_error)?;
-        match sync::start(&env.ingest, d, &ds, i.publish, None, now)
-            .await
-            .map_err(work_error)?
+        match sync::start(
+            &env.ingest,
+            d,
+            &ds,
+            i.publish,
+            None,
+            Some(&ctx.job().principal),
+            now,
+        )
+        .await
+        .map_err(work_error)?
         {
             Started::Nothing(d) | Started::AlreadyStarted(d) => Ok(json_output(&json!({
                 "sync": d,
@@ -535,9 +546,17 @@ impl Process for Resample {
             let (plan, ds) = sync::detail(&env.ingest, derived.as_str(), None, now)
                 .await
                 .map_err(work_error)?;
-            return match sync::start(&env.ingest, plan, &ds, d.publish, None, now)
-                .await
-                .map_err(work_error)?
+            return match sync::start(
+                &env.ingest,
+                plan,
+                &ds,
+                d.publish,
+                None,
+                Some(&ctx.job().principal),
+                now,
+            )
+            .await
+            .map_err(work_error)?
             {
                 Started::Run(_, run) => {
                     look(env, ctx, RunWait::first(run.run_id, extra.clone())).await
@@ -557,6 +576,7 @@ impl Process for Resample {
             extent_id: Some(d.extent.to_string()),
             overwrite: false,
             publish: d.publish,
+            principal: Some(ctx.job().principal.clone()),
         };
         match admit::ingestion(&env.ingest.platform, &req, now).await {
             Ok(Admitted::Covered { dataset, .. }) => Ok(json_output(&json!({

@@ -190,6 +190,14 @@ macro_rules! impl_catalog {
             ) -> DbResult<VersionRecord> {
                 let now_ms = ms(now);
                 let mut tx = self.pool.begin().await?;
+                // The event's actor is whoever asked for the run.
+                let requester: Option<String> = sqlx::query_scalar(
+                    "SELECT principal FROM ingestion_runs WHERE run_id = $1",
+                )
+                .bind(run_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
                 let was_published: Option<bool> = sqlx::query_scalar(
                     "SELECT published FROM managed_datasets WHERE dataset_id = $1",
                 )
@@ -262,7 +270,7 @@ macro_rules! impl_catalog {
                     dataset_id: &v.dataset_id,
                     version: Some(next),
                     action,
-                    actor: SYSTEM_ACTOR,
+                    actor: requester.as_deref().unwrap_or(SYSTEM_ACTOR),
                     cause: Some(run_id.to_string()),
                     detail: serde_json::json!({"coverage": [v.coverage_start, v.coverage_end]}),
                     at: now,

@@ -295,8 +295,8 @@ macro_rules! run_select {
         concat!(
             "SELECT run_id, kind, status, dataset_id, template_id, extent_id, request, \
              progress_done, progress_total, progress_message, attempts, error_code, error_message, \
-             lease_owner, lease_expires_at, version, plan, provider_state, created_at, started_at, finished_at, updated_at \
-             FROM ingestion_runs ",
+             lease_owner, lease_expires_at, version, plan, provider_state, created_at, started_at, finished_at, updated_at, \
+             principal FROM ingestion_runs ",
             $tail
         )
     };
@@ -384,7 +384,7 @@ mod tests {
             "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
             "fb100867e3d3335b53e15c78e62495aa8a8dc6f52a4498e15e19fe03800c95b54bb70eb7e1ebce9bd16a34e0f3bf03cc",
             "3aa55f87eda8b64d47ac198f8c8a3192340334cd7330849ef41e4e336f6bc4e8a70a802f3d4748b73a534a56aff845c5",
-            "dfff87868a598a9c67c673561c622818e023227e2ea869749a7435762126e9d5c607f03d1855f9d0815c616c9b128338",
+            "055929470d3c8b225ee6805d645acdb2721ddb058c518ce11b8e64b22d5beded603efa5670dc0950fae3627abe6805e3",
         ];
         let sqlite = [
             "223d26b9b03b901aaed52b210e9b36c4329b546927359c733f8ff2f71ded260ce82411f60cffe39c2a441dc2a837e619",
@@ -396,7 +396,7 @@ mod tests {
             "8373696ddeccfc644f0227407a144a107a4906b79c6aea3d43694bd3472418a0c8dc231d82a0cfa71f4b9146ca82b2ab",
             "8f282cda5cad9676476ab25337f18b2e0b946b9e955fb3a8e67c632661b7fda521df55a678722e3a6fe87ee5907f9103",
             "847021344a7a7044ae19f9050f49638109f64d76b9058e621ab5ad1bb4053a1b028fc2c6acc22fed975e433c8101ec40",
-            "47ba5ba21f8de351f7cf7e343ee1c198161394427c20528601812c9447993a49f40172b887f8207cae1fcf715bfcf5c2",
+            "6f3665ff949bae419c9092cdeffb80de9bf0daf901c15e593496120edb4de79557b8203f5b98b90dc0dce4669c5486aa",
         ];
         assert_eq!(checksums(POSTGRES), postgres);
         assert_eq!(checksums(SQLITE), sqlite);

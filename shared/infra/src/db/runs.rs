@@ -44,6 +44,8 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Who asked for it (the credentials' subject); `None` for the platform's own runs.
+    pub principal: Option<String>,
 }
 
 /// A run to insert.
@@ -61,6 +63,8 @@ pub struct NewRun {
     pub extent_id: ExtentId,
     /// The normalised request.
     pub request: serde_json::Value,
+    /// Who asked for it (the credentials' subject); `None` for the platform's own runs.
+    pub principal: Option<String>,
     /// Accepted at.
     pub created_at: DateTime<Utc>,
 }
@@ -246,6 +250,7 @@ pub(super) struct RunRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    principal: Option<String>,
 }
 
 impl TryFrom<RunRow> for RunRecord {
@@ -279,6 +284,7 @@ impl TryFrom<RunRow> for RunRecord {
             started_at: opt_ms(row.started_at)?,
             finished_at: opt_ms(row.finished_at)?,
             updated_at: from_ms(row.updated_at)?,
+            principal: row.principal,
         })
     }
 }
@@ -310,7 +316,7 @@ macro_rules! impl_runs {
             ) -> DbResult<RunRecord> {
                 sqlx::query(
                     "INSERT INTO ingestion_runs (run_id, kind, status, dataset_id, template_id, extent_id, \
-                     request, created_at, updated_at) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $7)",
+                     request, created_at, updated_at, principal) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $7, $8)",
                 )
                 .bind(run.run_id.to_string())
                 .bind(run.kind.as_str())
@@ -319,6 +325,7 @@ macro_rules! impl_runs {
                 .bind(run.extent_id.as_str())
                 .bind(Json(&run.request))
                 .bind(ms(run.created_at))
+                .bind(run.principal.as_deref())
                 .execute(&mut **tx)
                 .await?;
                 Self::insert_outbox(&mut **tx, outbox, run.created_at).await?;

@@ -252,6 +252,7 @@ fn new_run(dataset_id: &str, created_at: DateTime<Utc>) -> NewRun {
         template_id: TemplateId::new("era5-t2m").expect("valid"),
         extent_id: ExtentId::new("europe").expect("valid"),
         request: json!({"periods": ["2020-01", "2020-12"], "force": false}),
+        principal: Some("key:ops".into()),
         created_at,
     }
 }

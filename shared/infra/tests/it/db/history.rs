@@ -44,7 +44,10 @@ async fn versions_rollbacks_and_publication_are_events(db: &TestDb) {
             (CatalogAction::NewVersion, Some(1)),
         ]
     );
-    assert!(h.iter().all(|e| e.actor == "system" && e.cause.is_some()));
+    assert!(
+        h.iter().all(|e| e.actor == "key:ops" && e.cause.is_some()),
+        "the actor is whoever asked for the run: {h:?}"
+    );
     assert_eq!(h[0].created_at, at(302));
 
     let ds = db
