@@ -16,3 +16,6 @@ CREATE TABLE catalog_events (
 CREATE INDEX catalog_events_dataset ON catalog_events (dataset_id, event_id);
 -- Who asked for a run, so that the version it publishes names its actor.
 ALTER TABLE ingestion_runs ADD COLUMN principal TEXT;
+-- A version written with `publish: false` while its dataset is public is held out of view
+-- until the dataset is published again (or rolled back to it).
+ALTER TABLE dataset_versions ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;

@@ -355,6 +355,9 @@ pub struct VersionView {
     pub coverage: TemporalView,
     /// Ingestion run that wrote it.
     pub ingestion_id: String,
+    /// Held out of public view (written with `publish: false`; only admins see it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Links.
     pub links: Vec<Link>,
 }
@@ -371,6 +374,7 @@ impl VersionView {
                 end: v.coverage_end.clone(),
             },
             ingestion_id: v.run_id.to_string(),
+            held: v.held,
             links: vec![
                 Link::typed(
                     "ingestion",

@@ -72,6 +72,7 @@ pub async fn get_dataset(
         .list_versions(&ds.dataset_id)
         .await?
         .iter()
+        .filter(|v| see || !v.held)
         .map(|v| VersionView::new(v, ds.current_version, &base))
         .collect();
     Ok(Json(DatasetDetail { summary, versions }))

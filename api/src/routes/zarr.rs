@@ -413,12 +413,15 @@ pub(crate) async fn pinned(
 ) -> Result<VersionRecord, ApiError> {
     let db = &state.platform.db;
     let ds = visible_dataset(state, id, sees_unpublished(principal)).await?;
-    db.get_version(&ds.dataset_id, n).await?.ok_or_else(|| {
-        ApiError::not_found(
-            ErrorCode::UnknownVersion,
-            format!("dataset '{id}' has no version {n}; GET /datasets/{id} lists its versions"),
-        )
-    })
+    db.get_version(&ds.dataset_id, n)
+        .await?
+        .filter(|v| !v.held || sees_unpublished(principal))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                ErrorCode::UnknownVersion,
+                format!("dataset '{id}' has no version {n}; GET /datasets/{id} lists its versions"),
+            )
+        })
 }
 
 /// `GET /datasets/{id}/versions/{n}/zarr`: the entries at the root of a pinned version.

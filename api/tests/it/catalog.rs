@@ -310,4 +310,80 @@ async fn history_rollback_and_publication() {
         )
         .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // A sync with publish: false keeps its version out of public view until published.
+    run(
+        &app,
+        &format!("/sync/{DATASET}"),
+        json!({"end": "2025-07-20", "publish": false}),
+        &k.admin,
+    )
+    .await;
+    let (_, ds) = get(&app, &format!("/datasets/{DATASET}"), &k.reader).await;
+    assert_eq!(
+        (
+            ds["version"].as_i64(),
+            ds["extent"]["temporal"]["end"].as_str()
+        ),
+        (Some(3), Some("2025-07-15")),
+        "{ds}"
+    );
+    let listed: Vec<i64> = ds["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![1, 2, 3],
+        "the held version is not listed for readers"
+    );
+    let (status, _) = get(
+        &app,
+        &format!("/datasets/{DATASET}/versions/4/zarr/zarr.json"),
+        &k.reader,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, admin_view) = get(&app, &format!("/datasets/{DATASET}"), &k.admin).await;
+    assert_eq!(admin_view["versions"][3]["held"], true, "{admin_view}");
+    let (status, _) = get(
+        &app,
+        &format!("/datasets/{DATASET}/versions/4/zarr/zarr.json"),
+        &k.admin,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let publish = app
+        .send_json(
+            Method::PATCH,
+            &format!("/datasets/{DATASET}"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"published": true}),
+        )
+        .await;
+    assert_eq!(
+        (publish.status, publish.body["version"].as_i64()),
+        (200, Some(4)),
+        "{}",
+        publish.body
+    );
+    let (_, ds) = get(&app, &format!("/datasets/{DATASET}"), &k.reader).await;
+    assert_eq!(ds["extent"]["temporal"]["end"], "2025-07-20");
+    let (_, h) = get(
+        &app,
+        &format!("/datasets/{DATASET}/history?limit=2"),
+        &k.reader,
+    )
+    .await;
+    assert_eq!(
+        (
+            h["events"][0]["action"].as_str(),
+            h["events"][0]["version"].as_i64(),
+            h["events"][1]["detail"]["held"].as_bool()
+        ),
+        (Some("publish"), Some(4), Some(true)),
+        "{h}"
+    );
 }

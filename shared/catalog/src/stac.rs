@@ -266,6 +266,7 @@ mod tests {
             coverage_end: "2025-01-31".into(),
             metadata: meta.to_json(),
             created_at: at("2025-02-01T06:00:00Z"),
+            held: false,
         };
         (ds, v)
     }

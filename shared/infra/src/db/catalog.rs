@@ -43,6 +43,9 @@ pub struct VersionRecord {
     pub metadata: serde_json::Value,
     /// Published at.
     pub created_at: DateTime<Utc>,
+    /// Kept out of public view: written with `publish: false` while the dataset was public;
+    /// it becomes current when the dataset is published (`PATCH`) or rolled back to.
+    pub held: bool,
 }
 
 /// A version to publish.
@@ -72,7 +75,7 @@ macro_rules! version_select {
     ($tail:literal) => {
         concat!(
             "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
-             coverage_end, metadata, created_at FROM dataset_versions ",
+             coverage_end, metadata, created_at, held FROM dataset_versions ",
             $tail
         )
     };
@@ -128,6 +131,7 @@ struct VersionRow {
     coverage_end: String,
     metadata: Json<serde_json::Value>,
     created_at: i64,
+    held: bool,
 }
 
 impl TryFrom<VersionRow> for VersionRecord {
@@ -144,6 +148,7 @@ impl TryFrom<VersionRow> for VersionRecord {
             coverage_end: row.coverage_end,
             metadata: row.metadata.0,
             created_at: from_ms(row.created_at)?,
+            held: row.held,
         })
     }
 }
@@ -229,9 +234,11 @@ macro_rules! impl_catalog {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("next")?;
+                // `publish: false` on a public dataset keeps the version out of view.
+                let hold = !v.publish && was_published == Some(true);
                 sqlx::query(
                     "INSERT INTO dataset_versions (dataset_id, version, artifact_id, storage_prefix, run_id, \
-                     coverage_start, coverage_end, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     coverage_start, coverage_end, metadata, created_at, held) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(v.dataset_id.as_str())
                 .bind(next)
@@ -242,14 +249,17 @@ macro_rules! impl_catalog {
                 .bind(&v.coverage_end)
                 .bind(Json(&v.metadata))
                 .bind(now_ms)
+                .bind(hold)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "UPDATE managed_datasets SET current_version = $2, published = (published OR $3) WHERE dataset_id = $1",
+                    "UPDATE managed_datasets SET current_version = CASE WHEN $4 THEN current_version ELSE $2 END, \
+                     published = (published OR $3) WHERE dataset_id = $1",
                 )
                     .bind(v.dataset_id.as_str())
                     .bind(next)
                     .bind(v.publish)
+                    .bind(hold)
                     .execute(&mut *tx)
                     .await?;
                 let done = sqlx::query(
@@ -272,7 +282,7 @@ macro_rules! impl_catalog {
                     action,
                     actor: requester.as_deref().unwrap_or(SYSTEM_ACTOR),
                     cause: Some(run_id.to_string()),
-                    detail: serde_json::json!({"coverage": [v.coverage_start, v.coverage_end]}),
+                    detail: serde_json::json!({"coverage": [v.coverage_start, v.coverage_end], "held": hold}),
                     at: now,
                 };
                 Self::record_event(&mut tx, &event(CatalogAction::NewVersion)).await?;

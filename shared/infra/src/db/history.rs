@@ -116,7 +116,9 @@ pub trait HistoryStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<DatasetRecord, ChangeError>;
     /// Publishes or unpublishes `dataset_id`, with a `publish` or `unpublish` event by
-    /// `actor`; the dataset as it is now. Asking for what it is already changes nothing.
+    /// `actor`; the dataset as it is now. Publishing makes the newest held version (written
+    /// with `publish: false` while the dataset was public) current. Asking for what it is
+    /// already changes nothing.
     async fn set_published(
         &self,
         dataset_id: &DatasetId,
@@ -268,6 +270,12 @@ macro_rules! impl_history {
                 .bind(ms(now))
                 .execute(&mut *tx)
                 .await?;
+                // A held version rolled back to is in view from now on.
+                sqlx::query("UPDATE dataset_versions SET held = FALSE WHERE dataset_id = $1 AND version = $2")
+                    .bind(dataset_id.as_str())
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
                 Self::record_event(
                     &mut tx,
                     &NewEvent {
@@ -298,9 +306,36 @@ macro_rules! impl_history {
             ) -> Result<DatasetRecord, ChangeError> {
                 let mut tx = self.pool.begin().await?;
                 let ds = Self::lock_dataset(&mut tx, dataset_id).await?;
-                if ds.published == published {
+                // Publishing brings the newest held version (if any) into view, as current.
+                let held: Option<i64> = if published {
+                    sqlx::query_scalar(
+                        "SELECT MAX(version) FROM dataset_versions WHERE dataset_id = $1 AND held",
+                    )
+                    .bind(dataset_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?
+                } else {
+                    None
+                };
+                if ds.published == published && held.is_none() {
                     return Ok(ds);
                 }
+                if let Some(n) = held {
+                    sqlx::query(
+                        "UPDATE managed_datasets SET current_version = $2 WHERE dataset_id = $1",
+                    )
+                    .bind(dataset_id.as_str())
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE dataset_versions SET held = FALSE WHERE dataset_id = $1 AND held",
+                    )
+                    .bind(dataset_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let current = held.or(ds.current_version);
                 sqlx::query(
                     "UPDATE managed_datasets SET published = $2, updated_at = $3 WHERE dataset_id = $1",
                 )
@@ -313,7 +348,7 @@ macro_rules! impl_history {
                     &mut tx,
                     &NewEvent {
                         dataset_id,
-                        version: ds.current_version,
+                        version: current,
                         action: if published {
                             CatalogAction::Publish
                         } else {
@@ -321,7 +356,7 @@ macro_rules! impl_history {
                         },
                         actor,
                         cause: None,
-                        detail: serde_json::Value::Null,
+                        detail: serde_json::json!({"held_version": held}),
                         at: now,
                     },
                 )
@@ -329,6 +364,7 @@ macro_rules! impl_history {
                 tx.commit().await?;
                 Ok(DatasetRecord {
                     published,
+                    current_version: current,
                     updated_at: from_ms(ms(now))?,
                     ..ds
                 })

@@ -959,6 +959,7 @@ async fn publish_version_numbers_versions(db: &TestDb) {
         coverage_end: "2020-12".into(),
         metadata: nv1.metadata.clone(),
         created_at: at(20),
+        held: false,
     };
     assert_eq!(v1, expected_v1);
 
@@ -1167,7 +1168,32 @@ async fn publish_flag_only_ever_publishes(db: &TestDb) {
 
     let ds = publish(false).await;
     assert!(ds.published, "a published dataset stays published");
-    assert_eq!(ds.current_version, Some(3));
+    assert_eq!(
+        ds.current_version,
+        Some(2),
+        "publish=false on a public dataset holds the new version out of view"
+    );
+    let v3 = db
+        .get_version(&dsid("ds"), 3)
+        .await
+        .expect("get_version")
+        .expect("version 3 is stored");
+    assert!(v3.held);
+    let ds = db
+        .set_published(&dsid("ds"), true, "key:ops", at(1000))
+        .await
+        .expect("publish");
+    assert_eq!(
+        ds.current_version,
+        Some(3),
+        "publishing brings it into view"
+    );
+    let v3 = db
+        .get_version(&dsid("ds"), 3)
+        .await
+        .expect("get_version")
+        .expect("version 3");
+    assert!(!v3.held);
 }
 
 async fn finish_run_retry_and_failed(db: &TestDb) {
