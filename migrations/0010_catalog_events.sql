@@ -19,3 +19,7 @@ ALTER TABLE ingestion_runs ADD COLUMN principal TEXT;
 -- A version written with `publish: false` while its dataset is public is held out of view
 -- until the dataset is published again (or rolled back to it).
 ALTER TABLE dataset_versions ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE;
+-- Pruning takes a version (or a whole dataset) off the public catalog at once; its objects
+-- are deleted after the retention, unless a retained version still reads them.
+ALTER TABLE dataset_versions ADD COLUMN pruned_at BIGINT;
+ALTER TABLE dataset_versions ADD COLUMN collected_at BIGINT;

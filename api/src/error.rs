@@ -68,6 +68,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The run already finished, so it cannot be cancelled.
     AlreadyFinished,
+    /// The version was pruned: it cannot be made current again.
+    VersionPruned,
+    /// The version is the current one: make another current first.
+    VersionCurrent,
     /// A request with this `Idempotency-Key` is still being handled.
     IdempotencyKeyInUse,
     /// This `Idempotency-Key` was used for a different request.
@@ -107,7 +111,10 @@ impl ErrorCode {
             | Self::UnknownFeatureCollection
             | Self::ResultNotReady => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AlreadyFinished | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Self::AlreadyFinished
+            | Self::IdempotencyKeyInUse
+            | Self::VersionPruned
+            | Self::VersionCurrent => StatusCode::CONFLICT,
             Self::BodyTooLarge | Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -143,6 +150,8 @@ impl ErrorCode {
         Self::InsufficientScope,
         Self::MethodNotAllowed,
         Self::AlreadyFinished,
+        Self::VersionPruned,
+        Self::VersionCurrent,
         Self::IdempotencyKeyInUse,
         Self::IdempotencyKeyReused,
         Self::TooLarge,

@@ -101,6 +101,8 @@ api_routes! {
         get "/datasets/{id}/history" => catalog::history, Read;
         get "/datasets/{id}/versions/{n}" => catalog::get_version, Read;
         post "/datasets/{id}/rollback" => catalog::rollback, Admin;
+        delete "/datasets/{id}" => catalog::prune_dataset, Admin;
+        delete "/datasets/{id}/versions/{n}" => catalog::prune_version, Admin;
         get "/ogcapi" => ogcapi::common::landing, Read;
         get "/ogcapi/conformance" => ogcapi::common::conformance, Read;
         get "/ogcapi/collections" => ogcapi::common::collections, Read;

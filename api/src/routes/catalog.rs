@@ -244,6 +244,18 @@ fn change_error(e: ChangeError) -> ApiError {
                 "dataset '{dataset}' has no version {version}; GET /datasets/{dataset} lists its versions"
             ),
         ),
+        ChangeError::Pruned { dataset, version } => ApiError::new(
+            ErrorCode::VersionPruned,
+            format!(
+                "version {version} of '{dataset}' was pruned: its data is being deleted, so it cannot be made current again; GET /datasets/{dataset} lists the versions kept"
+            ),
+        ),
+        ChangeError::Current { dataset, version } => ApiError::new(
+            ErrorCode::VersionCurrent,
+            format!(
+                "version {version} is the current version of '{dataset}': make another one current first (POST /datasets/{dataset}/rollback), or prune the whole dataset (DELETE /datasets/{dataset})"
+            ),
+        ),
         ChangeError::Db(e) => e.into(),
     }
 }
@@ -334,4 +346,50 @@ pub async fn patch_dataset(
         .map_err(change_error)?;
     tracing::info!(dataset.id = %id, published = body.published, "publication changed");
     summary(&state, &ds, &base).await
+}
+
+/// `DELETE /datasets/{id}/versions/{n}`: takes a version (never the current one) off the
+/// catalog at once; its objects are deleted after `catalog.retention_hours`, unless a
+/// retained version still reads them.
+#[utoipa::path(delete, path = "/datasets/{id}/versions/{n}", tag = "datasets",
+    params(("id" = String, Path, description = "dataset id"), ("n" = i64, Path, description = "version number")),
+    responses((status = 204, description = "Pruned"), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the current version")))]
+pub async fn prune_version(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
+    path: Result<Path<(String, i64)>, axum::extract::rejection::PathRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let Path((id, n)) = path?;
+    let dataset = crate::views::dataset_id(&id)?;
+    state
+        .platform
+        .db
+        .prune_version(&dataset, n, &actor(principal.as_ref()), Utc::now())
+        .await
+        .map_err(change_error)?;
+    tracing::info!(dataset.id = %id, version = n, "version pruned");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /datasets/{id}`: takes the whole dataset off the catalog at once; its objects are
+/// deleted after `catalog.retention_hours`. Its history stays; a later ingestion starts it
+/// afresh.
+#[utoipa::path(delete, path = "/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "dataset id")),
+    responses((status = 204, description = "Pruned"), (status = 404, body = ErrorBody)))]
+pub async fn prune_dataset(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let dataset = crate::views::dataset_id(&id)?;
+    state
+        .platform
+        .db
+        .prune_dataset(&dataset, &actor(principal.as_ref()), Utc::now())
+        .await
+        .map_err(change_error)?;
+    tracing::info!(dataset.id = %id, "dataset pruned");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

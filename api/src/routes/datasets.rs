@@ -72,7 +72,7 @@ pub async fn get_dataset(
         .list_versions(&ds.dataset_id)
         .await?
         .iter()
-        .filter(|v| see || !v.held)
+        .filter(|v| v.pruned_at.is_none() && (see || !v.held))
         .map(|v| VersionView::new(v, ds.current_version, &base))
         .collect();
     Ok(Json(DatasetDetail { summary, versions }))

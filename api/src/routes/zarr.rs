@@ -415,7 +415,7 @@ pub(crate) async fn pinned(
     let ds = visible_dataset(state, id, sees_unpublished(principal)).await?;
     db.get_version(&ds.dataset_id, n)
         .await?
-        .filter(|v| !v.held || sees_unpublished(principal))
+        .filter(|v| v.pruned_at.is_none() && (!v.held || sees_unpublished(principal)))
         .ok_or_else(|| {
             ApiError::not_found(
                 ErrorCode::UnknownVersion,

@@ -386,4 +386,124 @@ async fn history_rollback_and_publication() {
         (Some("publish"), Some(4), Some(true)),
         "{h}"
     );
+
+    // Prune: off the catalog at once; the objects go at collection, unless still read.
+    let position = format!("/ogcapi/collections/{DATASET}/position?coords=POINT(-11.8%208.5)");
+    let (status, before) = get(&app, &position, &k.reader).await;
+    assert_eq!(status, 200, "{before}");
+    let delete = |path: String| {
+        let admin = k.admin.clone();
+        let app = &app;
+        async move {
+            app.send(
+                Method::DELETE,
+                &path,
+                &[("authorization", admin.as_str())],
+                None,
+            )
+            .await
+        }
+    };
+    let current = delete(format!("/datasets/{DATASET}/versions/4")).await;
+    assert_eq!(
+        (current.status, current.body["code"].as_str()),
+        (409, Some("version_current")),
+        "{}",
+        current.body
+    );
+    for n in [2, 1] {
+        let a = delete(format!("/datasets/{DATASET}/versions/{n}")).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+    }
+    let (status, _) = get(&app, &format!("/datasets/{DATASET}/versions/2"), &k.admin).await;
+    assert_eq!(status, 404, "a pruned version is gone at once");
+    let (_, ds) = get(&app, &format!("/datasets/{DATASET}"), &k.reader).await;
+    let listed: Vec<i64> = ds["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .collect();
+    assert_eq!(listed, vec![3, 4]);
+    let back = app
+        .send_json(
+            Method::POST,
+            &format!("/datasets/{DATASET}/rollback"),
+            &[("authorization", k.admin.as_str())],
+            &json!({"version": 2}),
+        )
+        .await;
+    assert_eq!(
+        (back.status, back.body["code"].as_str()),
+        (409, Some("version_pruned")),
+        "{}",
+        back.body
+    );
+    let store_dir = app
+        .platform
+        .config
+        .store_url()
+        .trim_start_matches("file://")
+        .to_owned();
+    let prefix = |n: i64| {
+        let app = &app;
+        let store_dir = store_dir.clone();
+        async move {
+            let v = app
+                .platform
+                .db
+                .get_version(&climate_domain::DatasetId::new(DATASET).expect("id"), n)
+                .await
+                .expect("db")
+                .expect("version");
+            std::path::PathBuf::from(format!("{store_dir}/{}", v.storage_prefix))
+        }
+    };
+    let (v1, v2) = (prefix(1).await, prefix(2).await);
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    let collected = climate_infra::housekeeping::collect_pruned(&app.platform, later)
+        .await
+        .expect("collect");
+    assert_eq!(
+        collected, 1,
+        "version 2 goes; version 1 stays, read by versions 3 and 4"
+    );
+    assert!(
+        climate_tests::files_under(&v2).map_or(true, |f| f.is_empty()),
+        "version 2's objects are deleted"
+    );
+    assert!(
+        !climate_tests::files_under(&v1).expect("listed").is_empty(),
+        "version 1's objects stay"
+    );
+    let (_, after) = get(&app, &position, &k.reader).await;
+    assert_eq!(after, before, "the current version reads back identically");
+
+    let gone = delete(format!("/datasets/{DATASET}")).await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    let (status, _) = get(&app, &format!("/datasets/{DATASET}"), &k.admin).await;
+    assert_eq!(status, 404);
+    let (_, list) = get(&app, "/datasets", &k.reader).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0));
+    let (_, h) = get(
+        &app,
+        &format!("/datasets/{DATASET}/history?limit=3"),
+        &k.reader,
+    )
+    .await;
+    let last: Vec<&str> = h["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(last, vec!["prune", "prune_version", "prune_version"]);
+    let collected = climate_infra::housekeeping::collect_pruned(
+        &app.platform,
+        Utc::now() + chrono::Duration::seconds(1),
+    )
+    .await
+    .expect("collect");
+    assert_eq!(collected, 3, "versions 1, 3 and 4 go with the dataset");
+    assert!(climate_tests::files_under(&v1).map_or(true, |f| f.is_empty()));
 }

@@ -267,6 +267,7 @@ mod tests {
             metadata: meta.to_json(),
             created_at: at("2025-02-01T06:00:00Z"),
             held: false,
+            pruned_at: None,
         };
         (ds, v)
     }

@@ -112,6 +112,54 @@ pub async fn purge_expired_jobs(p: &Platform, now: chrono::DateTime<Utc>) -> any
     Ok(removed)
 }
 
+/// Deletes the objects of versions pruned before `cutoff`, except those a retained version
+/// of the same dataset still reads through its `bases` (they stay until that one goes too),
+/// and records each as collected. Returns how many were collected; one that fails is left
+/// for the next pass.
+///
+/// # Errors
+/// When the collectable versions cannot be listed.
+pub async fn collect_pruned(p: &Platform, cutoff: chrono::DateTime<Utc>) -> anyhow::Result<usize> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStoreExt as _;
+    let store = p.store.object_store();
+    let mut collected = 0;
+    for v in p.db.collectable_versions(cutoff, 100).await? {
+        let retained = p.db.list_versions(&v.dataset_id).await?;
+        let still_read = retained.iter().any(|r| {
+            r.pruned_at.is_none()
+                && r.metadata["bases"].as_array().is_some_and(|b| {
+                    b.iter()
+                        .any(|b| b.as_str() == Some(v.storage_prefix.as_str()))
+                })
+        });
+        if still_read {
+            continue;
+        }
+        let prefix = object_store::path::Path::from(v.storage_prefix.as_str());
+        let result: anyhow::Result<()> = async {
+            let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+            for o in objects {
+                match store.delete(&o.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            p.db.mark_collected(&v.dataset_id, v.version, Utc::now())
+                .await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => collected += 1,
+            Err(e) => {
+                tracing::warn!(dataset.id = %v.dataset_id, version = v.version, error = %e, "collecting a pruned version failed; kept for the next pass")
+            }
+        }
+    }
+    Ok(collected)
+}
+
 /// Runs the relay and reaper until `shutdown`.
 pub async fn run(p: Platform, shutdown: CancellationToken) {
     let mut last_reap = tokio::time::Instant::now();
@@ -152,6 +200,13 @@ pub async fn run(p: Platform, shutdown: CancellationToken) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(count = n, "removed expired jobs and their results"),
                 Err(e) => tracing::warn!(error = %e, "removing expired jobs failed"),
+            }
+            let retention = chrono::Duration::from_std(p.config.catalog.retention())
+                .unwrap_or(chrono::Duration::days(7));
+            match collect_pruned(&p, Utc::now() - retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "deleted the objects of pruned versions"),
+                Err(e) => tracing::warn!(error = %e, "collecting pruned versions failed"),
             }
         }
         tokio::select! {

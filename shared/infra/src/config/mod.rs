@@ -17,7 +17,7 @@ mod processes;
 mod tests;
 
 use env::{apply_env_overrides, substitute};
-pub use processes::ProcessesConfig;
+pub use processes::{CatalogConfig, ProcessesConfig};
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "CLIMATE_API__";
@@ -117,6 +117,9 @@ pub struct Config {
     /// Limits of process executions (OGC API – Processes).
     #[serde(default)]
     pub processes: ProcessesConfig,
+    /// The versioned catalog (retention of pruned versions).
+    #[serde(default)]
+    pub catalog: CatalogConfig,
     /// Directory that relative paths in the file (templates, template params) resolve against:
     /// the config file's directory, or `data_dir` for the embedded configuration.
     #[serde(skip)]

@@ -1,4 +1,5 @@
-//! `processes.*`: the limits of OGC API – Processes executions.
+//! `processes.*`: the limits of OGC API – Processes executions; `catalog.*`: the versioned
+//! catalog's retention.
 
 use serde::{Deserialize, Serialize};
 
@@ -75,5 +76,34 @@ fn default_max_active_jobs() -> u64 {
     4
 }
 fn default_result_retention_hours() -> u64 {
+    7 * 24
+}
+
+/// `catalog.*`: the versioned catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// How long a pruned version's objects are kept before they are deleted (0: at the next
+    /// housekeeping pass).
+    #[serde(default = "default_catalog_retention_hours")]
+    pub retention_hours: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: default_catalog_retention_hours(),
+        }
+    }
+}
+
+impl CatalogConfig {
+    /// [`Self::retention_hours`] as a duration.
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.retention_hours * 3600)
+    }
+}
+
+fn default_catalog_retention_hours() -> u64 {
     7 * 24
 }

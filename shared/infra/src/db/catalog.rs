@@ -46,6 +46,8 @@ pub struct VersionRecord {
     /// Kept out of public view: written with `publish: false` while the dataset was public;
     /// it becomes current when the dataset is published (`PATCH`) or rolled back to.
     pub held: bool,
+    /// Taken off the public catalog at (its objects are deleted after the retention).
+    pub pruned_at: Option<DateTime<Utc>>,
 }
 
 /// A version to publish.
@@ -75,7 +77,7 @@ macro_rules! version_select {
     ($tail:literal) => {
         concat!(
             "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
-             coverage_end, metadata, created_at, held FROM dataset_versions ",
+             coverage_end, metadata, created_at, held, pruned_at FROM dataset_versions ",
             $tail
         )
     };
@@ -121,7 +123,7 @@ impl TryFrom<DatasetRow> for DatasetRecord {
 
 /// A row of `dataset_versions`; [`VersionRecord`] is its checked form.
 #[derive(sqlx::FromRow)]
-struct VersionRow {
+pub(super) struct VersionRow {
     dataset_id: String,
     version: i64,
     artifact_id: String,
@@ -132,6 +134,7 @@ struct VersionRow {
     metadata: Json<serde_json::Value>,
     created_at: i64,
     held: bool,
+    pruned_at: Option<i64>,
 }
 
 impl TryFrom<VersionRow> for VersionRecord {
@@ -149,6 +152,7 @@ impl TryFrom<VersionRow> for VersionRecord {
             metadata: row.metadata.0,
             created_at: from_ms(row.created_at)?,
             held: row.held,
+            pruned_at: opt_ms(row.pruned_at)?,
         })
     }
 }

@@ -19,6 +19,10 @@ pub enum CatalogAction {
     Unpublish,
     /// An earlier version became current.
     Rollback,
+    /// One version left the catalog (its objects go after the retention).
+    PruneVersion,
+    /// The whole dataset left the catalog.
+    Prune,
 }
 
 impl CatalogAction {
@@ -29,6 +33,8 @@ impl CatalogAction {
             Self::Publish => "publish",
             Self::Unpublish => "unpublish",
             Self::Rollback => "rollback",
+            Self::PruneVersion => "prune_version",
+            Self::Prune => "prune",
         }
     }
 }
@@ -42,6 +48,8 @@ impl FromStr for CatalogAction {
             Self::Publish,
             Self::Unpublish,
             Self::Rollback,
+            Self::PruneVersion,
+            Self::Prune,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -84,6 +92,22 @@ pub enum ChangeError {
         /// The version asked for.
         version: i64,
     },
+    /// The version was pruned: its data is going or gone.
+    #[error("version {version} of '{dataset}' was pruned")]
+    Pruned {
+        /// The dataset.
+        dataset: String,
+        /// The version.
+        version: i64,
+    },
+    /// The version is the current one, which is never pruned alone.
+    #[error("version {version} is the current version of '{dataset}'")]
+    Current {
+        /// The dataset.
+        dataset: String,
+        /// The version.
+        version: i64,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -115,6 +139,36 @@ pub trait HistoryStore: Send + Sync {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<DatasetRecord, ChangeError>;
+    /// Takes version `version` (never the current one) off the catalog with a
+    /// `prune_version` event; pruning it again changes nothing.
+    async fn prune_version(
+        &self,
+        dataset_id: &DatasetId,
+        version: i64,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ChangeError>;
+    /// Takes the whole dataset off the catalog (no current version; every version pruned)
+    /// with a `prune` event. A later ingestion starts it afresh.
+    async fn prune_dataset(
+        &self,
+        dataset_id: &DatasetId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ChangeError>;
+    /// Versions pruned before `cutoff` whose objects are not collected yet, oldest first.
+    async fn collectable_versions(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> DbResult<Vec<VersionRecord>>;
+    /// Records that a pruned version's objects were deleted.
+    async fn mark_collected(
+        &self,
+        dataset_id: &DatasetId,
+        version: i64,
+        now: DateTime<Utc>,
+    ) -> DbResult<()>;
     /// Publishes or unpublishes `dataset_id`, with a `publish` or `unpublish` event by
     /// `actor`; the dataset as it is now. Publishing makes the newest held version (written
     /// with `publish: false` while the dataset was public) current. Asking for what it is
@@ -246,18 +300,27 @@ macro_rules! impl_history {
             ) -> Result<DatasetRecord, ChangeError> {
                 let mut tx = self.pool.begin().await?;
                 let ds = Self::lock_dataset(&mut tx, dataset_id).await?;
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT version FROM dataset_versions WHERE dataset_id = $1 AND version = $2",
+                let pruned: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT pruned_at FROM dataset_versions WHERE dataset_id = $1 AND version = $2",
                 )
                 .bind(dataset_id.as_str())
                 .bind(version)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if exists.is_none() {
-                    return Err(ChangeError::UnknownVersion {
-                        dataset: dataset_id.to_string(),
-                        version,
-                    });
+                match pruned {
+                    None => {
+                        return Err(ChangeError::UnknownVersion {
+                            dataset: dataset_id.to_string(),
+                            version,
+                        });
+                    }
+                    Some(Some(_)) => {
+                        return Err(ChangeError::Pruned {
+                            dataset: dataset_id.to_string(),
+                            version,
+                        });
+                    }
+                    Some(None) => {}
                 }
                 if ds.current_version == Some(version) {
                     return Ok(ds);
@@ -295,6 +358,134 @@ macro_rules! impl_history {
                     updated_at: from_ms(ms(now))?,
                     ..ds
                 })
+            }
+
+            async fn prune_version(
+                &self,
+                dataset_id: &DatasetId,
+                version: i64,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), ChangeError> {
+                let mut tx = self.pool.begin().await?;
+                let ds = Self::lock_dataset(&mut tx, dataset_id).await?;
+                let pruned: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT pruned_at FROM dataset_versions WHERE dataset_id = $1 AND version = $2",
+                )
+                .bind(dataset_id.as_str())
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match pruned {
+                    None => {
+                        return Err(ChangeError::UnknownVersion {
+                            dataset: dataset_id.to_string(),
+                            version,
+                        });
+                    }
+                    Some(Some(_)) => return Ok(()),
+                    Some(None) => {}
+                }
+                if ds.current_version == Some(version) {
+                    return Err(ChangeError::Current {
+                        dataset: dataset_id.to_string(),
+                        version,
+                    });
+                }
+                sqlx::query("UPDATE dataset_versions SET pruned_at = $3 WHERE dataset_id = $1 AND version = $2")
+                    .bind(dataset_id.as_str())
+                    .bind(version)
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                Self::record_event(
+                    &mut tx,
+                    &NewEvent {
+                        dataset_id,
+                        version: Some(version),
+                        action: CatalogAction::PruneVersion,
+                        actor,
+                        cause: None,
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn prune_dataset(
+                &self,
+                dataset_id: &DatasetId,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), ChangeError> {
+                let mut tx = self.pool.begin().await?;
+                let ds = Self::lock_dataset(&mut tx, dataset_id).await?;
+                if ds.current_version.is_none() {
+                    return Ok(());
+                }
+                sqlx::query("UPDATE managed_datasets SET current_version = NULL, updated_at = $2 WHERE dataset_id = $1")
+                    .bind(dataset_id.as_str())
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE dataset_versions SET pruned_at = $2 WHERE dataset_id = $1 AND pruned_at IS NULL")
+                    .bind(dataset_id.as_str())
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                Self::record_event(
+                    &mut tx,
+                    &NewEvent {
+                        dataset_id,
+                        version: ds.current_version,
+                        action: CatalogAction::Prune,
+                        actor,
+                        cause: None,
+                        detail: serde_json::Value::Null,
+                        at: now,
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn collectable_versions(
+                &self,
+                cutoff: DateTime<Utc>,
+                limit: u32,
+            ) -> DbResult<Vec<VersionRecord>> {
+                sqlx::query_as::<_, VersionRow>(
+                    "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
+                     coverage_end, metadata, created_at, held, pruned_at FROM dataset_versions \
+                     WHERE pruned_at IS NOT NULL AND pruned_at < $1 AND collected_at IS NULL \
+                     ORDER BY pruned_at LIMIT $2",
+                )
+                .bind(ms(cutoff))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(VersionRecord::try_from)
+                .collect()
+            }
+
+            async fn mark_collected(
+                &self,
+                dataset_id: &DatasetId,
+                version: i64,
+                now: DateTime<Utc>,
+            ) -> DbResult<()> {
+                sqlx::query("UPDATE dataset_versions SET collected_at = $3 WHERE dataset_id = $1 AND version = $2")
+                    .bind(dataset_id.as_str())
+                    .bind(version)
+                    .bind(ms(now))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn set_published(

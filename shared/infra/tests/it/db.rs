@@ -960,6 +960,7 @@ async fn publish_version_numbers_versions(db: &TestDb) {
         metadata: nv1.metadata.clone(),
         created_at: at(20),
         held: false,
+        pruned_at: None,
     };
     assert_eq!(v1, expected_v1);
 

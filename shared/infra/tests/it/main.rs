@@ -34,6 +34,7 @@ macro_rules! conformance {
 }
 
 mod db;
+mod gc;
 mod locks;
 mod queue;
 mod store;
