@@ -73,26 +73,6 @@ pub struct NewVersion {
     pub publish: bool,
 }
 
-macro_rules! version_select {
-    ($tail:literal) => {
-        concat!(
-            "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
-             coverage_end, metadata, created_at, held, pruned_at FROM dataset_versions ",
-            $tail
-        )
-    };
-}
-
-macro_rules! dataset_select {
-    ($tail:literal) => {
-        concat!(
-            "SELECT dataset_id, template_id, extent_id, current_version, published, created_at, \
-             updated_at FROM managed_datasets ",
-            $tail
-        )
-    };
-}
-
 /// A row of `managed_datasets`; [`DatasetRecord`] is its checked form.
 #[derive(sqlx::FromRow)]
 pub(super) struct DatasetRow {

@@ -246,6 +246,27 @@ macro_rules! impl_history {
                 Ok(())
             }
 
+            /// Whether `version` of `dataset_id` was pruned.
+            async fn is_pruned(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                dataset_id: &DatasetId,
+                version: i64,
+            ) -> Result<bool, ChangeError> {
+                let pruned_at: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT pruned_at FROM dataset_versions WHERE dataset_id = $1 AND version = $2",
+                )
+                .bind(dataset_id.as_str())
+                .bind(version)
+                .fetch_optional(&mut **tx)
+                .await?;
+                pruned_at
+                    .map(|p| p.is_some())
+                    .ok_or_else(|| ChangeError::UnknownVersion {
+                        dataset: dataset_id.to_string(),
+                        version,
+                    })
+            }
+
             /// The dataset row, locked for the rest of the transaction on PostgreSQL.
             async fn lock_dataset(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -256,10 +277,7 @@ macro_rules! impl_history {
                     .bind(dataset_id.as_str())
                     .execute(&mut **tx)
                     .await?;
-                let row = sqlx::query_as::<_, DatasetRow>(
-                    "SELECT dataset_id, template_id, extent_id, current_version, published, created_at, \
-                     updated_at FROM managed_datasets WHERE dataset_id = $1",
-                )
+                let row = sqlx::query_as::<_, DatasetRow>(dataset_select!("WHERE dataset_id = $1"))
                     .bind(dataset_id.as_str())
                     .fetch_optional(&mut **tx)
                     .await?
@@ -300,27 +318,11 @@ macro_rules! impl_history {
             ) -> Result<DatasetRecord, ChangeError> {
                 let mut tx = self.pool.begin().await?;
                 let ds = Self::lock_dataset(&mut tx, dataset_id).await?;
-                let pruned: Option<Option<i64>> = sqlx::query_scalar(
-                    "SELECT pruned_at FROM dataset_versions WHERE dataset_id = $1 AND version = $2",
-                )
-                .bind(dataset_id.as_str())
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match pruned {
-                    None => {
-                        return Err(ChangeError::UnknownVersion {
-                            dataset: dataset_id.to_string(),
-                            version,
-                        });
-                    }
-                    Some(Some(_)) => {
-                        return Err(ChangeError::Pruned {
-                            dataset: dataset_id.to_string(),
-                            version,
-                        });
-                    }
-                    Some(None) => {}
+                if Self::is_pruned(&mut tx, dataset_id, version).await? {
+                    return Err(ChangeError::Pruned {
+                        dataset: dataset_id.to_string(),
+                        version,
+                    });
                 }
                 if ds.current_version == Some(version) {
                     return Ok(ds);
@@ -369,22 +371,8 @@ macro_rules! impl_history {
             ) -> Result<(), ChangeError> {
                 let mut tx = self.pool.begin().await?;
                 let ds = Self::lock_dataset(&mut tx, dataset_id).await?;
-                let pruned: Option<Option<i64>> = sqlx::query_scalar(
-                    "SELECT pruned_at FROM dataset_versions WHERE dataset_id = $1 AND version = $2",
-                )
-                .bind(dataset_id.as_str())
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match pruned {
-                    None => {
-                        return Err(ChangeError::UnknownVersion {
-                            dataset: dataset_id.to_string(),
-                            version,
-                        });
-                    }
-                    Some(Some(_)) => return Ok(()),
-                    Some(None) => {}
+                if Self::is_pruned(&mut tx, dataset_id, version).await? {
+                    return Ok(());
                 }
                 if ds.current_version == Some(version) {
                     return Err(ChangeError::Current {
@@ -458,12 +446,10 @@ macro_rules! impl_history {
                 cutoff: DateTime<Utc>,
                 limit: u32,
             ) -> DbResult<Vec<VersionRecord>> {
-                sqlx::query_as::<_, VersionRow>(
-                    "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
-                     coverage_end, metadata, created_at, held, pruned_at FROM dataset_versions \
-                     WHERE pruned_at IS NOT NULL AND pruned_at < $1 AND collected_at IS NULL \
-                     ORDER BY pruned_at LIMIT $2",
-                )
+                sqlx::query_as::<_, VersionRow>(version_select!(
+                    "WHERE pruned_at IS NOT NULL AND pruned_at < $1 AND collected_at IS NULL \
+                     ORDER BY pruned_at LIMIT $2"
+                ))
                 .bind(ms(cutoff))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)

@@ -302,6 +302,26 @@ macro_rules! run_select {
     };
 }
 
+macro_rules! version_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT dataset_id, version, artifact_id, storage_prefix, run_id, coverage_start, \
+             coverage_end, metadata, created_at, held, pruned_at FROM dataset_versions ",
+            $tail
+        )
+    };
+}
+
+macro_rules! dataset_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT dataset_id, template_id, extent_id, current_version, published, created_at, \
+             updated_at FROM managed_datasets ",
+            $tail
+        )
+    };
+}
+
 macro_rules! api_key_select {
     () => {
         "SELECT key_id, name, scopes, secret_hash, created_at, expires_at, revoked_at, \
