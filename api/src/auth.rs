@@ -55,6 +55,12 @@ impl Principal {
     pub fn can(&self, scope: Scope) -> bool {
         allows(&self.scopes, scope)
     }
+
+    /// Whom a request acts as: the caller's subject, or `anonymous` without credentials (jobs,
+    /// idempotency keys and history events are recorded under it).
+    pub fn subject_of(principal: Option<&Self>) -> String {
+        principal.map_or_else(|| "anonymous".to_owned(), |p| p.subject.clone())
+    }
 }
 
 /// The authentication settings and OIDC verifiers of the process.

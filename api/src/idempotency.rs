@@ -67,10 +67,7 @@ pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next)
             .into_response();
         }
     };
-    let principal = req
-        .extensions()
-        .get::<Principal>()
-        .map_or_else(|| "anonymous".to_owned(), |p| p.subject.clone());
+    let principal = Principal::subject_of(req.extensions().get::<Principal>());
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return ApiError::new(

@@ -75,7 +75,7 @@ fn principal_of(p: Option<&axum::Extension<Principal>>) -> Option<&Principal> {
 }
 
 fn actor(p: Option<&axum::Extension<Principal>>) -> String {
-    principal_of(p).map_or_else(|| "anonymous".to_owned(), |p| p.subject.clone())
+    Principal::subject_of(principal_of(p))
 }
 
 /// `GET /datasets/{id}/history`: every change of the dataset on the public catalog, newest

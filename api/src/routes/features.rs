@@ -151,7 +151,7 @@ pub async fn upload_features(
         .as_deref()
         .or_else(|| member("title"))
         .or_else(|| member("name"));
-    let who = principal.map_or_else(|| "anonymous".to_owned(), |p| p.0.subject.clone());
+    let who = Principal::subject_of(principal.as_ref().map(|p| &p.0));
     // Checking every ring of a large upload is CPU work: off the request threads.
     let (id, title) = (id.to_owned(), title.map(str::to_owned));
     let new = tokio::task::spawn_blocking(move || {

@@ -35,7 +35,7 @@ const JSON: &str = "application/json";
 
 /// The id jobs are owned by: the principal's subject, or `anonymous`.
 fn owner(principal: Option<&Principal>) -> String {
-    principal.map_or_else(|| "anonymous".to_owned(), |p| p.subject.clone())
+    Principal::subject_of(principal)
 }
 
 fn unknown_process(id: &str) -> ApiError {
