@@ -26,11 +26,16 @@ pub struct Area {
 impl Area {
     /// The value of property `name` as text (strings as they are, numbers printed).
     pub fn property(&self, name: &str) -> Option<String> {
-        let v = self.properties.get(name)?;
-        v.as_str()
-            .map(str::to_owned)
-            .or_else(|| v.as_number().map(ToString::to_string))
+        text(self.properties.get(name)?)
     }
+}
+
+/// A property value as text: strings as they are, numbers printed (DHIS2 org unit codes may
+/// be either); anything else has none.
+fn text(v: &Value) -> Option<String> {
+    v.as_str()
+        .map(str::to_owned)
+        .or_else(|| v.as_number().map(ToString::to_string))
 }
 
 /// A feature of a collection, before its geometry is read.
@@ -59,10 +64,7 @@ impl Member<'_> {
 
     /// Property `name` as text (strings as they are, numbers printed).
     pub fn property(&self, name: &str) -> Option<String> {
-        let v = self.feature.get("properties")?.get(name)?;
-        v.as_str()
-            .map(str::to_owned)
-            .or_else(|| v.as_number().map(ToString::to_string))
+        text(self.feature.get("properties")?.get(name)?)
     }
 }
 

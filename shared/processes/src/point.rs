@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::output::{Format, Row, Table};
 use crate::series::{
-    Cells, Fields, Plan, format, interval, open_for, reading_inputs, span, temporal, work_error,
+    Cells, Fields, Plan, format, interval, open_for, reading_interface, span, temporal, work_error,
 };
 use crate::{CheckError, Checked, Env, InputError, Output, Process};
 
@@ -190,28 +190,15 @@ impl Process for PointTimeseries {
     }
 
     fn interface(&self) -> Value {
-        let mut doc = json!({
-            "inputs": {
+        reading_interface(
+            json!({
                 "dataset_id": {"title": "Dataset", "description": "A published dataset (GET /datasets).", "schema": {"type": "string"}},
                 "points": {"title": "Points", "description": "A GeoJSON FeatureCollection (WGS84) of Point features; each feature's `id` names its rows.", "minOccurs": 0, "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
                 "location": {"title": "Location", "description": "One point, [lon, lat] (instead of `points`); its rows are named `location`.", "minOccurs": 0, "schema": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}},
-            },
-            "outputs": {
-                "result": {
-                    "title": "Series",
-                    "description": "json: {dataset_id, period_type, rows: [{feature_id, period, value: number|null}], dropped_periods, warnings}; csv: the same rows; dhis2: a dataValueSet.",
-                    "schema": {"oneOf": [
-                        {"type": "object", "contentMediaType": "application/json"},
-                        {"type": "string", "contentMediaType": "text/csv"}
-                    ]}
-                }
-            }
-        });
-        // The inputs every reading process shares.
-        if let Some(inputs) = doc["inputs"].as_object_mut() {
-            inputs.extend(reading_inputs());
-        }
-        doc
+            }),
+            "Series",
+            "value: number|null",
+        )
     }
 
     async fn check(&self, env: &Env, inputs: &Value) -> Result<Checked, CheckError> {

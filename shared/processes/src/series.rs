@@ -380,9 +380,32 @@ pub async fn open_for(
     Ok((opened, periods))
 }
 
+/// The interface of a reading process: its `own` inputs and the reading inputs, and one
+/// output `result` titled `title`, whose JSON rows are `{feature_id, period, <columns>}`.
+pub fn reading_interface(own: serde_json::Value, title: &str, columns: &str) -> serde_json::Value {
+    let mut inputs = match own {
+        serde_json::Value::Object(o) => o,
+        _ => serde_json::Map::new(),
+    };
+    inputs.extend(reading_inputs());
+    serde_json::json!({
+        "inputs": inputs,
+        "outputs": {
+            "result": {
+                "title": title,
+                "description": format!("json: {{dataset_id, period_type, rows: [{{feature_id, period, {columns}}}], dropped_periods, warnings}}; csv: the same rows; dhis2: a dataValueSet."),
+                "schema": {"oneOf": [
+                    {"type": "object", "contentMediaType": "application/json"},
+                    {"type": "string", "contentMediaType": "text/csv"}
+                ]}
+            }
+        }
+    })
+}
+
 /// The descriptions of the inputs every reading process takes: `datetime`, `period_type`,
 /// `temporal_method`, `format`, `data_element` and `org_unit_property`.
-pub fn reading_inputs() -> serde_json::Map<String, serde_json::Value> {
+fn reading_inputs() -> serde_json::Map<String, serde_json::Value> {
     use serde_json::json;
     let period_types: Vec<&str> = TargetPeriodType::ALL.iter().map(|p| p.as_str()).collect();
     [

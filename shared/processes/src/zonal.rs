@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::features::{self, Area, LoadError};
 use crate::output::{Format, Row, Table};
 use crate::series::{
-    Cells, Fields, Plan, format, interval, open_for, reading_inputs, span, temporal, work_error,
+    Cells, Fields, Plan, format, interval, open_for, reading_interface, span, temporal, work_error,
 };
 use crate::{CheckError, Checked, Env, InputError, Output, Process};
 
@@ -280,30 +280,17 @@ impl Process for ZonalStatistics {
 
     fn interface(&self) -> Value {
         let stat_names: Vec<&str> = Statistic::ALL.iter().map(|s| s.as_str()).collect();
-        let mut doc = json!({
-            "inputs": {
+        reading_interface(
+            json!({
                 "dataset_id": {"title": "Dataset", "description": "A published dataset (GET /datasets).", "schema": {"type": "string"}},
                 "features": {"title": "Areas", "description": "A GeoJSON FeatureCollection (WGS84) of Polygon and MultiPolygon features; each feature's `id` names its row.", "minOccurs": 0, "schema": {"type": "object", "contentMediaType": "application/geo+json"}},
                 "feature_collection": {"title": "Stored areas", "description": "The id of a stored feature collection (POST /features; instead of `features`). The job records the version it read.", "minOccurs": 0, "schema": {"type": "string"}},
                 "feature_collection_version": {"title": "Stored areas' version", "description": "The version of `feature_collection` to read (default: the latest).", "minOccurs": 0, "schema": {"type": "integer", "minimum": 1}},
                 "statistics": {"title": "Statistics", "schema": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": stat_names}}},
-            },
-            "outputs": {
-                "result": {
-                    "title": "Statistics",
-                    "description": "json: {dataset_id, period_type, rows: [{feature_id, period, <statistic>: number|null}], dropped_periods, warnings}; csv: the same rows; dhis2: a dataValueSet.",
-                    "schema": {"oneOf": [
-                        {"type": "object", "contentMediaType": "application/json"},
-                        {"type": "string", "contentMediaType": "text/csv"}
-                    ]}
-                }
-            }
-        });
-        // The inputs every reading process shares.
-        if let Some(inputs) = doc["inputs"].as_object_mut() {
-            inputs.extend(reading_inputs());
-        }
-        doc
+            }),
+            "Statistics",
+            "<statistic>: number|null",
+        )
     }
 
     async fn check(&self, env: &Env, inputs: &Value) -> Result<Checked, CheckError> {
