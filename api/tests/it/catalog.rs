@@ -41,6 +41,28 @@ async fn keys(app: &InProcess) -> Keys {
     }
 }
 
+/// The actions of a history page, newest first.
+fn actions(h: &Value) -> Vec<&str> {
+    h["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect()
+}
+
+/// `method path` with a JSON body, as the admin key.
+async fn as_admin(
+    app: &InProcess,
+    k: &Keys,
+    method: Method,
+    path: &str,
+    body: &Value,
+) -> crate::support::Answer {
+    app.send_json(method, path, &[("authorization", k.admin.as_str())], body)
+        .await
+}
+
 async fn get(app: &InProcess, path: &str, auth: &str) -> (u16, Value) {
     let a = app
         .send(Method::GET, path, &[("authorization", auth)], None)
@@ -92,7 +114,7 @@ async fn history_rollback_and_publication() {
 
     let (status, h) = get(&app, &format!("/datasets/{DATASET}/history"), &k.reader).await;
     assert_eq!(status, 200, "{h}");
-    let actions: Vec<(&str, i64)> = h["events"]
+    let first: Vec<(&str, i64)> = h["events"]
         .as_array()
         .expect("events")
         .iter()
@@ -104,7 +126,7 @@ async fn history_rollback_and_publication() {
         })
         .collect();
     assert_eq!(
-        actions,
+        first,
         vec![("new_version", 2), ("publish", 1), ("new_version", 1)],
         "newest first"
     );
@@ -160,14 +182,14 @@ async fn history_rollback_and_publication() {
             a.body
         );
     }
-    let back = app
-        .send_json(
-            Method::POST,
-            &format!("/datasets/{DATASET}/rollback"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"version": 1}),
-        )
-        .await;
+    let back = as_admin(
+        &app,
+        &k,
+        Method::POST,
+        &format!("/datasets/{DATASET}/rollback"),
+        &json!({"version": 1}),
+    )
+    .await;
     assert_eq!(
         (back.status, back.body["version"].as_i64()),
         (200, Some(1)),
@@ -198,14 +220,14 @@ async fn history_rollback_and_publication() {
             .is_some_and(|t| t.starts_with("2025-07-10")),
         "{stac}"
     );
-    let missing = app
-        .send_json(
-            Method::POST,
-            &format!("/datasets/{DATASET}/rollback"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"version": 9}),
-        )
-        .await;
+    let missing = as_admin(
+        &app,
+        &k,
+        Method::POST,
+        &format!("/datasets/{DATASET}/rollback"),
+        &json!({"version": 9}),
+    )
+    .await;
     assert_eq!(
         (missing.status, missing.body["code"].as_str()),
         (404, Some("unknown_version"))
@@ -247,14 +269,14 @@ async fn history_rollback_and_publication() {
     );
 
     // Unpublished: gone from every public surface but for admins.
-    let patch = app
-        .send_json(
-            Method::PATCH,
-            &format!("/datasets/{DATASET}"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"published": false}),
-        )
-        .await;
+    let patch = as_admin(
+        &app,
+        &k,
+        Method::PATCH,
+        &format!("/datasets/{DATASET}"),
+        &json!({"published": false}),
+    )
+    .await;
     assert_eq!(patch.status, 200, "{}", patch.body);
     let (_, list) = get(&app, "/datasets", &k.reader).await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
@@ -277,14 +299,14 @@ async fn history_rollback_and_publication() {
         let (status, _) = get(&app, &path, &k.admin).await;
         assert_eq!(status, 200, "{path} stays visible to admins");
     }
-    let republish = app
-        .send_json(
-            Method::PATCH,
-            &format!("/datasets/{DATASET}"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"published": true}),
-        )
-        .await;
+    let republish = as_admin(
+        &app,
+        &k,
+        Method::PATCH,
+        &format!("/datasets/{DATASET}"),
+        &json!({"published": true}),
+    )
+    .await;
     assert_eq!(republish.status, 200);
     let (status, _) = get(&app, &format!("/stac/collections/{DATASET}"), &k.reader).await;
     assert_eq!(status, 200, "published again");
@@ -294,21 +316,16 @@ async fn history_rollback_and_publication() {
         &k.reader,
     )
     .await;
-    let last: Vec<&str> = h["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
+    let last = actions(&h);
     assert_eq!(last, vec!["publish", "unpublish"]);
-    let bad = app
-        .send_json(
-            Method::PATCH,
-            &format!("/datasets/{DATASET}"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"published": "no"}),
-        )
-        .await;
+    let bad = as_admin(
+        &app,
+        &k,
+        Method::PATCH,
+        &format!("/datasets/{DATASET}"),
+        &json!({"published": "no"}),
+    )
+    .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
 
     // A sync with publish: false keeps its version out of public view until published.
@@ -355,14 +372,14 @@ async fn history_rollback_and_publication() {
     )
     .await;
     assert_eq!(status, 200);
-    let publish = app
-        .send_json(
-            Method::PATCH,
-            &format!("/datasets/{DATASET}"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"published": true}),
-        )
-        .await;
+    let publish = as_admin(
+        &app,
+        &k,
+        Method::PATCH,
+        &format!("/datasets/{DATASET}"),
+        &json!({"published": true}),
+    )
+    .await;
     assert_eq!(
         (publish.status, publish.body["version"].as_i64()),
         (200, Some(4)),
@@ -425,14 +442,14 @@ async fn history_rollback_and_publication() {
         .filter_map(|v| v["version"].as_i64())
         .collect();
     assert_eq!(listed, vec![3, 4]);
-    let back = app
-        .send_json(
-            Method::POST,
-            &format!("/datasets/{DATASET}/rollback"),
-            &[("authorization", k.admin.as_str())],
-            &json!({"version": 2}),
-        )
-        .await;
+    let back = as_admin(
+        &app,
+        &k,
+        Method::POST,
+        &format!("/datasets/{DATASET}/rollback"),
+        &json!({"version": 2}),
+    )
+    .await;
     assert_eq!(
         (back.status, back.body["code"].as_str()),
         (409, Some("version_pruned")),
@@ -491,12 +508,7 @@ async fn history_rollback_and_publication() {
         &k.reader,
     )
     .await;
-    let last: Vec<&str> = h["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
+    let last = actions(&h);
     assert_eq!(last, vec!["prune", "prune_version", "prune_version"]);
     let collected = climate_infra::housekeeping::collect_pruned(
         &app.platform,
