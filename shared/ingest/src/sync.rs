@@ -90,13 +90,7 @@ pub async fn detail(
         )));
     }
     let probe = t.sync.kind == SyncKind::Temporal && t.sync.availability.is_some_and(|a| a.probe);
-    let published = if let Some(source) = t.derived_from() {
-        // A derived dataset may reach the newest period its source covers whole.
-        let source = crate::derived::source_dataset(&source, &ds.extent_id);
-        crate::derived::available(ctx, &source, kind)
-            .await?
-            .map(|(_, last)| last)
-    } else if probe {
+    let published = if probe {
         let extent = p
             .config
             .extents

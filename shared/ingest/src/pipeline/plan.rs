@@ -6,6 +6,7 @@ use super::*;
 
 /// Asks the provider which periods of `template` over `extent` are published from `from` on,
 /// and returns the newest (`None`: nothing from `from` on). The `probe` availability policy.
+/// For a derived template the "provider" is the stored source dataset: what it covers whole.
 ///
 /// # Errors
 /// A message when the template cannot be probed (unknown provider, aggregation) or the
@@ -17,6 +18,16 @@ pub async fn probe_latest(
     extent: &climate_domain::Extent,
     from: Period,
 ) -> Result<Option<Period>, String> {
+    if let Some(source) = template.derived_from() {
+        let source = crate::derived::source_dataset(&source, &extent.extent_id);
+        return Ok(
+            crate::derived::available(ctx, &source, template.period_type)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|(_, last)| last)
+                .filter(|last| *last >= from),
+        );
+    }
     if template.aggregate.is_some() {
         return Err("the probe policy does not support aggregated templates yet".into());
     }
