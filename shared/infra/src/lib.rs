@@ -26,6 +26,7 @@ pub mod templates;
 pub use config::Config;
 pub mod housekeeping;
 pub mod platform;
+pub mod progress;
 
 pub use platform::Platform;
 pub mod shutdown;

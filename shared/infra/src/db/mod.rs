@@ -5,7 +5,8 @@
 //! [`SegmentStore`], [`OutboxStore`] (with lease recovery), [`CatalogStore`] (datasets and
 //! versions), [`KeyStore`], [`IdempotencyStore`], [`ScheduleStore`], [`JobStore`] (durable
 //! jobs of the other kinds), [`FeatureStore`] (versioned feature collections) and
-//! [`HistoryStore`] (the catalog's history, rollback and publication) — each in a module of its
+//! [`HistoryStore`] (the catalog's history, rollback and publication) and [`DumpStore`] (every
+//! row, for backups) — each in a module of its
 //! own with its records. Methods called on `dyn Database` need no import; code generic over an
 //! engine brings the traits into scope with `use climate_infra::db::prelude::*`.
 //!
@@ -70,6 +71,7 @@ impl DbError {
 pub type DbResult<T> = Result<T, DbError>;
 
 pub use catalog::*;
+pub use dump::*;
 pub use features::*;
 pub use history::*;
 pub use idempotency::*;
@@ -83,8 +85,8 @@ pub use segments::*;
 /// The aggregate traits, for calling [`Database`] methods: `use climate_infra::db::prelude::*`.
 pub mod prelude {
     pub use super::{
-        CatalogStore, Database, FeatureStore, HistoryStore, IdempotencyStore, JobStore, KeyStore,
-        OutboxStore, RunStore, ScheduleStore, SegmentStore,
+        CatalogStore, Database, DumpStore, FeatureStore, HistoryStore, IdempotencyStore, JobStore,
+        KeyStore, OutboxStore, RunStore, ScheduleStore, SegmentStore,
     };
 }
 
@@ -110,6 +112,7 @@ pub trait Database:
     + JobStore
     + FeatureStore
     + HistoryStore
+    + DumpStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -331,6 +334,7 @@ macro_rules! api_key_select {
 
 // The aggregates; declared after the SQL macros above, which they use.
 mod catalog;
+mod dump;
 mod features;
 mod history;
 mod idempotency;

@@ -201,6 +201,7 @@ db_conformance!(
     idempotency_keys_replay_conflict_and_expire,
 );
 
+mod dump;
 mod features;
 mod history;
 mod jobs;
